@@ -1,0 +1,109 @@
+"""Creating, listing, revoking and verifying API keys."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from service.auth.models import ApiKey
+from service.db import utcnow
+from service.errors import Conflict, InvalidInput, NotFound
+
+KEY_PREFIX = "rl_"
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+TENANT_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the key's name and the tenant every resource is scoped to."""
+
+    key_name: str
+    tenant_id: str
+
+
+def hash_key(key: str) -> str:
+    # Keys carry 256 random bits, so a fast hash is enough; no salt or KDF is needed.
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def create_key(session: Session, *, name: str, tenant_id: str | None = None) -> tuple[ApiKey, str]:
+    """Store a new key's hash and return the plaintext, which is never stored or shown again."""
+    if not NAME_PATTERN.match(name):
+        raise InvalidInput(
+            f"key name {name!r} must be 1-100 letters, digits, '_', '.' or '-', "
+            "starting with a letter or digit"
+        )
+    if tenant_id is not None and not TENANT_PATTERN.match(tenant_id):
+        raise InvalidInput(
+            f"tenant {tenant_id!r} must be 1-64 letters, digits, '_', '.' or '-'"
+        )
+    if session.scalar(select(func.count()).select_from(ApiKey).where(ApiKey.name == name)):
+        raise Conflict(f"a key named {name!r} already exists; pick another name")
+    plaintext = KEY_PREFIX + secrets.token_urlsafe(32)
+    key = ApiKey(
+        name=name,
+        tenant_id=tenant_id or f"t-{uuid.uuid4().hex[:16]}",
+        key_hash=hash_key(plaintext),
+        prefix=plaintext[:8],
+    )
+    session.add(key)
+    session.flush()
+    return key, plaintext
+
+
+def list_keys(session: Session) -> list[ApiKey]:
+    return list(session.scalars(select(ApiKey).order_by(ApiKey.created_at, ApiKey.name)))
+
+
+def count_keys(session: Session) -> int:
+    return session.scalar(select(func.count()).select_from(ApiKey)) or 0
+
+
+def revoke_key(session: Session, *, name: str) -> ApiKey:
+    key = session.scalar(select(ApiKey).where(ApiKey.name == name))
+    if key is None:
+        raise NotFound(f"no key named {name!r}; `ridgeline keys list` shows the names")
+    if key.revoked_at is None:
+        key.revoked_at = utcnow()
+    return key
+
+
+class KeyVerifier:
+    """Checks bearer keys against the database, trusting a positive answer for a few seconds."""
+
+    def __init__(self, cache_seconds: float) -> None:
+        self._cache_seconds = cache_seconds
+        self._cache: dict[str, tuple[float, Principal]] = {}
+        self._lock = threading.Lock()
+
+    def verify(self, session: Session, plaintext: str) -> Principal | None:
+        digest = hash_key(plaintext)
+        now = time.monotonic()
+        with self._lock:
+            hit = self._cache.get(digest)
+        if hit is not None and now - hit[0] < self._cache_seconds:
+            return hit[1]
+        key = session.scalar(select(ApiKey).where(ApiKey.key_hash == digest))
+        if key is None or key.revoked_at is not None:
+            with self._lock:
+                self._cache.pop(digest, None)
+            return None
+        # The index lookup already matched; compare again in constant time all the same.
+        if not hmac.compare_digest(key.key_hash, digest):
+            return None
+        principal = Principal(key_name=key.name, tenant_id=key.tenant_id)
+        with self._lock:
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[digest] = (now, principal)
+        return principal

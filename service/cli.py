@@ -1,0 +1,234 @@
+"""The `ridgeline` command: serve, worker, migrate, keys."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from service import __version__
+from service.config import Settings
+from service.errors import ServiceError
+
+app = typer.Typer(
+    help="Ridgeline: train regularized models over HTTP.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+console = Console(stderr=True)
+
+
+def _settings(**overrides: object) -> Settings:
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
+    except ValueError as exc:
+        console.print(f"[red]invalid settings:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
+def _setup_logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    console.print(f"[red]error:[/red] {message}")
+    return typer.Exit(code)
+
+
+def _prepare_database(settings: Settings, *, auto_migrate: bool) -> None:
+    """SQLite (embedded) migrates itself; Postgres must already be at head."""
+    from service.db import Database
+    from service.main import SchemaNotAtHead, check_schema
+    from service.migrate import upgrade
+
+    if auto_migrate and settings.is_sqlite:
+        upgrade(settings.database_url)
+    db = Database(settings)
+    try:
+        check_schema(db)
+    except SchemaNotAtHead as exc:
+        raise _fail(str(exc)) from exc
+    finally:
+        db.dispose()
+
+
+def _first_key(settings: Settings) -> str | None:
+    """On the embedded default with no key yet, create one so a new user can authorize at once."""
+    from service.auth.service import count_keys, create_key
+    from service.db import Database
+
+    if not settings.is_sqlite or settings.auth == "disabled":
+        return None
+    db = Database(settings)
+    try:
+        with db.transaction() as session:
+            if count_keys(session):
+                return None
+            _, plaintext = create_key(session, name="default", tenant_id="default")
+            return plaintext
+    finally:
+        db.dispose()
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to bind.")] = 8000,
+    worker: Annotated[
+        bool, typer.Option("--worker/--no-worker", help="Run an embedded worker process.")
+    ] = True,
+) -> None:
+    """Start the API (and, by default, one embedded worker in a child process)."""
+    import uvicorn
+
+    from service.main import create_app
+
+    settings = _settings(host=host, port=port)
+    _setup_logging(settings)
+    _prepare_database(settings, auto_migrate=True)
+    key = _first_key(settings)
+
+    base = f"http://{host}:{port}"
+    print(f"Ridgeline {__version__} on {settings.database_url.split('://')[0]}")
+    print(f"  API:        {base}/v1")
+    print(f"  Swagger UI: {base}/docs")
+    if key:
+        print("  First start: created API key 'default'. It is shown only this once; keep it:")
+        print(f"  API key:    {key}")
+    sys.stdout.flush()
+
+    child: subprocess.Popen[bytes] | None = None
+    if worker:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "service.cli", "worker", "--parent-pid", str(os.getpid())],
+            env={**os.environ, "RIDGELINE_DATABASE_URL": settings.database_url},
+        )
+    try:
+        uvicorn.run(
+            create_app(settings),
+            host=host,
+            port=port,
+            log_level=settings.log_level.lower(),
+            timeout_graceful_shutdown=10,
+        )
+    finally:
+        if child is not None and child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+            try:
+                child.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                child.kill()
+
+
+@app.command("worker")
+def worker_command(
+    parent_pid: Annotated[
+        int | None, typer.Option(help="Exit when this process dies (used by `serve`).")
+    ] = None,
+) -> None:
+    """Run a worker: claims queued jobs and trains them in child processes."""
+    from service.worker.supervisor import run_worker
+
+    settings = _settings()
+    _setup_logging(settings)
+    _prepare_database(settings, auto_migrate=False)
+    run_worker(settings, parent_pid=parent_pid)
+
+
+@app.command()
+def migrate(
+    revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
+) -> None:
+    """Apply the database migrations (to head by default)."""
+    from service.migrate import upgrade
+
+    settings = _settings()
+    _setup_logging(settings)
+    upgrade(settings.database_url, revision)
+    print(f"database migrated to {revision}")
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Option(help="A unique name for the key.")],
+    tenant: Annotated[
+        str | None, typer.Option(help="Tenant to join; by default the key gets its own.")
+    ] = None,
+) -> None:
+    """Create a key; the key itself is printed once, alone on the last line."""
+    from service.auth.service import create_key
+    from service.db import Database
+
+    settings = _settings()
+    _prepare_database(settings, auto_migrate=True)
+    db = Database(settings)
+    try:
+        with db.transaction() as session:
+            key, plaintext = create_key(session, name=name, tenant_id=tenant)
+            tenant_id = key.tenant_id
+    except ServiceError as exc:
+        raise _fail(exc.detail) from exc
+    finally:
+        db.dispose()
+    print(f"created key {name!r} for tenant {tenant_id!r}; it is shown only once:")
+    print(plaintext)
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """List keys (names, tenants, state); the keys themselves are never stored."""
+    from service.auth.service import list_keys
+    from service.db import Database
+
+    settings = _settings()
+    _prepare_database(settings, auto_migrate=True)
+    db = Database(settings)
+    try:
+        with db.transaction(write=False) as session:
+            rows = [
+                (k.name, k.tenant_id, k.prefix + "…", k.created_at, k.revoked_at)
+                for k in list_keys(session)
+            ]
+    finally:
+        db.dispose()
+    table = Table("name", "tenant", "key", "created", "state")
+    for name, tenant_id, prefix, created_at, revoked_at in rows:
+        state = f"revoked {revoked_at:%Y-%m-%d %H:%M}" if revoked_at else "active"
+        table.add_row(name, tenant_id, prefix, f"{created_at:%Y-%m-%d %H:%M}", state)
+    Console().print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(name: Annotated[str, typer.Argument(help="The key's name.")]) -> None:
+    """Revoke a key: every API process refuses it within seconds."""
+    from service.auth.service import revoke_key
+    from service.db import Database
+
+    settings = _settings()
+    _prepare_database(settings, auto_migrate=True)
+    db = Database(settings)
+    try:
+        with db.transaction() as session:
+            revoke_key(session, name=name)
+    except ServiceError as exc:
+        raise _fail(exc.detail) from exc
+    finally:
+        db.dispose()
+    print(f"revoked key {name!r}")
+
+
+if __name__ == "__main__":
+    app()

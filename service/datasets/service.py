@@ -1,0 +1,188 @@
+"""The rules of datasets: ingest, store, list, read back, delete — always within one tenant."""
+
+from __future__ import annotations
+
+import io
+import math
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from service import blobs
+from service.db import Database
+from service.datasets.ingest import ingest
+from service.datasets.models import Dataset
+from service.errors import InvalidInput, NotFound
+from service.pagination import page_of, paginate
+from service.uploads import ReceivedUpload
+
+MAX_NAME = 255
+
+
+def _clean_name(name: str | None, filename: str | None) -> str:
+    chosen = (name or "").strip() or Path(filename or "").name.strip() or "dataset"
+    if len(chosen) > MAX_NAME:
+        raise InvalidInput(
+            f"name is {len(chosen)} characters; use at most {MAX_NAME}",
+            errors=[{"field": "name", "message": "too long"}],
+        )
+    return chosen
+
+
+def _clean_delimiter(value: str | None) -> str | None:
+    if value is None or value == "":
+        return None
+    named = {"tab": "\t", "\\t": "\t", "comma": ",", "semicolon": ";", "pipe": "|"}
+    delimiter = named.get(value.lower(), value)
+    if len(delimiter) != 1 or delimiter in "\r\n\"":
+        raise InvalidInput(
+            f"delimiter {value!r} must be one character such as ',', ';', '|' or 'tab'",
+            errors=[{"field": "delimiter", "message": "not a single character"}],
+        )
+    return delimiter
+
+
+def create_dataset(
+    db: Database, *, tenant_id: str, upload: ReceivedUpload, tmp_dir: Path | None
+) -> Dataset:
+    """Validate and convert the upload, store its Parquet in chunks, then make the row visible.
+
+    Runs in a worker thread; it commits in short transactions of its own (the blob store's
+    rule), and the dataset row appears only in the last one, beside the blob turning complete.
+    """
+    settings = db.settings
+    name = _clean_name(upload.fields.get("name"), upload.filename)
+    delimiter = _clean_delimiter(upload.fields.get("delimiter"))
+    with tempfile.TemporaryDirectory(prefix="ridgeline-ingest-", dir=tmp_dir) as work:
+        parquet_path = Path(work) / "data.parquet"
+        result = ingest(
+            upload.path,
+            parquet_path,
+            filename=upload.filename,
+            delimiter=delimiter,
+            max_columns=settings.max_columns,
+            max_rows=settings.max_rows,
+            unique_cap=settings.n_unique_cap,
+        )
+        with parquet_path.open("rb") as source:
+            blob = blobs.write_blob(
+                db.transaction,
+                source,
+                tenant_id=tenant_id,
+                chunk_bytes=settings.blob_chunk_bytes,
+            )
+    try:
+        with db.transaction() as session:
+            blobs.mark_complete(session, blob.id)
+            dataset = Dataset(
+                tenant_id=tenant_id,
+                name=name,
+                format=result.format,
+                size_bytes=upload.size,
+                sha256=upload.sha256,
+                n_rows=result.n_rows,
+                n_columns=result.n_columns,
+                columns=[column.to_dict() for column in result.columns],
+                delimiter=result.delimiter,
+                blob_id=blob.id,
+                stored_bytes=blob.size_bytes,
+            )
+            session.add(dataset)
+        return dataset
+    except BaseException:
+        blobs.delete_blob(db.transaction, blob.id)
+        raise
+
+
+def get_dataset(session: Session, *, tenant_id: str, dataset_id: uuid.UUID) -> Dataset:
+    dataset = session.scalar(
+        select(Dataset).where(Dataset.id == dataset_id, Dataset.tenant_id == tenant_id)
+    )
+    if dataset is None:
+        raise NotFound(f"no dataset with id {dataset_id}")
+    return dataset
+
+
+def list_datasets(
+    session: Session, *, tenant_id: str, limit: int, cursor: str | None
+) -> tuple[list[Dataset], str | None]:
+    query = paginate(
+        select(Dataset).where(Dataset.tenant_id == tenant_id),
+        created_at=Dataset.created_at,
+        row_id=Dataset.id,
+        limit=limit,
+        cursor=cursor,
+    )
+    return page_of(session.scalars(query).all(), limit)
+
+
+def delete_dataset(session: Session, *, tenant_id: str, dataset_id: uuid.UUID) -> None:
+    dataset = get_dataset(session, tenant_id=tenant_id, dataset_id=dataset_id)
+    blob_id = dataset.blob_id
+    session.delete(dataset)
+    session.flush()
+    # Chunks go with the blob through ON DELETE CASCADE, in this same transaction.
+    session.delete(session.get_one(blobs.Blob, blob_id))
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def preview_rows(db: Database, dataset: Dataset, *, limit: int) -> list[dict[str, Any]]:
+    """The first rows, read lazily: only the Parquet footer and first row group are fetched."""
+    reader = blobs.BlobReader(lambda: db.transaction(write=False), dataset.blob_id)
+    parquet = pq.ParquetFile(io.BufferedReader(reader, buffer_size=1 << 20))
+    rows: list[dict[str, Any]] = []
+    for batch in parquet.iter_batches(batch_size=limit):
+        rows.extend(batch.to_pylist())
+        if len(rows) >= limit:
+            break
+    return [{k: _json_safe(v) for k, v in row.items()} for row in rows[:limit]]
+
+
+def iter_parquet(db: Database, dataset: Dataset) -> Iterator[bytes]:
+    return blobs.iter_blob(lambda: db.transaction(write=False), dataset.blob_id)
+
+
+class _Drain(io.RawIOBase):
+    """A write-only sink whose bytes are handed out as they are produced."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.parts: list[bytes] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self.parts.append(bytes(data))
+        return len(data)
+
+    def take(self) -> bytes:
+        out, self.parts = b"".join(self.parts), []
+        return out
+
+
+def iter_csv(db: Database, dataset: Dataset) -> Iterator[bytes]:
+    """Convert the stored Parquet back to CSV batch by batch, never holding the whole table."""
+    reader = blobs.BlobReader(lambda: db.transaction(write=False), dataset.blob_id)
+    parquet = pq.ParquetFile(io.BufferedReader(reader, buffer_size=4 << 20))
+    sink = _Drain()
+    delimiter = dataset.delimiter or ","
+    with pa_csv.CSVWriter(
+        sink, parquet.schema_arrow, write_options=pa_csv.WriteOptions(delimiter=delimiter)
+    ) as writer:
+        for batch in parquet.iter_batches(batch_size=64 * 1024):
+            writer.write_batch(batch)
+            yield sink.take()
+    yield sink.take()

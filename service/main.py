@@ -1,0 +1,111 @@
+"""create_app(): lifespan, routers, the one error handler, health, offline docs."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
+from sqlalchemy import text
+
+from service import __version__
+from service.auth.service import KeyVerifier
+from service.config import Settings, get_settings
+from service.datasets.router import router as datasets_router
+from service.db import Database
+from service.errors import install_error_handlers, problem, problem_response
+from service.migrate import schema_status
+
+logger = logging.getLogger("ridgeline.api")
+
+DESCRIPTION = """
+Ridgeline trains regularized models (L1, L2, elastic net, dropout, early stopping) on the
+datasets you upload, in a background worker, and serves back metrics that make overfitting
+visible, model artifacts and predictions.
+
+Authorize with an API key (`ridgeline keys create --name NAME`) using the **Authorize**
+button: every `/v1` route needs `Authorization: Bearer <key>`.
+"""
+
+
+class SchemaNotAtHead(RuntimeError):
+    """The database schema is behind the code; `ridgeline migrate` brings it to head."""
+
+
+def check_schema(db: Database) -> None:
+    current, head = schema_status(db.engine, db.settings.database_url)
+    if current != head:
+        raise SchemaNotAtHead(
+            f"the database schema is at {current or 'nothing'} but this Ridgeline needs {head}; "
+            "run `ridgeline migrate` first"
+        )
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        db = Database(settings)
+        check_schema(db)
+        app.state.db = db
+        app.state.key_verifier = KeyVerifier(settings.key_cache_seconds)
+        if settings.auth == "disabled":
+            logger.warning(
+                "authentication is DISABLED (RIDGELINE_AUTH=disabled); every caller on %s "
+                "acts as tenant 'local'",
+                settings.host,
+            )
+        try:
+            yield
+        finally:
+            db.dispose()
+
+    app = FastAPIOffline(
+        title="Ridgeline",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        swagger_ui_parameters={"persistAuthorization": True},
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.include_router(datasets_router)
+
+    @app.get("/healthz", tags=["health"], summary="Liveness: the process answers")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get(
+        "/readyz",
+        tags=["health"],
+        summary="Readiness: the database answers and its schema is at head",
+        responses={503: {"description": "Not ready"}},
+    )
+    def readyz() -> JSONResponse:
+        db: Database = app.state.db
+        try:
+            with db.engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+            current, head = schema_status(db.engine, settings.database_url)
+        except Exception as exc:
+            logger.warning("readiness check failed: %s", exc)
+            return problem_response(
+                problem(503, "Service Unavailable", "the database is unreachable", "unavailable"),
+                {"Retry-After": "5"},
+            )
+        if current != head:
+            return problem_response(
+                problem(
+                    503,
+                    "Service Unavailable",
+                    f"schema at {current}, code needs {head}; run `ridgeline migrate`",
+                    "unavailable",
+                )
+            )
+        return JSONResponse({"status": "ready", "schema": current})
+
+    return app

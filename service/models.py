@@ -1,0 +1,10 @@
+"""Every table, imported in one place so Alembic and the tests see the whole schema."""
+
+from service.auth.models import ApiKey
+from service.blobs import Blob, BlobChunk
+from service.datasets.models import Dataset
+from service.db import Base
+
+metadata = Base.metadata
+
+__all__ = ["ApiKey", "Blob", "BlobChunk", "Dataset", "metadata"]

@@ -1,0 +1,223 @@
+"""Shared fixtures: a real SQLite file and a real Postgres database, migrations applied, and
+real servers (uvicorn on a free loopback port) shared per test session."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.orm import Session
+
+from service.auth.service import create_key
+from service.config import Settings
+from service.db import Database
+from service.migrate import upgrade
+
+REPO = Path(__file__).resolve().parent.parent
+PG_ADMIN_URL = os.environ.get(
+    "RIDGELINE_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+BACKENDS = ["sqlite", "postgres"]
+
+
+def wait_for(predicate, *, timeout: float, interval: float = 0.05, message: str = "condition"):  # type: ignore[no-untyped-def]
+    """Poll until predicate() is truthy; the deadline, not a sleep, is what synchronises."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+        time.sleep(interval)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def create_pg_database() -> str:
+    name = f"ridgeline_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:
+        raise RuntimeError(
+            f"Postgres is required for the tests and is not reachable at {PG_ADMIN_URL}: {exc}. "
+            "Start it: pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"
+        ) from exc
+    finally:
+        admin.dispose()
+    return PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+
+
+def drop_pg_database(url: str) -> None:
+    name = url.rsplit("/", 1)[1]
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def new_database_url(backend: str, tmp_dir: Path) -> str:
+    if backend == "sqlite":
+        return f"sqlite:///{(tmp_dir / f'ridgeline-{uuid.uuid4().hex[:8]}.db').as_posix()}"
+    return create_pg_database()
+
+
+def dispose_database_url(url: str) -> None:
+    if url.startswith("postgresql"):
+        drop_pg_database(url)
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture(scope="session")
+def database_url(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One migrated database per backend for the whole session."""
+    url = new_database_url(backend, tmp_path_factory.mktemp(backend))
+    upgrade(url)
+    yield url
+    dispose_database_url(url)
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return Settings(database_url=database_url, data_dir=tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="session")
+def db(settings: Settings) -> Iterator[Database]:
+    database = Database(settings)
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def session(db: Database) -> Iterator[Session]:
+    """A session inside a transaction that is rolled back after the test."""
+    with db.engine.connect() as connection:
+        outer = connection.begin()
+        with Session(bind=connection, join_transaction_mode="create_savepoint") as sess:
+            yield sess
+        outer.rollback()
+
+
+def cli_env(database_url: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RIDGELINE_")}
+    env.update({"RIDGELINE_DATABASE_URL": database_url, "RIDGELINE_LOG_LEVEL": "WARNING"})
+    env.update(extra)
+    return env
+
+
+def run_cli(database_url: str, *args: str, check: bool = True, **env: str) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [sys.executable, "-m", "service.cli", *args],
+        env=cli_env(database_url, **env),
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"ridgeline {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+@dataclass
+class Server:
+    """A real `ridgeline serve` process on a free loopback port."""
+
+    base_url: str
+    database_url: str
+    process: subprocess.Popen[str]
+    log_path: Path
+
+    def new_key(self, tenant: str | None = None) -> str:
+        """A key of a fresh tenant (or the one named), made with the code the CLI uses."""
+        database = Database(Settings(database_url=self.database_url))
+        try:
+            with database.transaction() as session:
+                _, key = create_key(session, name=f"k-{uuid.uuid4().hex[:10]}", tenant_id=tenant)
+        finally:
+            database.dispose()
+        return key
+
+    def client(self, key: str | None = None, **kwargs) -> httpx.Client:  # type: ignore[no-untyped-def]
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        return httpx.Client(base_url=self.base_url, headers=headers, timeout=60, **kwargs)
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def start_server(
+    database_url: str, log_dir: Path, *, worker: bool = False, **env: str
+) -> Server:
+    port = free_port()
+    log_path = log_dir / f"server-{port}.log"
+    log = log_path.open("w")
+    args = [sys.executable, "-m", "service.cli", "serve", "--port", str(port)]
+    if not worker:
+        args.append("--no-worker")
+    process = subprocess.Popen(
+        args, env=cli_env(database_url, **env), stdout=log, stderr=subprocess.STDOUT, text=True, cwd=REPO
+    )
+    server = Server(f"http://127.0.0.1:{port}", database_url, process, log_path)
+
+    def ready() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(f"server exited early:\n{server.logs()}")
+        try:
+            return httpx.get(f"{server.base_url}/readyz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_for(ready, timeout=60, message="the server to become ready")
+    return server
+
+
+def stop_process(process: subprocess.Popen[str]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="session")
+def server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One API server per backend for the session; tests isolate themselves by tenant."""
+    srv = start_server(
+        database_url,
+        tmp_path_factory.mktemp("server"),
+        RIDGELINE_MAX_UPLOAD_BYTES=str(8 << 20),
+        RIDGELINE_MAX_COLUMNS="200",
+    )
+    yield srv
+    stop_process(srv.process)
+
+
+@pytest.fixture
+def api(server: Server) -> Iterator[httpx.Client]:
+    """A client authenticated with a key of a fresh tenant."""
+    with server.client(server.new_key()) as client:
+        yield client
