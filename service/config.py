@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import logging
 from functools import lru_cache
 from pathlib import Path
@@ -54,7 +55,30 @@ class Settings(BaseSettings):
     sqlite_busy_timeout_ms: int = Field(30_000, ge=0)
     key_cache_seconds: float = Field(2.0, ge=0, description="How long a verified key is trusted.")
 
-    worker_poll_seconds: float = Field(1.0, gt=0)
+    worker_concurrency: int = Field(1, ge=1, le=64, description="Jobs one worker runs at once.")
+    worker_threads: int = Field(
+        0, ge=0, description="BLAS/torch threads per job; 0 shares the cores among the jobs."
+    )
+    worker_poll_seconds: float = Field(
+        0.2, gt=0, description="How often an idle worker looks for work (SQLite)."
+    )
+    worker_listen_poll_seconds: float = Field(
+        5.0, gt=0, description="Fallback poll when Postgres LISTEN/NOTIFY wakes workers."
+    )
+    worker_plugins: list[str] = Field(
+        default_factory=list, description="Modules that register extra trainers (tests, bench)."
+    )
+    lease_seconds: float = Field(30.0, ge=1, description="A running attempt's lease length.")
+    max_attempts: int = Field(3, ge=1)
+    shutdown_grace_seconds: float = Field(30.0, ge=0)
+    child_memory_mb: int = Field(8192, ge=0, description="RLIMIT_DATA of a training child; 0 off.")
+    dataset_cache_bytes: int = Field(10 * GiB, ge=0)
+
+    max_predict_rows: int = Field(10_000, ge=1)
+    max_classes: int = Field(100, ge=2)
+    max_mlp_parameters: int = Field(20_000_000, ge=1)
+    default_max_seconds: int = Field(3600, ge=1)
+    max_job_seconds: int = Field(24 * 3600, ge=1)
     log_level: str = "INFO"
 
     @model_validator(mode="after")
@@ -72,6 +96,12 @@ class Settings(BaseSettings):
                 "bind to 127.0.0.1 or create a key with `ridgeline keys create`"
             )
         return self
+
+    @property
+    def threads_per_job(self) -> int:
+        if self.worker_threads:
+            return self.worker_threads
+        return max(1, (os.cpu_count() or 1) // self.worker_concurrency)
 
     @property
     def is_sqlite(self) -> bool:

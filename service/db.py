@@ -61,13 +61,18 @@ def new_id() -> uuid.UUID:
     return uuid.uuid4()
 
 
+def ensure_sqlite_dir(url: str) -> None:
+    """Create the folder of a SQLite file so a first start needs no set-up."""
+    path = url.split("///", 1)[1] if url.startswith("sqlite") and "///" in url else ""
+    if path and path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+
+
 def make_engine(settings: Settings) -> Engine:
     """One engine per process; SQLite gets WAL, foreign keys, a busy timeout and explicit BEGINs."""
     url = settings.database_url
     if settings.is_sqlite:
-        path = url.split("///", 1)[1] if "///" in url else ""
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        ensure_sqlite_dir(url)
         engine = create_engine(
             url,
             connect_args={"check_same_thread": False, "timeout": settings.sqlite_busy_timeout_ms / 1000},

@@ -15,6 +15,8 @@ from service import __version__
 from service.auth.service import KeyVerifier
 from service.config import Settings, get_settings
 from service.datasets.router import router as datasets_router
+from service.jobs.router import router as jobs_router
+from service.jobs.service import ModelCache
 from service.db import Database
 from service.errors import install_error_handlers, problem, problem_response
 from service.migrate import schema_status
@@ -53,6 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         check_schema(db)
         app.state.db = db
         app.state.key_verifier = KeyVerifier(settings.key_cache_seconds)
+        app.state.model_cache = ModelCache()
         if settings.auth == "disabled":
             logger.warning(
                 "authentication is DISABLED (RIDGELINE_AUTH=disabled); every caller on %s "
@@ -74,6 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     install_error_handlers(app)
     app.include_router(datasets_router)
+    app.include_router(jobs_router)
 
     @app.get("/healthz", tags=["health"], summary="Liveness: the process answers")
     def healthz() -> dict[str, str]:

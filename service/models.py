@@ -4,7 +4,19 @@ from service.auth.models import ApiKey
 from service.blobs import Blob, BlobChunk
 from service.datasets.models import Dataset
 from service.db import Base
+from service.jobs.models import IdempotencyKey, Job, JobAttempt, JobEpoch, JobEvent
 
 metadata = Base.metadata
 
-__all__ = ["ApiKey", "Blob", "BlobChunk", "Dataset", "metadata"]
+__all__ = [
+    "ApiKey",
+    "Blob",
+    "BlobChunk",
+    "Dataset",
+    "IdempotencyKey",
+    "Job",
+    "JobAttempt",
+    "JobEpoch",
+    "JobEvent",
+    "metadata",
+]

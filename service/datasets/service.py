@@ -19,7 +19,7 @@ from service import blobs
 from service.db import Database
 from service.datasets.ingest import ingest
 from service.datasets.models import Dataset
-from service.errors import InvalidInput, NotFound
+from service.errors import Conflict, InvalidInput, NotFound
 from service.pagination import page_of, paginate
 from service.uploads import ReceivedUpload
 
@@ -124,7 +124,13 @@ def list_datasets(
 
 
 def delete_dataset(session: Session, *, tenant_id: str, dataset_id: uuid.UUID) -> None:
+    from service.jobs.service import dataset_in_use
+
     dataset = get_dataset(session, tenant_id=tenant_id, dataset_id=dataset_id)
+    if dataset_in_use(session, dataset.id):
+        raise Conflict(
+            f"dataset {dataset_id} is used by a queued or running job; cancel or wait for it first"
+        )
     blob_id = dataset.blob_id
     session.delete(dataset)
     session.flush()

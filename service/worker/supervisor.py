@@ -1,38 +1,182 @@
-"""The worker process: claims jobs, runs each attempt in a child, keeps leases alive."""
+"""The worker process: claims jobs, runs each attempt in a warm child, reaps lost leases."""
 
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import signal
+import socket
 import threading
+import time
+import uuid
 from datetime import timedelta
+
+from sqlalchemy import exists, select
 
 from service import blobs
 from service.config import Settings
 from service.db import Database
+from service.jobs import queue
+from service.jobs.models import QUEUED, Job
+from service.worker.cache import DatasetCache
+from service.worker.runner import AttemptRunner
 
 logger = logging.getLogger("ridgeline.worker")
 
 STALE_UPLOAD_AGE = timedelta(hours=1)
+HOUSEKEEPING_SECONDS = 60.0
 
 
-def _parent_alive(parent_pid: int | None) -> bool:
-    return parent_pid is None or os.getppid() == parent_pid
+def warm_context(settings: Settings) -> multiprocessing.context.BaseContext:
+    """A forkserver with numpy, scikit-learn, pyarrow and torch imported once, up front."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["service.worker.child", *settings.worker_plugins])
+    probe = context.Process(target=os.getpid)  # type: ignore[attr-defined]
+    probe.start()
+    probe.join()
+    return context
+
+
+class PostgresWaker(threading.Thread):
+    """LISTENs on its own autocommit connection and sets the wake event on each NOTIFY."""
+
+    def __init__(self, database_url: str, wake: threading.Event, stop: threading.Event) -> None:
+        super().__init__(name="pg-listen", daemon=True)
+        self.dsn = database_url.replace("postgresql+psycopg://", "postgresql://", 1)
+        self.wake = wake
+        self.stop = stop
+
+    def run(self) -> None:
+        import psycopg
+
+        while not self.stop.is_set():
+            try:
+                with psycopg.connect(self.dsn, autocommit=True, connect_timeout=5) as conn:
+                    conn.execute(f"LISTEN {queue.NOTIFY_CHANNEL}")
+                    self.wake.set()  # anything queued while we were not listening
+                    while not self.stop.is_set():
+                        for _ in conn.notifies(timeout=1.0, stop_after=1):
+                            self.wake.set()
+            except Exception as exc:
+                logger.warning("LISTEN connection failed (%s); polling until it is back", exc)
+                self.stop.wait(2.0)
+
+
+class Worker:
+    def __init__(self, settings: Settings, *, parent_pid: int | None = None) -> None:
+        self.settings = settings
+        self.parent_pid = parent_pid
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.db = Database(settings)
+        self.stop = threading.Event()
+        self.wake = threading.Event()
+        self.runners: dict[uuid.UUID, AttemptRunner] = {}
+        self.cache = DatasetCache(
+            settings.data_dir / "cache" / "datasets", settings.dataset_cache_bytes
+        )
+
+    def request_stop(self, *_: object) -> None:
+        self.stop.set()
+        self.wake.set()
+
+    def _parent_alive(self) -> bool:
+        return self.parent_pid is None or os.getppid() == self.parent_pid
+
+    def _has_queued(self) -> bool:
+        with self.db.transaction(write=False) as session:
+            return bool(session.scalar(select(exists().where(Job.status == QUEUED))))
+
+    def _claim_one(self) -> bool:
+        if not self._has_queued():
+            return False
+        with self.db.transaction() as session:
+            claim = queue.claim(
+                session, worker_id=self.worker_id, lease_seconds=self.settings.lease_seconds
+            )
+        if claim is None:
+            return False
+        logger.info("claimed job %s attempt %d", claim.job_id, claim.attempt)
+        runner = AttemptRunner(
+            db=self.db,
+            settings=self.settings,
+            claim=claim,
+            worker_id=self.worker_id,
+            context=self.context,
+            cache=self.cache,
+            on_done=self.wake,
+        )
+        self.runners[claim.job_id] = runner
+        runner.start()
+        return True
+
+    def _reap(self) -> None:
+        with self.db.transaction() as session:
+            for job_id, attempt, status in queue.reap_expired(session):
+                logger.warning("job %s attempt %d lost its worker; now %s", job_id, attempt, status)
+
+    def _housekeeping(self) -> None:
+        reaped = blobs.reap_incomplete_blobs(self.db.transaction, older_than=STALE_UPLOAD_AGE)
+        if reaped:
+            logger.info("removed %d blobs left by interrupted uploads", reaped)
+
+    def run(self) -> None:
+        self.context = warm_context(self.settings)
+        if not self.settings.is_sqlite:
+            PostgresWaker(self.settings.database_url, self.wake, self.stop).start()
+            idle_wait = self.settings.worker_listen_poll_seconds
+        else:
+            idle_wait = self.settings.worker_poll_seconds
+        logger.info(
+            "worker %s ready: %d slot(s), %d thread(s) per job",
+            self.worker_id,
+            self.settings.worker_concurrency,
+            self.settings.threads_per_job,
+        )
+        reap_every = max(0.5, self.settings.lease_seconds / 4)
+        next_reap = next_housekeeping = 0.0
+        while not self.stop.is_set() and self._parent_alive():
+            now = time.monotonic()
+            try:
+                if now >= next_reap:
+                    self._reap()
+                    next_reap = now + reap_every
+                if now >= next_housekeeping:
+                    self._housekeeping()
+                    next_housekeeping = now + HOUSEKEEPING_SECONDS
+                self.runners = {k: r for k, r in self.runners.items() if r.is_alive()}
+                while len(self.runners) < self.settings.worker_concurrency and not self.stop.is_set():
+                    if not self._claim_one():
+                        break
+            except Exception as exc:
+                logger.warning("worker loop error (will retry): %s", exc)
+            self.wake.wait(min(idle_wait, reap_every))
+            self.wake.clear()
+        self._drain()
+
+    def _drain(self) -> None:
+        """Stop claiming; let running attempts finish within the grace period, then release."""
+        running = [r for r in self.runners.values() if r.is_alive()]
+        if running:
+            logger.info(
+                "shutting down: waiting up to %.0f s for %d running job(s)",
+                self.settings.shutdown_grace_seconds,
+                len(running),
+            )
+        deadline = time.monotonic() + self.settings.shutdown_grace_seconds
+        for runner in running:
+            runner.join(timeout=max(0.0, deadline - time.monotonic()))
+        for runner in running:
+            if runner.is_alive():
+                runner.release_requested.set()
+        for runner in running:
+            runner.join(timeout=30)
+        self.db.dispose()
+        logger.info("worker %s stopped", self.worker_id)
 
 
 def run_worker(settings: Settings, *, parent_pid: int | None = None) -> None:
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    db = Database(settings)
-    logger.info("worker %s started", os.getpid())
-    try:
-        while not stop.is_set() and _parent_alive(parent_pid):
-            reaped = blobs.reap_incomplete_blobs(db.transaction, older_than=STALE_UPLOAD_AGE)
-            if reaped:
-                logger.info("removed %d blobs left by interrupted uploads", reaped)
-            stop.wait(settings.worker_poll_seconds)
-    finally:
-        db.dispose()
-        logger.info("worker %s stopped", os.getpid())
+    worker = Worker(settings, parent_pid=parent_pid)
+    signal.signal(signal.SIGTERM, worker.request_stop)
+    signal.signal(signal.SIGINT, worker.request_stop)
+    worker.run()

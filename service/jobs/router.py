@@ -1,0 +1,326 @@
+"""HTTP routes for jobs: parse, call the service, return."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Annotated, Any
+
+import anyio.to_thread
+from fastapi import APIRouter, Header, Query, Request, Response, status
+from fastapi.responses import StreamingResponse
+from pydantic import ValidationError
+from sqlalchemy.orm import Session
+
+from service import blobs
+from service.auth.dependencies import PrincipalDep
+from service.db import Database, DatabaseDep, SessionDep
+from service.errors import Conflict, InvalidInput, PayloadTooLarge, UnsupportedMediaType
+from service.ids import parse_id
+from service.jobs import service
+from service.jobs.models import Job
+from service.jobs.schemas import (
+    ArtifactInfo,
+    AttemptRead,
+    EpochRead,
+    JobCreate,
+    JobMetricsRead,
+    JobRead,
+    JobStatus,
+    PredictRequest,
+    PredictResponse,
+)
+from service.pagination import MAX_LIMIT, Page
+from service.training.errors import PredictionInputError
+from service.uploads import receive_upload
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+SUMMARY_KEYS = ("final", "generalization_gap", "weights", "fit_seconds", "best_epoch")
+MAX_PREDICT_JSON_BYTES = 32 << 20
+
+
+def job_read(session: Session, job: Job) -> JobRead:
+    metrics = job.metrics or {}
+    artifact = None
+    if job.artifact_sha256 and job.artifact_kind:
+        artifact = ArtifactInfo(
+            kind=job.artifact_kind,
+            sha256=job.artifact_sha256,
+            url=f"/v1/jobs/{job.id}/artifact",
+        )
+    return JobRead(
+        id=job.id,
+        name=job.name,
+        dataset_id=job.dataset_id,
+        status=job.status,  # type: ignore[arg-type]
+        priority=job.priority,
+        progress=job.progress,
+        attempt=job.attempt,
+        max_attempts=job.max_attempts,
+        cancel_requested=job.cancel_requested,
+        error=job.error,
+        task=job.task,
+        task_reason=job.task_reason,
+        spec=job.spec,
+        native_params=job.native_params,
+        summary={k: metrics[k] for k in SUMMARY_KEYS if k in metrics} or None,
+        artifact=artifact,
+        versions=job.versions,
+        attempts=[AttemptRead.model_validate(a) for a in service.attempts_of(session, job)],
+        max_seconds=job.max_seconds,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+    )
+
+
+def _job(session: Session, principal: PrincipalDep, job_id: str) -> Job:
+    return service.get_job(session, tenant_id=principal.tenant_id, job_id=parse_id(job_id, "job"))
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobRead,
+    summary="Queue a training job",
+    description="Validates the spec against the dataset and queues it for a worker. "
+    "Send an Idempotency-Key header to make retries safe: the same key and body return the "
+    "same job (200) for 24 hours; the same key with another body is a 409.",
+)
+def create_job(
+    body: JobCreate,
+    session: SessionDep,
+    db: DatabaseDep,
+    principal: PrincipalDep,
+    response: Response,
+    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+) -> JobRead:
+    job, created = service.create_job(
+        session,
+        settings=db.settings,
+        tenant_id=principal.tenant_id,
+        body=body,
+        idempotency_key=idempotency_key,
+    )
+    session.flush()
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    return job_read(session, job)
+
+
+@router.get("", response_model=Page[JobRead], summary="List jobs, newest first")
+def list_jobs(
+    session: SessionDep,
+    principal: PrincipalDep,
+    status_filter: Annotated[JobStatus | None, Query(alias="status")] = None,
+    dataset_id: uuid.UUID | None = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
+    cursor: str | None = None,
+) -> Page[JobRead]:
+    items, next_cursor = service.list_jobs(
+        session,
+        tenant_id=principal.tenant_id,
+        status=status_filter,
+        dataset_id=dataset_id,
+        limit=limit,
+        cursor=cursor,
+    )
+    return Page[JobRead](items=[job_read(session, j) for j in items], next_cursor=next_cursor)
+
+
+@router.get("/{job_id}", response_model=JobRead, summary="Get a job: status, progress, attempts")
+def get_job(job_id: str, session: SessionDep, principal: PrincipalDep) -> JobRead:
+    return job_read(session, _job(session, principal, job_id))
+
+
+@router.get(
+    "/{job_id}/metrics",
+    response_model=JobMetricsRead,
+    summary="Metrics: final train/validation/test, gap, weights, coefficients, per-epoch history",
+)
+def get_metrics(job_id: str, session: SessionDep, principal: PrincipalDep) -> JobMetricsRead:
+    job = _job(session, principal, job_id)
+    metrics = dict(job.metrics or {})
+    history = [EpochRead.model_validate(e) for e in service.epochs_of(session, job)]
+    if not history and metrics.get("history"):
+        history = [EpochRead.model_validate(row) for row in metrics["history"]]
+    known = {
+        "final", "generalization_gap", "weights", "coefficients", "history", "best_epoch",
+        "fit_seconds",
+    }
+    return JobMetricsRead(
+        job_id=job.id,
+        status=job.status,  # type: ignore[arg-type]
+        attempt=job.attempt,
+        task=job.task,
+        final=metrics.get("final"),
+        generalization_gap=metrics.get("generalization_gap"),
+        weights=metrics.get("weights"),
+        coefficients=metrics.get("coefficients"),
+        history=history,
+        best_epoch=metrics.get("best_epoch"),
+        fit_seconds=metrics.get("fit_seconds"),
+        extra={k: v for k, v in metrics.items() if k not in known},
+    )
+
+
+@router.get(
+    "/{job_id}/artifact",
+    summary="Download the model artifact",
+    description="A skops file for scikit-learn pipelines; for an MLP a zip with safetensors "
+    "weights, the JSON architecture and the skops preprocessing. The sha256 is in the "
+    "X-Artifact-SHA256 header.",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/octet-stream": {}, "application/zip": {}}}},
+)
+def download_artifact(
+    job_id: str, session: SessionDep, db: DatabaseDep, principal: PrincipalDep
+) -> StreamingResponse:
+    job = _job(session, principal, job_id)
+    service.require_succeeded(job)
+    if job.artifact_blob_id is None or job.artifact_sha256 is None:
+        raise Conflict(f"job {job.id} has no stored artifact")
+    is_zip = job.artifact_kind == "mlp-zip"
+    filename = f"job-{job.id}.{'zip' if is_zip else 'skops'}"
+    blob_id = job.artifact_blob_id
+    return StreamingResponse(
+        blobs.iter_blob(lambda: db.transaction(write=False), blob_id),
+        media_type="application/zip" if is_zip else "application/octet-stream",
+        headers={
+            "Content-Disposition": f'attachment; filename="{filename}"',
+            "X-Artifact-SHA256": job.artifact_sha256,
+        },
+    )
+
+
+PREDICT_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/PredictRequest"}},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary", "description": "A CSV."}
+                    },
+                }
+            },
+        },
+    }
+}
+
+
+async def _predict_rows(request: Request, db: Database) -> Any:
+    """JSON records, or a CSV file whose header names the columns."""
+    content_type = (request.headers.get("content-type") or "").lower()
+    max_rows = db.settings.max_predict_rows
+    if content_type.startswith("application/json"):
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_PREDICT_JSON_BYTES:
+                raise PayloadTooLarge(
+                    f"the JSON body is over {MAX_PREDICT_JSON_BYTES} bytes; send a CSV file "
+                    "or fewer rows"
+                )
+        try:
+            payload = PredictRequest.model_validate(json.loads(body))
+        except (ValueError, ValidationError) as exc:
+            raise InvalidInput(
+                'send {"rows": [{"column": value, ...}, ...]} with at least one row'
+            ) from exc
+        if len(payload.rows) > max_rows:
+            raise InvalidInput(f"{len(payload.rows)} rows is over the limit of {max_rows} per request")
+        return payload.rows
+    if content_type.startswith("multipart/form-data"):
+        upload = await receive_upload(
+            request.stream(),
+            content_type=request.headers.get("content-type"),
+            content_length=request.headers.get("content-length"),
+            max_bytes=db.settings.max_upload_bytes,
+            tmp_dir=db.settings.tmp_dir,
+        )
+        try:
+            return await anyio.to_thread.run_sync(
+                lambda: _read_csv_rows(upload.path, max_rows)
+            )
+        finally:
+            upload.discard()
+    raise UnsupportedMediaType("send application/json rows or a multipart/form-data CSV 'file'")
+
+
+def _read_csv_rows(path: Any, max_rows: int) -> Any:
+    import pyarrow as pa
+    import pyarrow.csv as pa_csv
+
+    try:
+        table = pa_csv.read_csv(path)
+    except pa.ArrowInvalid as exc:
+        raise InvalidInput(f"the CSV could not be parsed: {exc}") from exc
+    if table.num_rows == 0:
+        raise InvalidInput("the CSV has no rows to score")
+    if table.num_rows > max_rows:
+        raise InvalidInput(f"{table.num_rows} rows is over the limit of {max_rows} per request")
+    return table
+
+
+@router.post(
+    "/{job_id}/predict",
+    response_model=PredictResponse,
+    summary="Predict with a trained model",
+    description="Send JSON `{\"rows\": [...]}` or a CSV file. Missing values are imputed as in "
+    "training; an unseen category is encoded as none of the known ones.",
+    openapi_extra=PREDICT_BODY,
+)
+async def predict(
+    job_id: str, request: Request, db: DatabaseDep, principal: PrincipalDep
+) -> PredictResponse:
+    job = await anyio.to_thread.run_sync(lambda: _load_job(db, principal, job_id))
+    service.require_succeeded(job)
+    rows = await _predict_rows(request, db)
+    cache: service.ModelCache = request.app.state.model_cache
+
+    def run() -> PredictResponse:
+        model = cache.get(db, job)
+        try:
+            result = model.predict(rows)
+        except PredictionInputError as exc:
+            raise InvalidInput(
+                "; ".join(f"{p['field']}: {p['message']}" for p in exc.problems),
+                errors=list(exc.problems),
+            ) from exc
+        return PredictResponse(
+            job_id=job.id,
+            predictions=result.predictions,
+            probabilities=result.probabilities,
+            classes=result.classes,
+        )
+
+    return await anyio.to_thread.run_sync(run)
+
+
+def _load_job(db: Database, principal: PrincipalDep, job_id: str) -> Job:
+    with db.transaction(write=False) as session:
+        return _job(session, principal, job_id)
+
+
+@router.post("/{job_id}/cancel", response_model=JobRead, summary="Cancel a queued or running job")
+def cancel_job(job_id: str, session: SessionDep, principal: PrincipalDep) -> JobRead:
+    job = service.cancel_job(
+        session, tenant_id=principal.tenant_id, job_id=parse_id(job_id, "job")
+    )
+    return job_read(session, job)
+
+
+@router.delete(
+    "/{job_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Delete a finished job and its artifact",
+)
+def delete_job(job_id: str, session: SessionDep, principal: PrincipalDep) -> Response:
+    service.delete_job(session, tenant_id=principal.tenant_id, job_id=parse_id(job_id, "job"))
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

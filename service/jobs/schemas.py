@@ -1,0 +1,144 @@
+"""What the jobs API accepts and returns."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from service.training.spec import TrainingSpec
+
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+
+class JobCreate(TrainingSpec):
+    """A training spec plus where its data is and how the queue should treat it."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "digits-l1",
+                    "dataset_id": "00000000-0000-0000-0000-000000000000",
+                    "target": "label",
+                    "task": "auto",
+                    "model": {"kind": "linear"},
+                    "regularization": {"penalty": "l1", "strength": 0.05},
+                    "preprocessing": {"standardize": True, "polynomial_degree": 1},
+                    "validation": {"fraction": 0.2, "test_fraction": 0.0, "stratify": True},
+                    "seed": 0,
+                    "max_seconds": 3600,
+                }
+            ]
+        },
+    )
+
+    dataset_id: uuid.UUID = Field(description="A dataset from POST /v1/datasets.")
+    name: str | None = Field(None, max_length=255, description="A label for people.")
+    max_seconds: int | None = Field(
+        None, ge=1, description="Time limit of one attempt; the server default when omitted."
+    )
+    priority: int = Field(0, ge=-100, le=100, description="Higher runs first.")
+
+    def training_spec(self) -> TrainingSpec:
+        return TrainingSpec.model_validate(
+            self.model_dump(exclude={"dataset_id", "name", "max_seconds", "priority"})
+        )
+
+
+class AttemptRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    attempt: int
+    worker_id: str
+    started_at: datetime
+    finished_at: datetime | None
+    outcome: str | None = Field(description="succeeded, failed, cancelled, lost or released.")
+    error: str | None
+
+
+class ArtifactInfo(BaseModel):
+    kind: str = Field(description="'skops' (scikit-learn pipeline) or 'mlp-zip'.")
+    sha256: str
+    url: str
+
+
+class JobRead(BaseModel):
+    id: uuid.UUID
+    name: str | None
+    dataset_id: uuid.UUID | None = Field(description="Null once the dataset was deleted.")
+    status: JobStatus
+    priority: int
+    progress: float = Field(ge=0, le=1)
+    attempt: int
+    max_attempts: int
+    cancel_requested: bool
+    error: str | None
+    task: str
+    task_reason: str
+    spec: dict[str, Any]
+    native_params: dict[str, Any] | None = Field(
+        description="The mapped estimator parameters, to reproduce a linear fit in scikit-learn."
+    )
+    summary: dict[str, Any] | None = Field(
+        description="Final metrics, generalization gap and weight statistics once succeeded."
+    )
+    artifact: ArtifactInfo | None
+    versions: dict[str, Any] | None
+    attempts: list[AttemptRead]
+    max_seconds: int
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class EpochRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    epoch: int
+    train_loss: float | None
+    val_loss: float | None
+    train_metric: float | None
+    val_metric: float | None
+
+
+class JobMetricsRead(BaseModel):
+    job_id: uuid.UUID
+    status: JobStatus
+    attempt: int
+    task: str
+    final: dict[str, Any] | None = Field(
+        None, description="train, validation and (with a test split) test metrics."
+    )
+    generalization_gap: dict[str, Any] | None = Field(
+        None, description="score: train minus validation; loss: validation minus train."
+    )
+    weights: dict[str, Any] | None = None
+    coefficients: list[dict[str, Any]] | None = None
+    history: list[EpochRead] = Field(
+        default_factory=list, description="Per-epoch curves (MLP) of the latest attempt."
+    )
+    best_epoch: int | None = None
+    fit_seconds: float | None = None
+    extra: dict[str, Any] = Field(default_factory=dict, description="Other recorded figures.")
+
+
+class PredictRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"rows": [{"x1": 0.5, "color": "red"}]}]},
+    )
+
+    rows: list[dict[str, Any]] = Field(min_length=1, description="One record per row to score.")
+
+
+class PredictResponse(BaseModel):
+    job_id: uuid.UUID
+    predictions: list[Any]
+    probabilities: list[dict[str, float]] | None = Field(
+        None, description="Per row, each class's probability keyed by its label (classifiers)."
+    )
+    classes: list[Any] | None = None

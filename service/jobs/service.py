@@ -1,0 +1,279 @@
+"""The rules of jobs: validate against the dataset, queue, cancel, delete, read back, predict."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import uuid
+from collections import OrderedDict
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import delete, exists, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from service import blobs
+from service.config import Settings
+from service.datasets.models import Dataset
+from service.db import Database, utcnow
+from service.errors import Conflict, InvalidInput, NotFound
+from service.jobs import queue
+from service.jobs.models import (
+    ACTIVE,
+    CANCELLED,
+    QUEUED,
+    RUNNING,
+    SUCCEEDED,
+    TERMINAL,
+    IdempotencyKey,
+    Job,
+    JobAttempt,
+    JobEpoch,
+)
+from service.jobs.schemas import JobCreate
+from service.pagination import page_of, paginate
+from service.training.errors import SpecError
+from service.training.spec import ColumnSummary, native_params, resolve_spec, split_sizes
+
+IDEMPOTENCY_TTL = timedelta(hours=24)
+
+
+def _columns(dataset: Dataset) -> list[ColumnSummary]:
+    return [
+        ColumnSummary(
+            name=c["name"], dtype=c["dtype"], n_unique=c["n_unique"], n_missing=c["n_missing"]
+        )
+        for c in dataset.columns
+    ]
+
+
+def _request_hash(body: JobCreate) -> str:
+    canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _replay(
+    session: Session, *, tenant_id: str, key: str, request_hash: str
+) -> Job | None:
+    """The job a previous request with this Idempotency-Key created, if it is still remembered."""
+    record = session.get(IdempotencyKey, (tenant_id, key))
+    if record is None:
+        return None
+    if record.created_at < utcnow() - IDEMPOTENCY_TTL:
+        session.delete(record)
+        session.flush()
+        return None
+    if record.request_hash != request_hash:
+        raise Conflict(
+            f"Idempotency-Key {key!r} was already used with a different request body; "
+            "use a new key for a new job"
+        )
+    return session.get(Job, record.job_id)
+
+
+def create_job(
+    session: Session,
+    *,
+    settings: Settings,
+    tenant_id: str,
+    body: JobCreate,
+    idempotency_key: str | None = None,
+    trainer: str = "default",
+) -> tuple[Job, bool]:
+    """Validate the spec against its dataset and queue it; (job, created)."""
+    request_hash = _request_hash(body)
+    if idempotency_key:
+        replayed = _replay(
+            session, tenant_id=tenant_id, key=idempotency_key, request_hash=request_hash
+        )
+        if replayed is not None:
+            return replayed, False
+    dataset = session.scalar(
+        select(Dataset).where(Dataset.id == body.dataset_id, Dataset.tenant_id == tenant_id)
+    )
+    if dataset is None:
+        raise InvalidInput(
+            f"no dataset with id {body.dataset_id}; upload one with POST /v1/datasets",
+            errors=[{"field": "dataset_id", "message": "unknown dataset"}],
+        )
+    spec = body.training_spec()
+    try:
+        resolved = resolve_spec(
+            spec,
+            _columns(dataset),
+            max_classes=settings.max_classes,
+            max_mlp_parameters=settings.max_mlp_parameters,
+        )
+    except SpecError as exc:
+        raise InvalidInput(
+            "; ".join(f"{p['field']}: {p['message']}" for p in exc.problems),
+            errors=list(exc.problems),
+        ) from exc
+    max_seconds = body.max_seconds or settings.default_max_seconds
+    if max_seconds > settings.max_job_seconds:
+        raise InvalidInput(
+            f"max_seconds {max_seconds} is over the limit of {settings.max_job_seconds}",
+            errors=[{"field": "max_seconds", "message": "over the limit"}],
+        )
+    target_missing = next(c["n_missing"] for c in dataset.columns if c["name"] == spec.target)
+    n_train, _, _ = split_sizes(dataset.n_rows - target_missing, spec.validation)
+    if n_train < 2:
+        raise InvalidInput(
+            f"only {n_train} rows would be left to train on; lower validation.fraction and "
+            "validation.test_fraction or upload more rows",
+            errors=[{"field": "validation.fraction", "message": "too few training rows"}],
+        )
+    job = Job(
+        tenant_id=tenant_id,
+        name=body.name,
+        dataset_id=dataset.id,
+        status=QUEUED,
+        priority=body.priority,
+        spec=spec.model_dump(mode="json"),
+        trainer=trainer,
+        task=resolved.task,
+        task_reason=resolved.task_reason,
+        native_params=native_params(spec, resolved.task, n_train),
+        max_seconds=max_seconds,
+        max_attempts=settings.max_attempts,
+    )
+    session.add(job)
+    try:
+        session.flush()
+        if idempotency_key:
+            session.add(
+                IdempotencyKey(
+                    tenant_id=tenant_id, key=idempotency_key, request_hash=request_hash, job_id=job.id
+                )
+            )
+            session.flush()
+    except IntegrityError as exc:
+        raise Conflict(
+            f"a request with Idempotency-Key {idempotency_key!r} is being processed; retry"
+        ) from exc
+    queue.add_event(session, job.id, 0, "status", status=QUEUED)
+    queue.notify(session)
+    return job, True
+
+
+def get_job(session: Session, *, tenant_id: str, job_id: uuid.UUID) -> Job:
+    job = session.scalar(select(Job).where(Job.id == job_id, Job.tenant_id == tenant_id))
+    if job is None:
+        raise NotFound(f"no job with id {job_id}")
+    return job
+
+
+def list_jobs(
+    session: Session,
+    *,
+    tenant_id: str,
+    status: str | None,
+    dataset_id: uuid.UUID | None,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[Job], str | None]:
+    query = select(Job).where(Job.tenant_id == tenant_id)
+    if status:
+        query = query.where(Job.status == status)
+    if dataset_id:
+        query = query.where(Job.dataset_id == dataset_id)
+    query = paginate(query, created_at=Job.created_at, row_id=Job.id, limit=limit, cursor=cursor)
+    return page_of(session.scalars(query).all(), limit)
+
+
+def attempts_of(session: Session, job: Job) -> list[JobAttempt]:
+    return list(
+        session.scalars(
+            select(JobAttempt).where(JobAttempt.job_id == job.id).order_by(JobAttempt.attempt)
+        )
+    )
+
+
+def epochs_of(session: Session, job: Job) -> list[JobEpoch]:
+    """Per-epoch metrics of the latest attempt only."""
+    return list(
+        session.scalars(
+            select(JobEpoch)
+            .where(JobEpoch.job_id == job.id, JobEpoch.attempt == job.attempt)
+            .order_by(JobEpoch.epoch)
+        )
+    )
+
+
+def cancel_job(session: Session, *, tenant_id: str, job_id: uuid.UUID) -> Job:
+    """A queued job is cancelled at once; a running one is stopped by its worker within a second."""
+    job = get_job(session, tenant_id=tenant_id, job_id=job_id)
+    if job.status in TERMINAL:
+        raise Conflict(f"job {job_id} already ended ({job.status}); there is nothing to cancel")
+    if job.status == QUEUED:
+        result = session.execute(
+            update(Job)
+            .where(Job.id == job.id, Job.status == QUEUED)
+            .values(status=CANCELLED, finished_at=utcnow(), error="cancelled by request")
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount:  # type: ignore[attr-defined]
+            queue.add_event(session, job.id, job.attempt, "status", status=CANCELLED)
+            session.refresh(job)
+            return job
+    session.execute(
+        update(Job)
+        .where(Job.id == job.id, Job.status == RUNNING)
+        .values(cancel_requested=True)
+        .execution_options(synchronize_session=False)
+    )
+    session.refresh(job)
+    return job
+
+
+def delete_job(session: Session, *, tenant_id: str, job_id: uuid.UUID) -> None:
+    job = get_job(session, tenant_id=tenant_id, job_id=job_id)
+    if job.status in ACTIVE:
+        raise Conflict(f"job {job_id} is {job.status}; cancel it first, then delete it")
+    blob_id = job.artifact_blob_id
+    session.execute(delete(Job).where(Job.id == job.id))
+    if blob_id is not None:
+        session.execute(delete(blobs.Blob).where(blobs.Blob.id == blob_id))
+
+
+def dataset_in_use(session: Session, dataset_id: uuid.UUID) -> bool:
+    return bool(
+        session.scalar(
+            select(exists().where(Job.dataset_id == dataset_id, Job.status.in_(ACTIVE)))
+        )
+    )
+
+
+class ModelCache:
+    """Loaded models by job id, so repeated predictions skip reading and unpacking artifacts."""
+
+    def __init__(self, size: int = 8) -> None:
+        self.size = size
+        self._items: OrderedDict[uuid.UUID, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, db: Database, job: Job) -> Any:
+        from service.training.artifacts import load_model
+
+        with self._lock:
+            if job.id in self._items:
+                self._items.move_to_end(job.id)
+                return self._items[job.id]
+        if job.artifact_blob_id is None:
+            raise Conflict(f"job {job.id} has no model artifact")
+        data = blobs.read_blob(lambda: db.transaction(write=False), job.artifact_blob_id)
+        model = load_model(data, sha256=job.artifact_sha256)
+        with self._lock:
+            self._items[job.id] = model
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+        return model
+
+
+def require_succeeded(job: Job) -> None:
+    if job.status != SUCCEEDED:
+        raise Conflict(
+            f"job {job.id} is {job.status}; predictions and artifacts exist only once it succeeded"
+        )

@@ -1,0 +1,113 @@
+"""Code that runs inside a training child process.
+
+This module is preloaded by the forkserver, so the heavy libraries below are imported once
+per worker and every child starts in milliseconds with them already in memory.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import resource
+import signal
+import sys
+import threading
+import traceback
+from multiprocessing.connection import Connection
+from typing import Any
+
+import numpy  # noqa: F401  (preloaded)
+import pyarrow.parquet as pq
+import sklearn.linear_model  # noqa: F401  (preloaded)
+import torch
+from threadpoolctl import threadpool_limits
+
+from service.worker.trainers import TRAINERS, Reporter, load_plugins
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Ask the kernel to SIGKILL us when our parent goes (Linux); the watchdog covers the rest."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+def _watch(alive: Connection) -> None:
+    """Exit at once when the worker's end of the pipe closes: a child never outlives it."""
+    try:
+        alive.recv_bytes()
+    except (EOFError, OSError):
+        pass
+    os._exit(70)
+
+
+def _limit_memory(limit_mb: int) -> None:
+    if limit_mb > 0:
+        limit = limit_mb * (1 << 20)
+        resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+
+
+class PipeReporter(Reporter):
+    """Sends progress and epochs to the worker as JSON messages."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self._lock = threading.Lock()
+
+    def send(self, message: dict[str, Any], payload: bytes | None = None) -> None:
+        with self._lock:
+            self.conn.send_bytes(json.dumps(message).encode())
+            if payload is not None:
+                self.conn.send_bytes(payload)
+
+    def epoch(self, row: dict[str, Any]) -> None:
+        self.send({"type": "epoch", "epoch": row})
+
+    def progress(self, value: float) -> None:
+        self.send({"type": "progress", "value": float(value)})
+
+
+def _readable(exc: BaseException, limit_mb: int) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    out_of_memory = isinstance(exc, MemoryError) or (
+        isinstance(exc, RuntimeError) and "allocate" in str(exc).lower()
+    )
+    if out_of_memory:
+        return (
+            f"out of memory: the training needed more than the per-job limit of {limit_mb} MiB "
+            "(RIDGELINE_CHILD_MEMORY_MB); use fewer rows, features or a smaller model"
+        )
+    return text[:2000]
+
+
+def child_main(conn: Connection, alive: Connection, payload: dict[str, Any]) -> None:
+    """Entry point of one attempt: isolate, limit, train, report, exit."""
+    os.setpgid(0, 0)
+    _die_with_parent()
+    threading.Thread(target=_watch, args=(alive,), daemon=True).start()
+    threads = int(payload["threads"])
+    torch.set_num_threads(threads)
+    reporter = PipeReporter(conn)
+    limit_mb = int(payload["memory_limit_mb"])
+    try:
+        _limit_memory(limit_mb)
+        load_plugins(payload.get("plugins", []))
+        trainer = TRAINERS[payload["trainer"]]
+        with threadpool_limits(limits=threads):
+            table = pq.read_table(payload["data_path"]) if payload.get("data_path") else None
+            outcome = trainer(payload, table, reporter)
+        reporter.send({"type": "result", "result": outcome.result}, outcome.artifact)
+    except BaseException as exc:
+        traceback.print_exc(file=sys.stderr)
+        try:
+            reporter.send({"type": "error", "message": _readable(exc, limit_mb)})
+        except (OSError, ValueError):
+            pass
+        os._exit(1)
+    finally:
+        conn.close()

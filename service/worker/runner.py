@@ -1,0 +1,312 @@
+"""One attempt of one job: a child process watched by a thread of the worker.
+
+The thread keeps the lease alive, writes progress, watches cancel and the time limit, and
+writes the outcome fenced by attempt number. If it cannot renew the lease it kills the child
+before the lease runs out, so a reaped job is never trained twice at the same time.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any
+
+from service import blobs
+from service.config import Settings
+from service.datasets.models import Dataset
+from service.db import Database
+from service.jobs import queue
+from service.jobs.models import CANCELLED, FAILED, SUCCEEDED, Job
+from service.worker.cache import DatasetCache
+
+logger = logging.getLogger("ridgeline.worker")
+
+PROGRESS_FLUSH_SECONDS = 0.25
+CANCEL_POLL_SECONDS = 0.5
+
+SIGNAL_REASONS = {
+    signal.SIGSEGV: "the training process crashed (segmentation fault)",
+    signal.SIGKILL: "the training process was killed (SIGKILL), most likely out of memory",
+    signal.SIGABRT: "the training process aborted",
+    signal.SIGBUS: "the training process crashed (bus error)",
+    signal.SIGFPE: "the training process crashed (floating point exception)",
+}
+
+
+@dataclass
+class ChildState:
+    result: dict[str, Any] | None = None
+    artifact: bytes | None = None
+    error: str | None = None
+    epochs: list[dict[str, Any]] = field(default_factory=list)
+    progress: float | None = None
+
+
+def exit_reason(exitcode: int | None) -> str:
+    if exitcode is None:
+        return "the training process did not exit"
+    if exitcode < 0:
+        sig = signal.Signals(-exitcode)
+        return SIGNAL_REASONS.get(sig, f"the training process died of signal {sig.name}")
+    return f"the training process exited with status {exitcode} without a result"
+
+
+class AttemptRunner(threading.Thread):
+    def __init__(
+        self,
+        *,
+        db: Database,
+        settings: Settings,
+        claim: queue.Claim,
+        worker_id: str,
+        context: multiprocessing.context.BaseContext,
+        cache: DatasetCache,
+        on_done: threading.Event,
+    ) -> None:
+        super().__init__(name=f"attempt-{claim.job_id}-{claim.attempt}", daemon=True)
+        self.db = db
+        self.settings = settings
+        self.claim = claim
+        self.worker_id = worker_id
+        self.context = context
+        self.cache = cache
+        self.on_done = on_done
+        self.release_requested = threading.Event()
+        self.process: multiprocessing.process.BaseProcess | None = None
+
+    def run(self) -> None:
+        try:
+            self._run()
+        except Exception:
+            logger.exception("attempt %s/%s failed in the worker", *self._ids())
+            self._kill_child()
+            self._finish(FAILED, "the worker hit an unexpected error running this job")
+        finally:
+            self.on_done.set()
+
+    def _ids(self) -> tuple[str, int]:
+        return str(self.claim.job_id), self.claim.attempt
+
+    def _payload(self) -> dict[str, Any]:
+        with self.db.transaction(write=False) as session:
+            job = session.get_one(Job, self.claim.job_id)
+            dataset = session.get_one(Dataset, job.dataset_id)
+            spec, trainer, max_seconds = job.spec, job.trainer, job.max_seconds
+            blob_id = dataset.blob_id
+            blob_sha = session.get_one(blobs.Blob, blob_id).sha256 or str(blob_id)
+        data_path = self.cache.path_for(self.db, blob_id, blob_sha)
+        return {
+            "job_id": str(self.claim.job_id),
+            "attempt": self.claim.attempt,
+            "trainer": trainer,
+            "spec": spec,
+            "max_seconds": max_seconds,
+            "data_path": str(data_path),
+            "threads": self.settings.threads_per_job,
+            "memory_limit_mb": self.settings.child_memory_mb,
+            "max_classes": self.settings.max_classes,
+            "plugins": self.settings.worker_plugins,
+        }
+
+    def _run(self) -> None:
+        payload = self._payload()
+        from service.worker.child import child_main
+
+        receive, send = self.context.Pipe(duplex=False)
+        alive_r, alive_w = self.context.Pipe(duplex=False)
+        process = self.context.Process(  # type: ignore[attr-defined]
+            target=child_main, args=(send, alive_r, payload), daemon=False
+        )
+        process.start()
+        self.process = process
+        send.close()
+        alive_r.close()
+        started = time.monotonic()
+        try:
+            self._supervise(process, receive, started, float(payload["max_seconds"]))
+        finally:
+            alive_w.close()
+            receive.close()
+            process.join(timeout=5)
+
+    def _supervise(
+        self, process: Any, receive: Connection, started: float, max_seconds: float
+    ) -> None:
+        lease = self.settings.lease_seconds
+        lease_deadline = started + lease  # conservative: measured from before the claim returned
+        next_renew = started + lease / 3
+        next_cancel_poll = started + CANCEL_POLL_SECONDS
+        next_flush = started + PROGRESS_FLUSH_SECONDS
+        state = ChildState()
+        child_done = False
+        while True:
+            if not child_done:
+                child_done = self._drain(receive, state, timeout=0.05)
+            now = time.monotonic()
+            if child_done and process.is_alive():
+                process.join(timeout=2)
+            if child_done and not process.is_alive():
+                self._flush(state)
+                self._complete(process, state)
+                return
+            if now >= next_flush and (state.epochs or state.progress is not None):
+                if not self._flush(state):
+                    self._kill_child()
+                    logger.warning("attempt %s/%s is no longer current; stopped it", *self._ids())
+                    return
+                next_flush = now + PROGRESS_FLUSH_SECONDS
+            if now >= next_renew:
+                if self._renew():
+                    lease_deadline = now + lease
+                    next_renew = now + lease / 3
+                else:
+                    next_renew = now + 1.0
+            if now >= lease_deadline - lease / 6:
+                self._kill_child()
+                logger.error(
+                    "attempt %s/%s lost its lease (could not renew); killed its child", *self._ids()
+                )
+                return
+            if now >= next_cancel_poll:
+                next_cancel_poll = now + CANCEL_POLL_SECONDS
+                if self._cancel_requested():
+                    self._kill_child()
+                    self._finish(CANCELLED, "cancelled by request")
+                    return
+            if now - started > max_seconds:
+                self._kill_child()
+                self._finish(FAILED, f"time limit exceeded ({max_seconds:g} s)")
+                return
+            if self.release_requested.is_set():
+                self._kill_child()
+                with self.db.transaction() as session:
+                    queue.release(session, self.claim, reason="worker shutting down")
+                return
+
+    def _drain(self, receive: Connection, state: ChildState, *, timeout: float) -> bool:
+        """Read what the child sent; True once it has nothing more to say."""
+        while receive.poll(timeout):
+            timeout = 0
+            try:
+                message = json.loads(receive.recv_bytes())
+            except (EOFError, OSError):
+                return True
+            kind = message["type"]
+            if kind == "epoch":
+                state.epochs.append(message["epoch"])
+            elif kind == "progress":
+                state.progress = message["value"]
+            elif kind == "result":
+                state.result = message["result"]
+                try:
+                    state.artifact = receive.recv_bytes()
+                except (EOFError, OSError):
+                    state.result = None
+                    state.error = "the training process died while sending its result"
+                return True
+            elif kind == "error":
+                state.error = message["message"]
+                return True
+        return False
+
+    def _flush(self, state: ChildState) -> bool:
+        if not state.epochs and state.progress is None:
+            return True
+        try:
+            with self.db.transaction() as session:
+                current = queue.record_progress(
+                    session, self.claim, progress=state.progress, epochs=state.epochs
+                )
+        except Exception as exc:
+            logger.warning("could not write progress of %s: %s", self.claim.job_id, exc)
+            return True
+        state.epochs, state.progress = [], None
+        return current
+
+    def _renew(self) -> bool:
+        try:
+            with self.db.transaction() as session:
+                return queue.renew_lease(
+                    session,
+                    self.claim,
+                    worker_id=self.worker_id,
+                    lease_seconds=self.settings.lease_seconds,
+                )
+        except Exception as exc:
+            logger.warning("could not renew the lease of %s: %s", self.claim.job_id, exc)
+            return False
+
+    def _cancel_requested(self) -> bool:
+        try:
+            with self.db.transaction(write=False) as session:
+                return queue.cancel_requested(session, self.claim)
+        except Exception:
+            return False
+
+    def _kill_child(self) -> None:
+        process = self.process
+        if process is None or process.pid is None:
+            return
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            if process.is_alive():
+                process.kill()
+        process.join(timeout=5)
+
+    def _complete(self, process: Any, state: ChildState) -> None:
+        if state.result is None:
+            self._finish(FAILED, state.error or exit_reason(process.exitcode))
+            return
+        result, artifact = state.result, state.artifact
+        blob_id = None
+        if artifact:
+            blob = blobs.write_blob(
+                self.db.transaction,
+                io.BytesIO(artifact),
+                tenant_id=self._tenant(),
+                chunk_bytes=self.settings.blob_chunk_bytes,
+            )
+            blob_id = blob.id
+        written = False
+        try:
+            with self.db.transaction() as session:
+                written = queue.finish(
+                    session,
+                    self.claim,
+                    status=SUCCEEDED,
+                    metrics=result.get("metrics"),
+                    native_params=result.get("native_params"),
+                    versions=result.get("versions"),
+                    task=result.get("task"),
+                    task_reason=result.get("task_reason"),
+                    artifact_blob_id=blob_id,
+                    artifact_sha256=result.get("artifact_sha256"),
+                    artifact_kind=result.get("artifact_kind"),
+                )
+                if written and blob_id is not None:
+                    blobs.mark_complete(session, blob_id)
+        finally:
+            if not written and blob_id is not None:
+                blobs.delete_blob(self.db.transaction, blob_id)
+        if not written:
+            logger.warning("attempt %s/%s was superseded; its result was dropped", *self._ids())
+
+    def _tenant(self) -> str:
+        with self.db.transaction(write=False) as session:
+            return session.get_one(Job, self.claim.job_id).tenant_id
+
+    def _finish(self, status: str, error: str | None) -> None:
+        try:
+            with self.db.transaction() as session:
+                queue.finish(session, self.claim, status=status, error=error)
+        except Exception:
+            logger.exception("could not record the end of %s", self.claim.job_id)
