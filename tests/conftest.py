@@ -221,3 +221,42 @@ def api(server: Server) -> Iterator[httpx.Client]:
     """A client authenticated with a key of a fresh tenant."""
     with server.client(server.new_key()) as client:
         yield client
+
+
+WORKER_ENV = {
+    "RIDGELINE_LEASE_SECONDS": "4",
+    "RIDGELINE_WORKER_POLL_SECONDS": "0.1",
+    "RIDGELINE_WORKER_LISTEN_POLL_SECONDS": "1",
+    "RIDGELINE_SHUTDOWN_GRACE_SECONDS": "2",
+    "RIDGELINE_WORKER_PLUGINS": '["tests.worker.fault_trainers"]',
+    "RIDGELINE_CHILD_MEMORY_MB": "4096",
+}
+
+
+def start_worker(database_url: str, data_dir: Path, log_path: Path, **env: str) -> subprocess.Popen[str]:
+    log = log_path.open("a")
+    return subprocess.Popen(
+        [sys.executable, "-m", "service.cli", "worker"],
+        env=cli_env(database_url, RIDGELINE_DATA_DIR=str(data_dir), **{**WORKER_ENV, **env}),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=REPO,
+    )
+
+
+@pytest.fixture(scope="session")
+def worker(server: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[subprocess.Popen[str]]:
+    """One real worker per backend for the session, beside the shared server."""
+    work = tmp_path_factory.mktemp("worker")
+    process = start_worker(server.database_url, work, work / "worker.log")
+    yield process
+    stop_process(process)
+
+
+def wait_for_job(client: httpx.Client, job_id: str, *, statuses=("succeeded", "failed", "cancelled"), timeout: float = 120) -> dict:  # type: ignore[no-untyped-def]
+    def done():  # type: ignore[no-untyped-def]
+        job = client.get(f"/v1/jobs/{job_id}").json()
+        return job if job["status"] in statuses else None
+
+    return wait_for(done, timeout=timeout, interval=0.1, message=f"job {job_id} to reach {statuses}")  # type: ignore[no-any-return]

@@ -1,7 +1,7 @@
 """Code that runs inside a training child process.
 
-This module is preloaded by the forkserver, so the heavy libraries below are imported once
-per worker and every child starts in milliseconds with them already in memory.
+This module stays light so the worker itself never imports torch; the forkserver preloads
+`service.worker.preload`, so the imports inside child_main find everything already loaded.
 """
 
 from __future__ import annotations
@@ -16,12 +16,6 @@ import threading
 import traceback
 from multiprocessing.connection import Connection
 from typing import Any
-
-import numpy  # noqa: F401  (preloaded)
-import pyarrow.parquet as pq
-import sklearn.linear_model  # noqa: F401  (preloaded)
-import torch
-from threadpoolctl import threadpool_limits
 
 from service.worker.trainers import TRAINERS, Reporter, load_plugins
 
@@ -90,6 +84,10 @@ def child_main(conn: Connection, alive: Connection, payload: dict[str, Any]) -> 
     os.setpgid(0, 0)
     _die_with_parent()
     threading.Thread(target=_watch, args=(alive,), daemon=True).start()
+    import pyarrow.parquet as pq
+    import torch
+    from threadpoolctl import threadpool_limits
+
     threads = int(payload["threads"])
     torch.set_num_threads(threads)
     reporter = PipeReporter(conn)

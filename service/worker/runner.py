@@ -59,6 +59,32 @@ def exit_reason(exitcode: int | None) -> str:
     return f"the training process exited with status {exitcode} without a result"
 
 
+class Heartbeat(threading.Thread):
+    """Renews the lease from the moment of the claim, whatever the attempt is busy with."""
+
+    def __init__(self, runner: AttemptRunner) -> None:
+        super().__init__(name=f"heartbeat-{runner.claim.job_id}", daemon=True)
+        self.runner = runner
+        self.lease = runner.settings.lease_seconds
+        # Conservative: the lease was set on the database clock after claimed_at.
+        self.valid_until = runner.claimed_at + self.lease
+        self.done = threading.Event()
+
+    def expiring(self) -> bool:
+        """True once the lease may lapse soon: the child must die before anyone can reap it."""
+        return time.monotonic() >= self.valid_until - self.lease / 6
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            asked_at = time.monotonic()
+            if self.runner._renew():
+                self.valid_until = asked_at + self.lease
+                wait = self.lease / 3
+            else:
+                wait = min(1.0, self.lease / 6)
+            self.done.wait(wait)
+
+
 class AttemptRunner(threading.Thread):
     def __init__(
         self,
@@ -66,6 +92,7 @@ class AttemptRunner(threading.Thread):
         db: Database,
         settings: Settings,
         claim: queue.Claim,
+        claimed_at: float,
         worker_id: str,
         context: multiprocessing.context.BaseContext,
         cache: DatasetCache,
@@ -75,6 +102,7 @@ class AttemptRunner(threading.Thread):
         self.db = db
         self.settings = settings
         self.claim = claim
+        self.claimed_at = claimed_at
         self.worker_id = worker_id
         self.context = context
         self.cache = cache
@@ -83,6 +111,8 @@ class AttemptRunner(threading.Thread):
         self.process: multiprocessing.process.BaseProcess | None = None
 
     def run(self) -> None:
+        self.heartbeat = Heartbeat(self)
+        self.heartbeat.start()
         try:
             self._run()
         except Exception:
@@ -90,6 +120,7 @@ class AttemptRunner(threading.Thread):
             self._kill_child()
             self._finish(FAILED, "the worker hit an unexpected error running this job")
         finally:
+            self.heartbeat.done.set()
             self.on_done.set()
 
     def _ids(self) -> tuple[str, int]:
@@ -140,9 +171,6 @@ class AttemptRunner(threading.Thread):
     def _supervise(
         self, process: Any, receive: Connection, started: float, max_seconds: float
     ) -> None:
-        lease = self.settings.lease_seconds
-        lease_deadline = started + lease  # conservative: measured from before the claim returned
-        next_renew = started + lease / 3
         next_cancel_poll = started + CANCEL_POLL_SECONDS
         next_flush = started + PROGRESS_FLUSH_SECONDS
         state = ChildState()
@@ -163,16 +191,11 @@ class AttemptRunner(threading.Thread):
                     logger.warning("attempt %s/%s is no longer current; stopped it", *self._ids())
                     return
                 next_flush = now + PROGRESS_FLUSH_SECONDS
-            if now >= next_renew:
-                if self._renew():
-                    lease_deadline = now + lease
-                    next_renew = now + lease / 3
-                else:
-                    next_renew = now + 1.0
-            if now >= lease_deadline - lease / 6:
+            if self.heartbeat.expiring():
                 self._kill_child()
                 logger.error(
-                    "attempt %s/%s lost its lease (could not renew); killed its child", *self._ids()
+                    "attempt %s/%s could not renew its lease in time; killed its child",
+                    *self._ids(),
                 )
                 return
             if now >= next_cancel_poll:
@@ -279,18 +302,19 @@ class AttemptRunner(threading.Thread):
         written = False
         try:
             with self.db.transaction() as session:
+                recorded = {
+                    key: result[key]
+                    for key in ("metrics", "native_params", "versions", "task", "task_reason")
+                    if result.get(key) is not None
+                }
                 written = queue.finish(
                     session,
                     self.claim,
                     status=SUCCEEDED,
-                    metrics=result.get("metrics"),
-                    native_params=result.get("native_params"),
-                    versions=result.get("versions"),
-                    task=result.get("task"),
-                    task_reason=result.get("task_reason"),
                     artifact_blob_id=blob_id,
                     artifact_sha256=result.get("artifact_sha256"),
                     artifact_kind=result.get("artifact_kind"),
+                    **recorded,
                 )
                 if written and blob_id is not None:
                     blobs.mark_complete(session, blob_id)

@@ -31,7 +31,7 @@ HOUSEKEEPING_SECONDS = 60.0
 def warm_context(settings: Settings) -> multiprocessing.context.BaseContext:
     """A forkserver with numpy, scikit-learn, pyarrow and torch imported once, up front."""
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["service.worker.child", *settings.worker_plugins])
+    context.set_forkserver_preload(["service.worker.preload", *settings.worker_plugins])
     probe = context.Process(target=os.getpid)  # type: ignore[attr-defined]
     probe.start()
     probe.join()
@@ -90,6 +90,7 @@ class Worker:
     def _claim_one(self) -> bool:
         if not self._has_queued():
             return False
+        claimed_at = time.monotonic()
         with self.db.transaction() as session:
             claim = queue.claim(
                 session, worker_id=self.worker_id, lease_seconds=self.settings.lease_seconds
@@ -101,6 +102,7 @@ class Worker:
             db=self.db,
             settings=self.settings,
             claim=claim,
+            claimed_at=claimed_at,
             worker_id=self.worker_id,
             context=self.context,
             cache=self.cache,
