@@ -85,8 +85,10 @@ def _first_key(settings: Settings) -> str | None:
 
 @app.command()
 def serve(
-    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to bind.")] = 8000,
+    host: Annotated[str, typer.Option(help="Address to bind.", envvar="RIDGELINE_HOST")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option(help="Port to bind.", envvar="RIDGELINE_PORT")] = 8000,
     worker: Annotated[
         bool, typer.Option("--worker/--no-worker", help="Run an embedded worker process.")
     ] = True,
