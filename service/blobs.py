@@ -188,9 +188,7 @@ class BlobReader(io.RawIOBase):
         return written
 
 
-def reap_incomplete_blobs(
-    transaction: TransactionFactory, *, older_than: timedelta
-) -> int:
+def reap_incomplete_blobs(transaction: TransactionFactory, *, older_than: timedelta) -> int:
     """Delete blobs whose writer died mid-upload; returns how many were removed."""
     cutoff = utcnow() - older_than
     with transaction() as session:

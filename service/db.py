@@ -75,7 +75,10 @@ def make_engine(settings: Settings) -> Engine:
         ensure_sqlite_dir(url)
         engine = create_engine(
             url,
-            connect_args={"check_same_thread": False, "timeout": settings.sqlite_busy_timeout_ms / 1000},
+            connect_args={
+                "check_same_thread": False,
+                "timeout": settings.sqlite_busy_timeout_ms / 1000,
+            },
             pool_size=8,
             max_overflow=16,
         )

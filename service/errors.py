@@ -16,7 +16,7 @@ PROBLEM_MEDIA_TYPE = "application/problem+json"
 
 
 class ServiceError(Exception):
-    """An error a client can act on: an HTTP status, a title and a detail that says what to change."""
+    """An error a client can act on: a status, a title and a detail that says what to change."""
 
     status: int = 500
     title: str = "Internal Server Error"

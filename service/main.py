@@ -15,10 +15,10 @@ from service import __version__
 from service.auth.service import KeyVerifier
 from service.config import Settings, get_settings
 from service.datasets.router import router as datasets_router
-from service.jobs.router import router as jobs_router
-from service.jobs.service import ModelCache
 from service.db import Database
 from service.errors import install_error_handlers, problem, problem_response
+from service.jobs.router import router as jobs_router
+from service.jobs.service import ModelCache
 from service.migrate import schema_status
 
 logger = logging.getLogger("ridgeline.api")

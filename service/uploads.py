@@ -117,7 +117,9 @@ class _Receiver:
         else:
             self._part_data += chunk
             if len(self._part_data) > MAX_FIELD_BYTES:
-                raise PayloadTooLarge(f"form field '{self._part_name}' is over {MAX_FIELD_BYTES} bytes")
+                raise PayloadTooLarge(
+                    f"form field '{self._part_name}' is over {MAX_FIELD_BYTES} bytes"
+                )
 
     def on_part_end(self) -> None:
         if not self._part_is_file and self._part_name is not None:
@@ -136,12 +138,14 @@ async def receive_upload(
     """Parse a multipart/form-data body chunk by chunk; over the limit is a 413 at once."""
     if not content_type or not content_type.lower().startswith("multipart/form-data"):
         raise UnsupportedMediaType(
-            "send the file as multipart/form-data with a 'file' field, e.g. "
-            "curl -F file=@data.csv"
+            "send the file as multipart/form-data with a 'file' field, e.g. curl -F file=@data.csv"
         )
-    if content_length and content_length.isdigit():
-        if int(content_length) > max_bytes + MULTIPART_OVERHEAD:
-            raise PayloadTooLarge(_limit_message(max_bytes))
+    if (
+        content_length
+        and content_length.isdigit()
+        and int(content_length) > max_bytes + MULTIPART_OVERHEAD
+    ):
+        raise PayloadTooLarge(_limit_message(max_bytes))
     _, params = parse_options_header(content_type)
     boundary = params.get(b"boundary")
     if not boundary:

@@ -126,7 +126,9 @@ def cli_env(database_url: str, **extra: str) -> dict[str, str]:
     return env
 
 
-def run_cli(database_url: str, *args: str, check: bool = True, **env: str) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    database_url: str, *args: str, check: bool = True, **env: str
+) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
         [sys.executable, "-m", "service.cli", *args],
         env=cli_env(database_url, **env),
@@ -136,7 +138,9 @@ def run_cli(database_url: str, *args: str, check: bool = True, **env: str) -> su
         timeout=120,
     )
     if check and result.returncode != 0:
-        raise AssertionError(f"ridgeline {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+        raise AssertionError(
+            f"ridgeline {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+        )
     return result
 
 
@@ -167,9 +171,7 @@ class Server:
         return self.log_path.read_text(errors="replace")
 
 
-def start_server(
-    database_url: str, log_dir: Path, *, worker: bool = False, **env: str
-) -> Server:
+def start_server(database_url: str, log_dir: Path, *, worker: bool = False, **env: str) -> Server:
     port = free_port()
     log_path = log_dir / f"server-{port}.log"
     log = log_path.open("w")
@@ -177,7 +179,12 @@ def start_server(
     if not worker:
         args.append("--no-worker")
     process = subprocess.Popen(
-        args, env=cli_env(database_url, **env), stdout=log, stderr=subprocess.STDOUT, text=True, cwd=REPO
+        args,
+        env=cli_env(database_url, **env),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=REPO,
     )
     server = Server(f"http://127.0.0.1:{port}", database_url, process, log_path)
 
@@ -233,7 +240,9 @@ WORKER_ENV = {
 }
 
 
-def start_worker(database_url: str, data_dir: Path, log_path: Path, **env: str) -> subprocess.Popen[str]:
+def start_worker(
+    database_url: str, data_dir: Path, log_path: Path, **env: str
+) -> subprocess.Popen[str]:
     log = log_path.open("a")
     return subprocess.Popen(
         [sys.executable, "-m", "service.cli", "worker"],
@@ -246,7 +255,9 @@ def start_worker(database_url: str, data_dir: Path, log_path: Path, **env: str) 
 
 
 @pytest.fixture(scope="session")
-def worker(server: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[subprocess.Popen[str]]:
+def worker(
+    server: Server, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[subprocess.Popen[str]]:
     """One real worker per backend for the session, beside the shared server."""
     work = tmp_path_factory.mktemp("worker")
     process = start_worker(server.database_url, work, work / "worker.log")
@@ -254,9 +265,17 @@ def worker(server: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     stop_process(process)
 
 
-def wait_for_job(client: httpx.Client, job_id: str, *, statuses=("succeeded", "failed", "cancelled"), timeout: float = 120) -> dict:  # type: ignore[no-untyped-def]
+def wait_for_job(
+    client: httpx.Client,
+    job_id: str,
+    *,
+    statuses=("succeeded", "failed", "cancelled"),
+    timeout: float = 120,
+) -> dict:  # type: ignore[no-untyped-def]
     def done():  # type: ignore[no-untyped-def]
         job = client.get(f"/v1/jobs/{job_id}").json()
         return job if job["status"] in statuses else None
 
-    return wait_for(done, timeout=timeout, interval=0.1, message=f"job {job_id} to reach {statuses}")  # type: ignore[no-any-return]
+    return wait_for(
+        done, timeout=timeout, interval=0.1, message=f"job {job_id} to reach {statuses}"
+    )  # type: ignore[no-any-return]

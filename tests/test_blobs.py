@@ -34,7 +34,9 @@ def test_round_trip_in_chunks(db: Database) -> None:
     with db.transaction(write=False) as session:
         assert session.get(blobs.Blob, blob.id) is None
         left = session.scalar(
-            select(func.count()).select_from(blobs.BlobChunk).where(blobs.BlobChunk.blob_id == blob.id)
+            select(func.count())
+            .select_from(blobs.BlobChunk)
+            .where(blobs.BlobChunk.blob_id == blob.id)
         )
     assert left == 0
 
@@ -53,7 +55,9 @@ def test_reader_seeks_like_a_file(db: Database, tmp_path) -> None:  # type: igno
 
 
 def test_corrupted_blob_is_detected(db: Database) -> None:
-    blob = blobs.write_blob(db.transaction, io.BytesIO(b"a" * 1000), tenant_id="t", chunk_bytes=CHUNK)
+    blob = blobs.write_blob(
+        db.transaction, io.BytesIO(b"a" * 1000), tenant_id="t", chunk_bytes=CHUNK
+    )
     with db.transaction() as session:
         session.get_one(blobs.BlobChunk, (blob.id, 0)).data = b"b" * 1000
     with pytest.raises(blobs.BlobIntegrityError):
@@ -79,7 +83,9 @@ def test_failed_write_leaves_nothing(db: Database) -> None:
 
 
 def test_reaper_removes_only_stale_incomplete_blobs(db: Database) -> None:
-    stale = blobs.write_blob(db.transaction, io.BytesIO(b"s" * 10), tenant_id="t", chunk_bytes=CHUNK)
+    stale = blobs.write_blob(
+        db.transaction, io.BytesIO(b"s" * 10), tenant_id="t", chunk_bytes=CHUNK
+    )
     done = blobs.write_blob(db.transaction, io.BytesIO(b"d" * 10), tenant_id="t", chunk_bytes=CHUNK)
     with db.transaction() as session:
         blobs.mark_complete(session, done.id)

@@ -44,9 +44,7 @@ def create_key(session: Session, *, name: str, tenant_id: str | None = None) -> 
             "starting with a letter or digit"
         )
     if tenant_id is not None and not TENANT_PATTERN.match(tenant_id):
-        raise InvalidInput(
-            f"tenant {tenant_id!r} must be 1-64 letters, digits, '_', '.' or '-'"
-        )
+        raise InvalidInput(f"tenant {tenant_id!r} must be 1-64 letters, digits, '_', '.' or '-'")
     if session.scalar(select(func.count()).select_from(ApiKey).where(ApiKey.name == name)):
         raise Conflict(f"a key named {name!r} already exists; pick another name")
     plaintext = KEY_PREFIX + secrets.token_urlsafe(32)

@@ -148,9 +148,7 @@ def download_dataset(
     )
 
 
-@router.delete(
-    "/{dataset_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Delete a dataset"
-)
+@router.delete("/{dataset_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Delete a dataset")
 def delete_dataset(dataset_id: str, session: SessionDep, principal: PrincipalDep) -> Response:
     service.delete_dataset(
         session, tenant_id=principal.tenant_id, dataset_id=parse_id(dataset_id, "dataset")

@@ -16,9 +16,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service import blobs
-from service.db import Database
 from service.datasets.ingest import ingest
 from service.datasets.models import Dataset
+from service.db import Database
 from service.errors import Conflict, InvalidInput, NotFound
 from service.pagination import page_of, paginate
 from service.uploads import ReceivedUpload
@@ -41,7 +41,7 @@ def _clean_delimiter(value: str | None) -> str | None:
         return None
     named = {"tab": "\t", "\\t": "\t", "comma": ",", "semicolon": ";", "pipe": "|"}
     delimiter = named.get(value.lower(), value)
-    if len(delimiter) != 1 or delimiter in "\r\n\"":
+    if len(delimiter) != 1 or delimiter in '\r\n"':
         raise InvalidInput(
             f"delimiter {value!r} must be one character such as ',', ';', '|' or 'tab'",
             errors=[{"field": "delimiter", "message": "not a single character"}],

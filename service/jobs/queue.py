@@ -83,9 +83,7 @@ def _now_plus(session: Session, seconds: float) -> ColumnElement[Any]:
     return func.clock_timestamp() + func.make_interval(0, 0, 0, 0, 0, 0, seconds)
 
 
-def add_event(
-    session: Session, job_id: uuid.UUID, attempt: int, kind: str, /, **data: Any
-) -> None:
+def add_event(session: Session, job_id: uuid.UUID, attempt: int, kind: str, /, **data: Any) -> None:
     session.execute(insert(JobEvent).values(job_id=job_id, attempt=attempt, kind=kind, data=data))
 
 
@@ -115,9 +113,7 @@ def _fenced(job_id: uuid.UUID, attempt: int) -> list[ColumnElement[bool]]:
     return [Job.id == job_id, Job.attempt == attempt, Job.status == RUNNING]
 
 
-def renew_lease(
-    session: Session, claim: Claim, *, worker_id: str, lease_seconds: float
-) -> bool:
+def renew_lease(session: Session, claim: Claim, *, worker_id: str, lease_seconds: float) -> bool:
     """Extend our lease; False means it is no longer ours (reaped, finished or cancelled)."""
     result = session.execute(
         update(Job)
@@ -129,9 +125,7 @@ def renew_lease(
 
 
 def cancel_requested(session: Session, claim: Claim) -> bool:
-    return bool(
-        session.scalar(select(Job.cancel_requested).where(Job.id == claim.job_id))
-    )
+    return bool(session.scalar(select(Job.cancel_requested).where(Job.id == claim.job_id)))
 
 
 def record_progress(

@@ -18,7 +18,7 @@ from service.db import Database, DatabaseDep, SessionDep
 from service.errors import Conflict, InvalidInput, PayloadTooLarge, UnsupportedMediaType
 from service.ids import parse_id
 from service.jobs import service
-from service.jobs.models import Job
+from service.jobs.models import TERMINAL, Job
 from service.jobs.schemas import (
     ArtifactInfo,
     AttemptRead,
@@ -53,7 +53,7 @@ def job_read(session: Session, job: Job) -> JobRead:
         id=job.id,
         name=job.name,
         dataset_id=job.dataset_id,
-        status=job.status,  # type: ignore[arg-type]
+        status=job.status,
         priority=job.priority,
         progress=job.progress,
         attempt=job.attempt,
@@ -147,12 +147,17 @@ def get_metrics(job_id: str, session: SessionDep, principal: PrincipalDep) -> Jo
     if not history and metrics.get("history"):
         history = [EpochRead.model_validate(row) for row in metrics["history"]]
     known = {
-        "final", "generalization_gap", "weights", "coefficients", "history", "best_epoch",
+        "final",
+        "generalization_gap",
+        "weights",
+        "coefficients",
+        "history",
+        "best_epoch",
         "fit_seconds",
     }
     return JobMetricsRead(
         job_id=job.id,
-        status=job.status,  # type: ignore[arg-type]
+        status=job.status,
         attempt=job.attempt,
         task=job.task,
         final=metrics.get("final"),
@@ -234,7 +239,9 @@ async def _predict_rows(request: Request, db: Database) -> Any:
                 'send {"rows": [{"column": value, ...}, ...]} with at least one row'
             ) from exc
         if len(payload.rows) > max_rows:
-            raise InvalidInput(f"{len(payload.rows)} rows is over the limit of {max_rows} per request")
+            raise InvalidInput(
+                f"{len(payload.rows)} rows is over the limit of {max_rows} per request"
+            )
         return payload.rows
     if content_type.startswith("multipart/form-data"):
         upload = await receive_upload(
@@ -245,9 +252,7 @@ async def _predict_rows(request: Request, db: Database) -> Any:
             tmp_dir=db.settings.tmp_dir,
         )
         try:
-            return await anyio.to_thread.run_sync(
-                lambda: _read_csv_rows(upload.path, max_rows)
-            )
+            return await anyio.to_thread.run_sync(lambda: _read_csv_rows(upload.path, max_rows))
         finally:
             upload.discard()
     raise UnsupportedMediaType("send application/json rows or a multipart/form-data CSV 'file'")
@@ -272,7 +277,7 @@ def _read_csv_rows(path: Any, max_rows: int) -> Any:
     "/{job_id}/predict",
     response_model=PredictResponse,
     summary="Predict with a trained model",
-    description="Send JSON `{\"rows\": [...]}` or a CSV file. Missing values are imputed as in "
+    description='Send JSON `{"rows": [...]}` or a CSV file. Missing values are imputed as in '
     "training; an unseen category is encoded as none of the known ones.",
     openapi_extra=PREDICT_BODY,
 )
@@ -308,11 +313,62 @@ def _load_job(db: Database, principal: PrincipalDep, job_id: str) -> Job:
         return _job(session, principal, job_id)
 
 
+EVENT_POLL_SECONDS = 0.25
+KEEPALIVE_SECONDS = 15.0
+
+
+@router.get(
+    "/{job_id}/events",
+    summary="Live events (Server-Sent Events) until the job ends",
+    description="Status changes, progress and per-epoch metrics, in order, from the job's start; "
+    "the stream closes after the terminal status. Resume with the Last-Event-ID header.",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+async def job_events(
+    job_id: str,
+    request: Request,
+    db: DatabaseDep,
+    principal: PrincipalDep,
+    last_event_id: Annotated[int | None, Header()] = None,
+) -> StreamingResponse:
+    job = await anyio.to_thread.run_sync(lambda: _load_job(db, principal, job_id))
+    after = last_event_id or 0
+
+    async def stream() -> Any:
+        nonlocal after
+        idle = 0.0
+        while not await request.is_disconnected():
+            events, status_now = await anyio.to_thread.run_sync(
+                service.events_after, db, job.id, after
+            )
+            for event in events:
+                after = event.id
+                data = json.dumps(
+                    {"attempt": event.attempt, **event.data, "at": event.created_at.isoformat()}
+                )
+                yield f"id: {event.id}\nevent: {event.kind}\ndata: {data}\n\n"
+            if status_now in TERMINAL and not events:
+                return
+            if events:
+                idle = 0.0
+            else:
+                idle += EVENT_POLL_SECONDS
+                if idle >= KEEPALIVE_SECONDS:
+                    idle = 0.0
+                    yield ": keep-alive\n\n"
+                await anyio.sleep(EVENT_POLL_SECONDS)
+
+    return StreamingResponse(
+        stream(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
 @router.post("/{job_id}/cancel", response_model=JobRead, summary="Cancel a queued or running job")
 def cancel_job(job_id: str, session: SessionDep, principal: PrincipalDep) -> JobRead:
-    job = service.cancel_job(
-        session, tenant_id=principal.tenant_id, job_id=parse_id(job_id, "job")
-    )
+    job = service.cancel_job(session, tenant_id=principal.tenant_id, job_id=parse_id(job_id, "job"))
     return job_read(session, job)
 
 

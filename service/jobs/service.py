@@ -31,6 +31,7 @@ from service.jobs.models import (
     Job,
     JobAttempt,
     JobEpoch,
+    JobEvent,
 )
 from service.jobs.schemas import JobCreate
 from service.pagination import page_of, paginate
@@ -54,9 +55,7 @@ def _request_hash(body: JobCreate) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _replay(
-    session: Session, *, tenant_id: str, key: str, request_hash: str
-) -> Job | None:
+def _replay(session: Session, *, tenant_id: str, key: str, request_hash: str) -> Job | None:
     """The job a previous request with this Idempotency-Key created, if it is still remembered."""
     record = session.get(IdempotencyKey, (tenant_id, key))
     if record is None:
@@ -145,7 +144,10 @@ def create_job(
         if idempotency_key:
             session.add(
                 IdempotencyKey(
-                    tenant_id=tenant_id, key=idempotency_key, request_hash=request_hash, job_id=job.id
+                    tenant_id=tenant_id,
+                    key=idempotency_key,
+                    request_hash=request_hash,
+                    job_id=job.id,
                 )
             )
             session.flush()
@@ -202,6 +204,22 @@ def epochs_of(session: Session, job: Job) -> list[JobEpoch]:
     )
 
 
+def events_after(db: Database, job_id: uuid.UUID, after: int) -> tuple[list[JobEvent], str]:
+    """Events newer than `after`, and the job's status read first, so a terminal status
+    read here guarantees that its event is among those returned or already sent."""
+    with db.transaction(write=False) as session:
+        status = session.scalar(select(Job.status).where(Job.id == job_id)) or CANCELLED
+        events = list(
+            session.scalars(
+                select(JobEvent)
+                .where(JobEvent.job_id == job_id, JobEvent.id > after)
+                .order_by(JobEvent.id)
+                .limit(500)
+            )
+        )
+    return events, status
+
+
 def cancel_job(session: Session, *, tenant_id: str, job_id: uuid.UUID) -> Job:
     """A queued job is cancelled at once; a running one is stopped by its worker within a second."""
     job = get_job(session, tenant_id=tenant_id, job_id=job_id)
@@ -240,9 +258,7 @@ def delete_job(session: Session, *, tenant_id: str, job_id: uuid.UUID) -> None:
 
 def dataset_in_use(session: Session, dataset_id: uuid.UUID) -> bool:
     return bool(
-        session.scalar(
-            select(exists().where(Job.dataset_id == dataset_id, Job.status.in_(ACTIVE)))
-        )
+        session.scalar(select(exists().where(Job.dataset_id == dataset_id, Job.status.in_(ACTIVE))))
     )
 
 

@@ -1,0 +1,127 @@
+"""Pure ML training core: a pyarrow Table and a spec in, metrics and an artifact out.
+
+Names are imported lazily, so validating a spec (service.training.spec) costs only pydantic,
+and torch loads only when an MLP is trained or loaded.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from service.training.artifacts import (
+        LoadedModel,
+        PredictionResult,
+        load_model,
+        sha256_hex,
+        versions,
+    )
+    from service.training.errors import (
+        ArtifactError,
+        ArtifactIntegrityError,
+        PredictionInputError,
+        SpecError,
+        TrainingCancelled,
+        TrainingError,
+        UntrustedArtifactError,
+    )
+    from service.training.preprocessing import summarize_table
+    from service.training.spec import (
+        ColumnSummary,
+        EarlyStopping,
+        LinearModelSpec,
+        MLPModelSpec,
+        ModelSpec,
+        Penalty,
+        PreprocessingSpec,
+        RegularizationSpec,
+        ResolvedSpec,
+        TrainingSpec,
+        ValidationSpec,
+        native_params,
+        resolve_spec,
+        split_sizes,
+    )
+    from service.training.train import TrainingResult, train
+
+_EXPORTS: dict[str, str] = {
+    # spec (pydantic only)
+    "ColumnSummary": "spec",
+    "EarlyStopping": "spec",
+    "LinearModelSpec": "spec",
+    "MLPModelSpec": "spec",
+    "ModelSpec": "spec",
+    "Penalty": "spec",
+    "PreprocessingSpec": "spec",
+    "RegularizationSpec": "spec",
+    "ResolvedSpec": "spec",
+    "TrainingSpec": "spec",
+    "ValidationSpec": "spec",
+    "native_params": "spec",
+    "resolve_spec": "spec",
+    "split_sizes": "spec",
+    # errors (no dependencies)
+    "ArtifactError": "errors",
+    "ArtifactIntegrityError": "errors",
+    "PredictionInputError": "errors",
+    "SpecError": "errors",
+    "TrainingCancelled": "errors",
+    "TrainingError": "errors",
+    "UntrustedArtifactError": "errors",
+    # numpy / pandas / pyarrow / scikit-learn
+    "summarize_table": "preprocessing",
+    "LoadedModel": "artifacts",
+    "PredictionResult": "artifacts",
+    "load_model": "artifacts",
+    "sha256_hex": "artifacts",
+    "versions": "artifacts",
+    "TrainingResult": "train",
+    "train": "train",
+}
+
+__all__ = [
+    "ArtifactError",
+    "ArtifactIntegrityError",
+    "ColumnSummary",
+    "EarlyStopping",
+    "LinearModelSpec",
+    "LoadedModel",
+    "MLPModelSpec",
+    "ModelSpec",
+    "Penalty",
+    "PredictionInputError",
+    "PredictionResult",
+    "PreprocessingSpec",
+    "RegularizationSpec",
+    "ResolvedSpec",
+    "SpecError",
+    "TrainingCancelled",
+    "TrainingError",
+    "TrainingResult",
+    "TrainingSpec",
+    "UntrustedArtifactError",
+    "ValidationSpec",
+    "load_model",
+    "native_params",
+    "resolve_spec",
+    "sha256_hex",
+    "split_sizes",
+    "summarize_table",
+    "train",
+    "versions",
+]
+
+
+def __getattr__(name: str) -> Any:
+    """Import the defining module on first use of a name (PEP 562)."""
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

@@ -6,6 +6,7 @@ This module stays light so the worker itself never imports torch; the forkserver
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
@@ -33,10 +34,8 @@ def _die_with_parent() -> None:
 
 def _watch(alive: Connection) -> None:
     """Exit at once when the worker's end of the pipe closes: a child never outlives it."""
-    try:
+    with contextlib.suppress(EOFError, OSError):
         alive.recv_bytes()
-    except (EOFError, OSError):
-        pass
     os._exit(70)
 
 
@@ -102,10 +101,8 @@ def child_main(conn: Connection, alive: Connection, payload: dict[str, Any]) -> 
         reporter.send({"type": "result", "result": outcome.result}, outcome.artifact)
     except BaseException as exc:
         traceback.print_exc(file=sys.stderr)
-        try:
+        with contextlib.suppress(OSError, ValueError):
             reporter.send({"type": "error", "message": _readable(exc, limit_mb)})
-        except (OSError, ValueError):
-            pass
         os._exit(1)
     finally:
         conn.close()

@@ -32,7 +32,7 @@ def warm_context(settings: Settings) -> multiprocessing.context.BaseContext:
     """A forkserver with numpy, scikit-learn, pyarrow and torch imported once, up front."""
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["service.worker.preload", *settings.worker_plugins])
-    probe = context.Process(target=os.getpid)  # type: ignore[attr-defined]
+    probe = context.Process(target=os.getpid)
     probe.start()
     probe.join()
     return context
@@ -147,7 +147,9 @@ class Worker:
                     self._housekeeping()
                     next_housekeeping = now + HOUSEKEEPING_SECONDS
                 self.runners = {k: r for k, r in self.runners.items() if r.is_alive()}
-                while len(self.runners) < self.settings.worker_concurrency and not self.stop.is_set():
+                while (
+                    len(self.runners) < self.settings.worker_concurrency and not self.stop.is_set()
+                ):
                     if not self._claim_one():
                         break
             except Exception as exc:

@@ -27,7 +27,9 @@ def _frame(n: int = 500) -> pd.DataFrame:
     )
 
 
-def _upload(client: httpx.Client, data: bytes, filename: str = "d.csv", **fields: str) -> httpx.Response:
+def _upload(
+    client: httpx.Client, data: bytes, filename: str = "d.csv", **fields: str
+) -> httpx.Response:
     return client.post("/v1/datasets", files={"file": (filename, data)}, data=fields)
 
 
@@ -122,7 +124,9 @@ BAD_UPLOADS = [
 ]
 
 
-@pytest.mark.parametrize(("case", "data", "status", "says"), BAD_UPLOADS, ids=[c[0] for c in BAD_UPLOADS])
+@pytest.mark.parametrize(
+    ("case", "data", "status", "says"), BAD_UPLOADS, ids=[c[0] for c in BAD_UPLOADS]
+)
 def test_bad_uploads_are_refused_and_nothing_is_stored(
     api: httpx.Client, case: str, data: bytes, status: int, says: str
 ) -> None:
@@ -146,7 +150,11 @@ def test_too_many_columns(api: httpx.Client) -> None:
 def test_over_the_size_limit_is_413_while_streaming(api: httpx.Client) -> None:
     def body():  # type: ignore[no-untyped-def]
         boundary = b"XyZ"
-        yield b"--" + boundary + b'\r\nContent-Disposition: form-data; name="file"; filename="b.csv"\r\n\r\n'
+        yield (
+            b"--"
+            + boundary
+            + b'\r\nContent-Disposition: form-data; name="file"; filename="b.csv"\r\n\r\n'
+        )
         yield b"a,b\n"
         for _ in range(20):  # 20 MiB against an 8 MiB limit, with no Content-Length to go by
             yield b"1,2\n" * (256 * 1024)

@@ -56,22 +56,34 @@ def _train(client: httpx.Client, **spec: Any) -> tuple[dict[str, Any], dict[str,
 
 
 @pytest.mark.parametrize("penalty", ["l1", "l2", "elasticnet", "none"])
-def test_linear_classification(api: httpx.Client, cancer: tuple[str, pd.DataFrame], penalty: str) -> None:
+def test_linear_classification(
+    api: httpx.Client, cancer: tuple[str, pd.DataFrame], penalty: str
+) -> None:
     dataset_id, frame = cancer
     regularization: dict[str, Any] = {"penalty": penalty, "strength": 0.02}
     if penalty == "elasticnet":
         regularization["l1_ratio"] = 0.5
-    job, metrics = _train(api, dataset_id=dataset_id, target="target", regularization=regularization)
+    job, metrics = _train(
+        api, dataset_id=dataset_id, target="target", regularization=regularization
+    )
     assert job["task"] == "classification" and job["attempt"] == 1
     assert job["native_params"]["estimator"] == "LogisticRegression"
     assert job["versions"]["sklearn"]
     assert [a["outcome"] for a in job["attempts"]] == ["succeeded"]
     final = metrics["final"]
     for split in ("train", "validation"):
-        assert set(final[split]) >= {"accuracy", "balanced_accuracy", "f1_macro", "log_loss", "roc_auc"}
+        assert set(final[split]) >= {
+            "accuracy",
+            "balanced_accuracy",
+            "f1_macro",
+            "log_loss",
+            "roc_auc",
+        }
         assert final[split]["accuracy"] > 0.85
     gap = metrics["generalization_gap"]
-    assert gap["score"] == pytest.approx(final["train"]["accuracy"] - final["validation"]["accuracy"])
+    assert gap["score"] == pytest.approx(
+        final["train"]["accuracy"] - final["validation"]["accuracy"]
+    )
     assert len(metrics["coefficients"]) == 30
     if penalty == "l1":
         assert metrics["weights"]["n_zero"] > 0
@@ -96,7 +108,9 @@ def test_l1_strength_raises_sparsity(api: httpx.Client, cancer: tuple[str, pd.Da
     sparsity = []
     for strength in (0.001, 0.05):
         _, metrics = _train(
-            api, dataset_id=dataset_id, target="target",
+            api,
+            dataset_id=dataset_id,
+            target="target",
             regularization={"penalty": "l1", "strength": strength},
         )
         sparsity.append(metrics["weights"]["sparsity"])
@@ -104,17 +118,27 @@ def test_l1_strength_raises_sparsity(api: httpx.Client, cancer: tuple[str, pd.Da
 
 
 @pytest.mark.parametrize("penalty", ["l1", "l2", "elasticnet", "none"])
-def test_linear_regression(api: httpx.Client, diabetes: tuple[str, pd.DataFrame], penalty: str) -> None:
+def test_linear_regression(
+    api: httpx.Client, diabetes: tuple[str, pd.DataFrame], penalty: str
+) -> None:
     dataset_id, frame = diabetes
     regularization: dict[str, Any] = {"penalty": penalty, "strength": 0.01}
     if penalty == "elasticnet":
         regularization["l1_ratio"] = 0.3
     job, metrics = _train(
-        api, dataset_id=dataset_id, target="target", regularization=regularization,
+        api,
+        dataset_id=dataset_id,
+        target="target",
+        regularization=regularization,
         validation={"fraction": 0.2, "test_fraction": 0.1},
     )
     assert job["task"] == "regression"
-    expected = {"none": "LinearRegression", "l1": "Lasso", "l2": "Ridge", "elasticnet": "ElasticNet"}
+    expected = {
+        "none": "LinearRegression",
+        "l1": "Lasso",
+        "l2": "Ridge",
+        "elasticnet": "ElasticNet",
+    }
     assert job["native_params"]["estimator"] == expected[penalty]
     assert set(metrics["final"]) == {"train", "validation", "test"}
     assert set(metrics["final"]["validation"]) >= {"rmse", "mae", "r2"}
@@ -128,10 +152,16 @@ def test_mlp_classification_with_dropout_and_early_stopping(
 ) -> None:
     dataset_id, frame = cancer
     job, metrics = _train(
-        api, dataset_id=dataset_id, target="target",
+        api,
+        dataset_id=dataset_id,
+        target="target",
         model={"kind": "mlp", "hidden_layers": [16], "epochs": 60, "batch_size": 32},
-        regularization={"penalty": "l2", "strength": 1e-4, "dropout": 0.2,
-                        "early_stopping": {"patience": 3}},
+        regularization={
+            "penalty": "l2",
+            "strength": 1e-4,
+            "dropout": 0.2,
+            "early_stopping": {"patience": 3},
+        },
     )
     history = metrics["history"]
     assert history and [row["epoch"] for row in history] == list(range(1, len(history) + 1))
@@ -148,7 +178,9 @@ def test_mlp_classification_with_dropout_and_early_stopping(
 def test_mlp_regression(api: httpx.Client, diabetes: tuple[str, pd.DataFrame]) -> None:
     dataset_id, _ = diabetes
     _, metrics = _train(
-        api, dataset_id=dataset_id, target="target",
+        api,
+        dataset_id=dataset_id,
+        target="target",
         model={"kind": "mlp", "hidden_layers": [16], "epochs": 15},
         regularization={"penalty": "l1", "strength": 1e-3},
     )
@@ -158,8 +190,10 @@ def test_mlp_regression(api: httpx.Client, diabetes: tuple[str, pd.DataFrame]) -
 
 SPEC_PROBLEMS = [
     ({"regularization": {"penalty": "l2", "dropout": 0.5}}, "regularization.dropout"),
-    ({"regularization": {"penalty": "l2", "early_stopping": {"patience": 2}}},
-     "regularization.early_stopping"),
+    (
+        {"regularization": {"penalty": "l2", "early_stopping": {"patience": 2}}},
+        "regularization.early_stopping",
+    ),
     ({"regularization": {"penalty": "l1", "l1_ratio": 0.5}}, "regularization.l1_ratio"),
     ({"model": {"kind": "mlp"}, "regularization": {"dropout": 1.0}}, "regularization.dropout"),
     ({"regularization": {"strength": -1}}, "regularization.strength"),
@@ -167,13 +201,21 @@ SPEC_PROBLEMS = [
     ({"features": ["mean radius", "ghost"]}, "features"),
     ({"target": "mean radius", "task": "classification"}, "task"),
     ({"model": {"kind": "mlp", "hidden_layers": [4096, 4096, 4096]}}, "model"),
-    ({"model": {"kind": "mlp"}, "validation": {"fraction": 0},
-      "regularization": {"early_stopping": {"patience": 2}}}, "validation.fraction"),
+    (
+        {
+            "model": {"kind": "mlp"},
+            "validation": {"fraction": 0},
+            "regularization": {"early_stopping": {"patience": 2}},
+        },
+        "validation.fraction",
+    ),
     ({"regularization": {"penalty": "lasso"}}, "regularization.penalty"),
 ]
 
 
-@pytest.mark.parametrize(("change", "field"), SPEC_PROBLEMS, ids=[p[1] + str(i) for i, p in enumerate(SPEC_PROBLEMS)])
+@pytest.mark.parametrize(
+    ("change", "field"), SPEC_PROBLEMS, ids=[p[1] + str(i) for i, p in enumerate(SPEC_PROBLEMS)]
+)
 def test_inconsistent_specs_are_422_naming_the_field(
     api: httpx.Client, cancer: tuple[str, pd.DataFrame], change: dict[str, Any], field: str
 ) -> None:
@@ -188,7 +230,9 @@ def test_inconsistent_specs_are_422_naming_the_field(
 
 def test_regression_on_text_target_is_422(api: httpx.Client) -> None:
     dataset_id = _upload_frame(api, pd.DataFrame({"x": range(30), "y": ["a", "b", "c"] * 10}))
-    response = api.post("/v1/jobs", json={"dataset_id": dataset_id, "target": "y", "task": "regression"})
+    response = api.post(
+        "/v1/jobs", json={"dataset_id": dataset_id, "target": "y", "task": "regression"}
+    )
     assert response.status_code == 422
     assert "target" in response.json()["detail"]
 
@@ -206,12 +250,16 @@ def test_idempotency_key(api: httpx.Client, cancer: tuple[str, pd.DataFrame]) ->
 
 def _long_job(client: httpx.Client, dataset_id: str) -> dict[str, Any]:
     return _submit(
-        client, dataset_id=dataset_id, target="target",
+        client,
+        dataset_id=dataset_id,
+        target="target",
         model={"kind": "mlp", "hidden_layers": [64], "epochs": 10_000, "batch_size": 8},
     )
 
 
-def test_cancel_queued_running_and_finished(api: httpx.Client, cancer: tuple[str, pd.DataFrame]) -> None:
+def test_cancel_queued_running_and_finished(
+    api: httpx.Client, cancer: tuple[str, pd.DataFrame]
+) -> None:
     dataset_id, _ = cancer
     running = _long_job(api, dataset_id)
     wait_for_job(api, running["id"], statuses=("running",), timeout=60)
@@ -233,7 +281,9 @@ def test_cancel_queued_running_and_finished(api: httpx.Client, cancer: tuple[str
     assert api.get(f"/v1/jobs/{running['id']}").status_code == 404
 
 
-def test_running_mlp_shows_epochs_so_far(api: httpx.Client, cancer: tuple[str, pd.DataFrame]) -> None:
+def test_running_mlp_shows_epochs_so_far(
+    api: httpx.Client, cancer: tuple[str, pd.DataFrame]
+) -> None:
     job = _long_job(api, cancer[0])
 
     def some_epochs() -> list[dict[str, Any]] | None:
@@ -266,10 +316,15 @@ def test_jobs_list_filters(api: httpx.Client, cancer: tuple[str, pd.DataFrame]) 
     job, _ = _train(api, dataset_id=cancer[0], target="target")
     listed = api.get("/v1/jobs", params={"status": "succeeded", "dataset_id": cancer[0]}).json()
     assert job["id"] in {j["id"] for j in listed["items"]}
-    assert api.get("/v1/jobs", params={"status": "queued", "dataset_id": cancer[0]}).json()["items"] == []
+    assert (
+        api.get("/v1/jobs", params={"status": "queued", "dataset_id": cancer[0]}).json()["items"]
+        == []
+    )
 
 
-def test_other_tenants_jobs_are_invisible(server: Server, api: httpx.Client, cancer: tuple[str, pd.DataFrame]) -> None:
+def test_other_tenants_jobs_are_invisible(
+    server: Server, api: httpx.Client, cancer: tuple[str, pd.DataFrame]
+) -> None:
     job, _ = _train(api, dataset_id=cancer[0], target="target")
     with server.client(server.new_key()) as other:
         assert other.get("/v1/jobs").json()["items"] == []
@@ -287,11 +342,18 @@ def test_other_tenants_jobs_are_invisible(server: Server, api: httpx.Client, can
     assert api.get(f"/v1/jobs/{job['id']}").status_code == 200
 
 
-def test_predictions_match_a_local_load_of_the_artifact(api: httpx.Client, cancer: tuple[str, pd.DataFrame]) -> None:
+def test_predictions_match_a_local_load_of_the_artifact(
+    api: httpx.Client, cancer: tuple[str, pd.DataFrame]
+) -> None:
     from service.training.artifacts import load_model
 
     dataset_id, frame = cancer
-    job, _ = _train(api, dataset_id=dataset_id, target="target", regularization={"penalty": "l2", "strength": 0.01})
+    job, _ = _train(
+        api,
+        dataset_id=dataset_id,
+        target="target",
+        regularization={"penalty": "l2", "strength": 0.01},
+    )
     artifact = api.get(f"/v1/jobs/{job['id']}/artifact")
     model = load_model(artifact.content, sha256=artifact.headers["x-artifact-sha256"])
     rows = frame.drop(columns="target").sample(20, random_state=1).to_dict(orient="records")
