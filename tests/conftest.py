@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -163,6 +164,11 @@ class Server:
             database.dispose()
         return key
 
+    def new_tenant(self) -> tuple[str, str]:
+        """A key and the id of its fresh tenant."""
+        tenant = f"t-{uuid.uuid4().hex[:12]}"
+        return self.new_key(tenant), tenant
+
     def client(self, key: str | None = None, **kwargs) -> httpx.Client:  # type: ignore[no-untyped-def]
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         return httpx.Client(base_url=self.base_url, headers=headers, timeout=60, **kwargs)
@@ -236,7 +242,7 @@ WORKER_ENV = {
     "RIDGELINE_WORKER_LISTEN_POLL_SECONDS": "1",
     "RIDGELINE_SHUTDOWN_GRACE_SECONDS": "2",
     "RIDGELINE_WORKER_PLUGINS": '["tests.worker.fault_trainers"]',
-    "RIDGELINE_CHILD_MEMORY_MB": "4096",
+    "RIDGELINE_CHILD_MEMORY_MB": "2048",
 }
 
 
@@ -279,3 +285,32 @@ def wait_for_job(
     return wait_for(
         done, timeout=timeout, interval=0.1, message=f"job {job_id} to reach {statuses}"
     )  # type: ignore[no-any-return]
+
+
+def insert_job(
+    database_url: str, *, tenant: str, dataset_id: str, trainer: str = "default", **spec: Any
+) -> str:
+    """Queue a job the way the API does, but with an internal trainer (never reachable by HTTP)."""
+    from service.jobs.schemas import JobCreate
+    from service.jobs.service import create_job
+
+    settings = Settings(database_url=database_url)
+    database = Database(settings)
+    try:
+        with database.transaction() as session:
+            body = JobCreate.model_validate({"dataset_id": dataset_id, "target": "y", **spec})
+            job, _ = create_job(
+                session, settings=settings, tenant_id=tenant, body=body, trainer=trainer
+            )
+            return str(job.id)
+    finally:
+        database.dispose()
+
+
+TINY_CSV = b"x,y\n" + b"".join(f"{i},{i % 2}\n".encode() for i in range(40))
+
+
+def upload_tiny(client: httpx.Client) -> str:
+    response = client.post("/v1/datasets", files={"file": ("tiny.csv", TINY_CSV)})
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])

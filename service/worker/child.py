@@ -98,7 +98,10 @@ def child_main(conn: Connection, alive: Connection, payload: dict[str, Any]) -> 
         with threadpool_limits(limits=threads):
             table = pq.read_table(payload["data_path"]) if payload.get("data_path") else None
             outcome = trainer(payload, table, reporter)
-        reporter.send({"type": "result", "result": outcome.result}, outcome.artifact)
+        reporter.send(
+            {"type": "result", "result": outcome.result, "has_artifact": bool(outcome.artifact)},
+            outcome.artifact or None,
+        )
     except BaseException as exc:
         traceback.print_exc(file=sys.stderr)
         with contextlib.suppress(OSError, ValueError):

@@ -157,6 +157,7 @@ class AttemptRunner(threading.Thread):
             target=child_main, args=(send, alive_r, payload), daemon=False
         )
         process.start()
+        logger.debug("attempt %s/%s: child %s started", *self._ids(), process.pid)
         self.process = process
         send.close()
         alive_r.close()
@@ -182,6 +183,7 @@ class AttemptRunner(threading.Thread):
             if child_done and process.is_alive():
                 process.join(timeout=2)
             if child_done and not process.is_alive():
+                logger.debug("attempt %s/%s: child exited", *self._ids())
                 self._flush(state)
                 self._complete(process, state)
                 return
@@ -229,11 +231,12 @@ class AttemptRunner(threading.Thread):
                 state.progress = message["value"]
             elif kind == "result":
                 state.result = message["result"]
-                try:
-                    state.artifact = receive.recv_bytes()
-                except (EOFError, OSError):
-                    state.result = None
-                    state.error = "the training process died while sending its result"
+                if message.get("has_artifact"):
+                    try:
+                        state.artifact = receive.recv_bytes()
+                    except (EOFError, OSError):
+                        state.result = None
+                        state.error = "the training process died while sending its result"
                 return True
             elif kind == "error":
                 state.error = message["message"]

@@ -7,6 +7,7 @@ import multiprocessing
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -30,6 +31,12 @@ HOUSEKEEPING_SECONDS = 60.0
 
 def warm_context(settings: Settings) -> multiprocessing.context.BaseContext:
     """A forkserver with numpy, scikit-learn, pyarrow and torch imported once, up front."""
+    # Children run service.worker.child and need nothing from __main__ (the CLI); without this,
+    # multiprocessing re-executes the main module in every child, a third of a second each.
+    main = sys.modules["__main__"]
+    main.__spec__ = None
+    if hasattr(main, "__file__"):
+        del main.__file__
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["service.worker.preload", *settings.worker_plugins])
     probe = context.Process(target=os.getpid)
