@@ -1,0 +1,171 @@
+"""The queue's rules on a real database: fencing, reaping, priorities and fairness."""
+
+from __future__ import annotations
+
+import io
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import delete, update
+
+from service import blobs
+from service.config import Settings
+from service.datasets.models import Dataset
+from service.db import Database, utcnow
+from service.jobs import queue
+from service.jobs.models import FAILED, QUEUED, RUNNING, SUCCEEDED, Job, JobAttempt
+from service.migrate import upgrade
+from tests.conftest import BACKENDS, dispose_database_url, new_database_url
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def db(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Database]:
+    """A database of this module's own: no worker of the shared test server can see its queue."""
+    url = new_database_url(request.param, tmp_path_factory.mktemp("queue"))
+    upgrade(url)
+    database = Database(Settings(database_url=url))
+    yield database
+    database.dispose()
+    dispose_database_url(url)
+
+
+@pytest.fixture
+def empty_queue(db: Database) -> Iterator[uuid.UUID]:
+    """A dataset to hang jobs on, and a queue with nothing else in it."""
+    with db.transaction() as session:
+        session.execute(delete(Job))
+    blob = blobs.write_blob(db.transaction, io.BytesIO(b"x"), tenant_id="t", chunk_bytes=1024)
+    with db.transaction() as session:
+        dataset = Dataset(
+            tenant_id="t",
+            name="d",
+            format="csv",
+            size_bytes=1,
+            sha256="0" * 64,
+            n_rows=1,
+            n_columns=1,
+            columns=[],
+            blob_id=blob.id,
+            stored_bytes=1,
+        )
+        session.add(dataset)
+        session.flush()
+        dataset_id = dataset.id
+    yield dataset_id
+    with db.transaction() as session:
+        session.execute(delete(Job))
+
+
+def _job(
+    db: Database,
+    dataset_id: uuid.UUID,
+    *,
+    tenant: str = "a",
+    priority: int = 0,
+    max_attempts: int = 3,
+    age: float = 0,
+) -> uuid.UUID:
+    with db.transaction() as session:
+        job = Job(
+            tenant_id=tenant,
+            dataset_id=dataset_id,
+            spec={},
+            task="classification",
+            task_reason="test",
+            max_seconds=60,
+            max_attempts=max_attempts,
+            priority=priority,
+            created_at=utcnow() - timedelta(seconds=age),
+        )
+        session.add(job)
+        session.flush()
+        return job.id
+
+
+def _claim(db: Database, worker: str = "w1") -> queue.Claim | None:
+    with db.transaction() as session:
+        return queue.claim(session, worker_id=worker, lease_seconds=30)
+
+
+def _expire(db: Database, job_id: uuid.UUID) -> None:
+    with db.transaction() as session:
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id)
+            .values(lease_expires_at=utcnow() - timedelta(seconds=1))
+        )
+
+
+def _status(db: Database, job_id: uuid.UUID) -> tuple[str, int, str | None]:
+    with db.transaction(write=False) as session:
+        job = session.get_one(Job, job_id)
+        return job.status, job.attempt, job.error
+
+
+def test_a_stale_attempt_cannot_write_its_result(db: Database, empty_queue: uuid.UUID) -> None:
+    job_id = _job(db, empty_queue)
+    stale = _claim(db, "w1")
+    assert stale is not None and stale.attempt == 1
+    _expire(db, job_id)
+    with db.transaction() as session:
+        assert [(j, s) for j, _, s in queue.reap_expired(session)] == [(job_id, QUEUED)]
+    fresh = _claim(db, "w2")
+    assert fresh is not None and fresh.attempt == 2
+    with db.transaction() as session:
+        assert not queue.renew_lease(session, stale, worker_id="w1", lease_seconds=30)
+        assert not queue.record_progress(session, stale, progress=0.5, epochs=[])
+        assert not queue.finish(session, stale, status=SUCCEEDED, metrics={"stale": True})
+    assert _status(db, job_id)[:2] == (RUNNING, 2)
+    with db.transaction() as session:
+        assert queue.finish(session, fresh, status=SUCCEEDED, metrics={"fresh": True})
+    with db.transaction(write=False) as session:
+        job = session.get_one(Job, job_id)
+        assert (job.status, job.metrics) == (SUCCEEDED, {"fresh": True})
+        outcomes = [
+            a.outcome
+            for a in session.query(JobAttempt).filter_by(job_id=job_id).order_by(JobAttempt.attempt)
+        ]
+    assert outcomes == ["lost", SUCCEEDED]
+
+
+def test_lost_too_often_fails_with_the_reason(db: Database, empty_queue: uuid.UUID) -> None:
+    job_id = _job(db, empty_queue, max_attempts=2)
+    for _ in range(2):
+        assert _claim(db) is not None
+        _expire(db, job_id)
+        with db.transaction() as session:
+            queue.reap_expired(session)
+    status, attempt, error = _status(db, job_id)
+    assert (status, attempt) == (FAILED, 2)
+    assert error is not None and "worker lost 2 times" in error
+    assert _claim(db) is None
+
+
+def test_a_live_lease_is_not_reaped(db: Database, empty_queue: uuid.UUID) -> None:
+    job_id = _job(db, empty_queue)
+    assert _claim(db) is not None
+    with db.transaction() as session:
+        assert queue.reap_expired(session) == []
+    assert _status(db, job_id)[0] == RUNNING
+
+
+def test_priority_then_age(db: Database, empty_queue: uuid.UUID) -> None:
+    old_low = _job(db, empty_queue, priority=0, age=30)
+    new_high = _job(db, empty_queue, priority=5, age=0)
+    older_low = _job(db, empty_queue, priority=0, age=60)
+    order = [c.job_id for c in iter(lambda: _claim(db), None)]
+    assert order == [new_high, older_low, old_low]
+
+
+def test_a_tenants_burst_does_not_starve_another(db: Database, empty_queue: uuid.UUID) -> None:
+    burst = [_job(db, empty_queue, tenant="busy", age=100 - i) for i in range(5)]
+    other = _job(db, empty_queue, tenant="quiet", age=1)
+    first = _claim(db)
+    assert first is not None and first.job_id == burst[0]
+    # "busy" now has a running job and "quiet" has none: quiet goes next despite being newer.
+    second = _claim(db)
+    assert second is not None and second.job_id == other
