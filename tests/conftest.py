@@ -99,15 +99,15 @@ def database_url(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
 
 @pytest.fixture(scope="session")
-def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    return Settings(database_url=database_url, data_dir=tmp_path_factory.mktemp("data"))
-
-
-@pytest.fixture(scope="session")
-def db(settings: Settings) -> Iterator[Database]:
-    database = Database(settings)
+def db(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Database]:
+    """A migrated database for direct tests, apart from the shared server's (whose worker would
+    otherwise see, claim or reap what these tests write)."""
+    url = new_database_url(backend, tmp_path_factory.mktemp(f"direct-{backend}"))
+    upgrade(url)
+    database = Database(Settings(database_url=url, data_dir=tmp_path_factory.mktemp("data")))
     yield database
     database.dispose()
+    dispose_database_url(url)
 
 
 @pytest.fixture

@@ -11,26 +11,10 @@ import pytest
 from sqlalchemy import delete, update
 
 from service import blobs
-from service.config import Settings
 from service.datasets.models import Dataset
 from service.db import Database, utcnow
 from service.jobs import queue
 from service.jobs.models import FAILED, QUEUED, RUNNING, SUCCEEDED, Job, JobAttempt
-from service.migrate import upgrade
-from tests.conftest import BACKENDS, dispose_database_url, new_database_url
-
-
-@pytest.fixture(scope="module", params=BACKENDS)
-def db(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Database]:
-    """A database of this module's own: no worker of the shared test server can see its queue."""
-    url = new_database_url(request.param, tmp_path_factory.mktemp("queue"))
-    upgrade(url)
-    database = Database(Settings(database_url=url))
-    yield database
-    database.dispose()
-    dispose_database_url(url)
 
 
 @pytest.fixture

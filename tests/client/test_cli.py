@@ -1,0 +1,212 @@
+"""The people's CLI: against the real server through RIDGELINE_URL / RIDGELINE_API_KEY, plus the
+sweep leaderboard and the diagnosis display from canned answers (MockTransport)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from service.client import Client
+from service.client import cli as client_cli
+from service.client.cli import app
+from tests.conftest import Server
+
+REPO = Path(__file__).resolve().parents[2]
+MLP = {
+    "target": "target",
+    "model": {"kind": "mlp", "hidden_layers": [8], "epochs": 5, "batch_size": 128},
+    "regularization": {"penalty": "l2", "strength": 1e-4},
+}
+
+
+@pytest.fixture
+def run(server: Server, key: str) -> Callable[..., Any]:
+    runner = CliRunner()
+    env = {"RIDGELINE_URL": server.base_url, "RIDGELINE_API_KEY": key, "COLUMNS": "200"}
+
+    def invoke(*args: str) -> Any:
+        return runner.invoke(app, list(args), env=env)
+
+    return invoke
+
+
+def _json(result: Any) -> Any:
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+@pytest.mark.usefixtures("worker")
+def test_upload_submit_watch_and_use(
+    run: Callable[..., Any], cancer_csv: Path, tmp_path: Path
+) -> None:
+    result = run("datasets", "upload", str(cancer_csv), "--name", "cancer")
+    assert result.exit_code == 0, result.output
+    assert "uploading cancer.csv" in result.stderr and "kB" in result.stderr  # the progress bar
+    listed = _json(run("datasets", "list", "--json"))["items"]
+    assert [d["name"] for d in listed] == ["cancer"]
+    dataset_id = listed[0]["id"]
+    assert f"dataset {dataset_id}" in result.stdout and "mean radius" in result.stdout
+    assert _json(run("datasets", "show", dataset_id, "--json"))["n_rows"] == 569
+    assert len(_json(run("datasets", "preview", dataset_id, "--limit", "2", "--json"))["rows"]) == 2
+
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps(MLP))
+    result = run("jobs", "submit", str(spec), "--dataset", dataset_id, "--watch")
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert "succeeded" in out and "final metrics" in out
+    assert "train" in out and "validation" in out and "roc_auc" in out
+    assert "generalization gap" in out and "accuracy: train - validation" in out
+    assert "epoch 5/5" in result.stderr and "val loss" in result.stderr
+    assert "Traceback" not in result.output
+
+    jobs = _json(run("jobs", "list", "--status", "succeeded", "--json"))["items"]
+    job_id = jobs[0]["id"]
+    assert _json(run("jobs", "show", job_id, "--json"))["status"] == "succeeded"
+    metrics = _json(run("jobs", "metrics", job_id, "--json"))
+    assert len(metrics["history"]) == 5 and metrics["generalization_gap"]["metric"] == "accuracy"
+    result = run("jobs", "metrics", job_id)
+    assert result.exit_code == 0 and "history" in result.stdout
+
+    first = _json(run("datasets", "preview", dataset_id, "--json"))["rows"][0]
+    row = {k: v for k, v in first.items() if k != "target"}
+    prediction = _json(run("jobs", "predict", job_id, "--rows", json.dumps([row]), "--json"))
+    assert len(prediction["predictions"]) == 1
+    result = run("jobs", "predict", job_id, "--csv", str(cancer_csv))
+    assert result.exit_code == 0 and "P(1)" in result.stdout
+
+    saved = _json(run("jobs", "download", job_id, "--out", str(tmp_path), "--json"))
+    assert Path(saved["path"]).suffix == ".zip" and Path(saved["path"]).stat().st_size > 0
+
+    # Without --watch, --json prints the queued job for scripts.
+    queued = _json(run("jobs", "submit", str(spec), "--dataset", dataset_id, "--json"))
+    assert queued["status"] == "queued"
+    assert _json(run("jobs", "cancel", queued["id"], "--json"))["id"] == queued["id"]
+
+
+def test_errors_print_the_detail_and_exit_1(
+    run: Callable[..., Any], cancer_csv: Path, tmp_path: Path
+) -> None:
+    missing = "00000000-0000-0000-0000-000000000000"
+    result = run("jobs", "show", missing)
+    assert result.exit_code == 1
+    assert f"404 Not Found: no job with id {missing}" in result.stderr
+    assert "Traceback" not in result.output
+
+    problem = json.loads(run("datasets", "show", missing, "--json").stdout)
+    assert problem["status"] == 404 and problem["detail"]
+
+    dataset_id = _json(run("datasets", "upload", str(cancer_csv), "--json"))["id"]
+    spec = tmp_path / "bad.json"
+    spec.write_text(json.dumps({"target": "nope", "regularization": {"penalty": "elasticnet"}}))
+    result = run("jobs", "submit", str(spec), "--dataset", dataset_id)
+    assert result.exit_code == 1
+    assert "422" in result.stderr and "regularization.l1_ratio" in result.stderr
+    assert "target column 'nope'" in result.stderr
+
+    # Usage errors exit 2.
+    assert run("jobs", "predict", missing).exit_code == 2
+    assert run("jobs", "submit", str(tmp_path / "absent.json")).exit_code == 2
+    (tmp_path / "notjson.json").write_text("{")
+    assert run("jobs", "submit", str(tmp_path / "notjson.json"), "--dataset", "x").exit_code == 2
+
+
+def test_bad_key_and_unreachable_service(server: Server) -> None:
+    runner = CliRunner()
+    result = runner.invoke(
+        app, ["datasets", "list", "--url", server.base_url, "--api-key", "rl_wrong"]
+    )
+    assert result.exit_code == 1 and "401 Unauthorized" in result.stderr
+    result = runner.invoke(
+        app, ["jobs", "list"], env={"RIDGELINE_URL": "http://127.0.0.1:9", "RIDGELINE_API_KEY": "x"}
+    )
+    assert result.exit_code == 1 and "cannot connect to http://127.0.0.1:9" in result.stderr
+
+
+def test_cli_in_a_subprocess(server: Server, key: str, cancer_csv: Path) -> None:
+    env = {**os.environ, "RIDGELINE_URL": server.base_url, "RIDGELINE_API_KEY": key}
+    command = [sys.executable, "-m", "service.client", "datasets", "upload", str(cancer_csv)]
+    done = subprocess.run(
+        [*command, "--json"], env=env, cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["n_rows"] == 569
+
+
+# --- canned answers: the leaderboard and the diagnosis ------------------------------------------
+
+SWEEP = {
+    "id": "s1",
+    "status": "succeeded",
+    "progress": 1.0,
+    "metric": "roc_auc",
+    "best": {"job_id": "j2", "params": {"strength": 0.1}, "score": 0.97},
+    "refit_job_id": "j9",
+    "leaderboard": [
+        {"job_id": "j1", "params": {"strength": 1.0}, "score": 0.91, "status": "succeeded"},
+        {"job_id": "j2", "params": {"strength": 0.1}, "score": 0.97, "status": "succeeded"},
+        {"job_id": "j3", "params": {"strength": 0.01}, "score": 0.95, "status": "succeeded"},
+        {"job_id": "j4", "params": {"strength": 10.0}, "score": None, "status": "failed"},
+    ],
+}
+
+
+def _canned(monkeypatch: pytest.MonkeyPatch, routes: dict[str, Any]) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json=routes[request.url.path])
+
+    def make_client(url: str | None, api_key: str | None) -> Client:
+        return Client("http://rl.test", "k", transport=httpx.MockTransport(handler))
+
+    monkeypatch.setattr(client_cli, "make_client", make_client)
+
+
+def test_sweep_leaderboard_is_sorted_with_the_best_marked(monkeypatch: pytest.MonkeyPatch) -> None:
+    _canned(monkeypatch, {"/v1/sweeps/s1": SWEEP})
+    result = CliRunner().invoke(app, ["sweeps", "show", "s1"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stdout.splitlines() if re.search(r"│ j[1-4] ", line)]
+    order = [re.search(r"j[1-4]", line).group() for line in lines]  # type: ignore[union-attr]
+    assert order == ["j2", "j3", "j1", "j4"]
+    assert "★" in lines[0] and not any("★" in line for line in lines[1:])
+    assert "leaderboard (by roc_auc)" in result.stdout and "j9" in result.stdout
+    as_json = json.loads(CliRunner().invoke(app, ["sweeps", "show", "s1", "--json"]).stdout)
+    assert as_json["leaderboard"] == SWEEP["leaderboard"]
+
+    loss_sweep = {**SWEEP, "metric": "log_loss", "best": None}
+    ranked = client_cli.sorted_leaderboard(client_cli.Sweep.model_validate(loss_sweep))
+    assert [e["job_id"] for _, e in ranked] == ["j1", "j3", "j2", "j4"]
+    assert [best for best, _ in ranked] == [True, False, False, False]
+
+
+def test_metrics_show_the_diagnosis(monkeypatch: pytest.MonkeyPatch) -> None:
+    final = {"train": {"accuracy": 1.0, "loss": 0.01}, "validation": {"accuracy": 0.8, "loss": 0.6}}
+    metrics = {
+        "job_id": "j1",
+        "status": "succeeded",
+        "final": final,
+        "generalization_gap": {"metric": "accuracy", "score": 0.2, "loss": 0.59},
+        "extra": {
+            "diagnosis": {
+                "verdict": "overfitting",
+                "suggestions": ["raise regularization.strength", "add dropout"],
+            }
+        },
+    }
+    job = {"id": "j1", "status": "succeeded"}
+    _canned(monkeypatch, {"/v1/jobs/j1/metrics": metrics, "/v1/jobs/j1": job})
+    result = CliRunner().invoke(app, ["jobs", "metrics", "j1"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "diagnosis: overfitting" in result.stdout
+    assert "raise regularization.strength" in result.stdout and "add dropout" in result.stdout
+    assert "0.2" in result.stdout and "0.59" in result.stdout
