@@ -74,6 +74,7 @@ class Settings(BaseSettings):
     child_memory_mb: int = Field(8192, ge=0, description="RLIMIT_DATA of a training child; 0 off.")
     dataset_cache_bytes: int = Field(10 * GiB, ge=0)
 
+    max_sweep_trials: int = Field(500, ge=1)
     max_predict_rows: int = Field(10_000, ge=1)
     max_classes: int = Field(100, ge=2)
     max_mlp_parameters: int = Field(20_000_000, ge=1)

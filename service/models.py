@@ -5,6 +5,7 @@ from service.blobs import Blob, BlobChunk
 from service.datasets.models import Dataset
 from service.db import Base
 from service.jobs.models import IdempotencyKey, Job, JobAttempt, JobEpoch, JobEvent
+from service.sweeps.models import Sweep
 
 metadata = Base.metadata
 
@@ -18,5 +19,6 @@ __all__ = [
     "JobAttempt",
     "JobEpoch",
     "JobEvent",
+    "Sweep",
     "metadata",
 ]

@@ -50,6 +50,11 @@ class Job(Base):
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     # Internal: which registered trainer runs the attempt; never settable over HTTP.
     trainer: Mapped[str] = mapped_column(String(64), default="default")
+    sweep_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("sweeps.id", ondelete="CASCADE"), index=True
+    )
+    # What a sweep's trial needs beyond the spec: strengths of a path, folds.
+    params: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     task: Mapped[str] = mapped_column(String(16))
     task_reason: Mapped[str] = mapped_column(Text)
     native_params: Mapped[dict[str, Any] | None] = mapped_column(JSON)

@@ -41,7 +41,7 @@ from service.training.spec import ColumnSummary, native_params, resolve_spec, sp
 IDEMPOTENCY_TTL = timedelta(hours=24)
 
 
-def _columns(dataset: Dataset) -> list[ColumnSummary]:
+def column_summaries(dataset: Dataset) -> list[ColumnSummary]:
     return [
         ColumnSummary(
             name=c["name"], dtype=c["dtype"], n_unique=c["n_unique"], n_missing=c["n_missing"]
@@ -101,7 +101,7 @@ def create_job(
     try:
         resolved = resolve_spec(
             spec,
-            _columns(dataset),
+            column_summaries(dataset),
             max_classes=settings.max_classes,
             max_mlp_parameters=settings.max_mlp_parameters,
         )

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
+from sqlalchemy import select
+
 from service import blobs
 from service.config import Settings
 from service.datasets.models import Dataset
@@ -121,7 +123,20 @@ class AttemptRunner(threading.Thread):
             self._finish(FAILED, "the worker hit an unexpected error running this job")
         finally:
             self.heartbeat.done.set()
+            self._notify_sweep()
             self.on_done.set()
+
+    def _notify_sweep(self) -> None:
+        """A trial's end may complete its sweep: rank it and queue the refit."""
+        try:
+            with self.db.transaction(write=False) as session:
+                sweep_id = session.scalar(select(Job.sweep_id).where(Job.id == self.claim.job_id))
+            if sweep_id is not None:
+                from service.sweeps.service import after_trial
+
+                after_trial(self.db, sweep_id)
+        except Exception:
+            logger.exception("could not update the sweep of job %s", self.claim.job_id)
 
     def _ids(self) -> tuple[str, int]:
         return str(self.claim.job_id), self.claim.attempt
@@ -130,7 +145,7 @@ class AttemptRunner(threading.Thread):
         with self.db.transaction(write=False) as session:
             job = session.get_one(Job, self.claim.job_id)
             dataset = session.get_one(Dataset, job.dataset_id)
-            spec, trainer, max_seconds = job.spec, job.trainer, job.max_seconds
+            spec, trainer, max_seconds, params = job.spec, job.trainer, job.max_seconds, job.params
             blob_id = dataset.blob_id
             blob_sha = session.get_one(blobs.Blob, blob_id).sha256 or str(blob_id)
         data_path = self.cache.path_for(self.db, blob_id, blob_sha)
@@ -145,6 +160,7 @@ class AttemptRunner(threading.Thread):
             "memory_limit_mb": self.settings.child_memory_mb,
             "max_classes": self.settings.max_classes,
             "plugins": self.settings.worker_plugins,
+            "params": params,
         }
 
     def _run(self) -> None:

@@ -20,6 +20,7 @@ from service.config import Settings
 from service.db import Database
 from service.jobs import queue
 from service.jobs.models import QUEUED, Job
+from service.sweeps.service import after_trial
 from service.worker.cache import DatasetCache
 from service.worker.runner import AttemptRunner
 
@@ -121,8 +122,17 @@ class Worker:
 
     def _reap(self) -> None:
         with self.db.transaction() as session:
-            for job_id, attempt, status in queue.reap_expired(session):
-                logger.warning("job %s attempt %d lost its worker; now %s", job_id, attempt, status)
+            reaped = queue.reap_expired(session)
+            ended = [job_id for job_id, _, status in reaped if status != QUEUED]
+            sweeps: set[uuid.UUID] = set()
+            if ended:
+                for sweep_id in session.scalars(select(Job.sweep_id).where(Job.id.in_(ended))):
+                    if sweep_id is not None:
+                        sweeps.add(sweep_id)
+        for job_id, attempt, status in reaped:
+            logger.warning("job %s attempt %d lost its worker; now %s", job_id, attempt, status)
+        for sweep_id in sweeps:
+            after_trial(self.db, sweep_id)
 
     def _housekeeping(self) -> None:
         reaped = blobs.reap_incomplete_blobs(self.db.transaction, older_than=STALE_UPLOAD_AGE)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import pyarrow as pa
@@ -73,3 +74,74 @@ def train_job(payload: dict[str, Any], table: pa.Table | None, reporter: Reporte
         },
         artifact=result.artifact,
     )
+
+
+def _sweep_splits(payload: dict[str, Any], table: pa.Table) -> tuple[Any, Any]:
+    from service.training.folds import sweep_splits
+    from service.training.spec import TrainingSpec
+
+    spec = TrainingSpec.model_validate(payload["spec"])
+    params = payload["params"]
+    splits = sweep_splits(
+        table,
+        spec,
+        folds=params.get("folds"),
+        validation_fraction=params.get("validation_fraction"),
+    )
+    return spec, splits
+
+
+@register("sweep-path")
+def sweep_path(
+    payload: dict[str, Any], table: pa.Table | None, reporter: Reporter
+) -> TrainerOutput:
+    """One warm-started regularization path on one fold: one trial result per strength."""
+    from service.training.paths import fit_path
+
+    assert table is not None
+    spec, splits = _sweep_splits(payload, table)
+    fold = int(payload["params"]["fold"])
+    path = fit_path(
+        table,
+        spec,
+        payload["params"]["strengths"],
+        split=splits.splits[fold],
+        on_progress=reporter.progress,
+    )
+    return TrainerOutput(result={"metrics": {"fold": fold, "path": path}}, artifact=None)
+
+
+def _fold_progress(reporter: Reporter, index: int, n: int, progress: float) -> None:
+    reporter.progress((index + progress) / n)
+
+
+@register("sweep-trial")
+def sweep_trial(
+    payload: dict[str, Any], table: pa.Table | None, reporter: Reporter
+) -> TrainerOutput:
+    """One configuration, its folds inside: metrics per fold, no artifact."""
+    from service.training.train import train
+
+    assert table is not None
+    spec, splits = _sweep_splits(payload, table)
+    n = len(splits.splits)
+    folds = []
+    for index, split in enumerate(splits.splits):
+        result = train(
+            table,
+            spec,
+            max_classes=payload["max_classes"],
+            split=split,
+            with_artifact=False,
+            on_progress=partial(_fold_progress, reporter, index, n),
+        )
+        folds.append(
+            {
+                "fold": index,
+                "final": result.metrics["final"],
+                "best_epoch": result.metrics.get("best_epoch"),
+                "weights": result.metrics.get("weights"),
+            }
+        )
+        reporter.progress((index + 1) / n)
+    return TrainerOutput(result={"metrics": {"folds": folds}}, artifact=None)

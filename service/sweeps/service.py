@@ -1,0 +1,454 @@
+"""The rules of sweeps: expand the search into trial jobs, rank them, refit the winner."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+import statistics
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from service.config import Settings
+from service.datasets.models import Dataset
+from service.db import Database, utcnow
+from service.errors import Conflict, InvalidInput, NotFound
+from service.jobs import queue
+from service.jobs.models import (
+    ACTIVE,
+    CANCELLED,
+    FAILED,
+    QUEUED,
+    RUNNING,
+    SUCCEEDED,
+    TERMINAL,
+    Job,
+)
+from service.jobs.service import column_summaries
+from service.pagination import page_of, paginate
+from service.sweeps.models import Sweep
+from service.sweeps.schemas import SweepCreate
+from service.training.errors import SpecError
+from service.training.spec import TrainingSpec, native_params, resolve_spec, split_sizes
+
+LOWER_IS_BETTER = {"log_loss", "loss", "rmse", "mae"}
+HIGHER_IS_BETTER = {"accuracy", "balanced_accuracy", "f1_macro", "roc_auc", "r2"}
+CLASSIFICATION_METRICS = {
+    "log_loss",
+    "loss",
+    "accuracy",
+    "balanced_accuracy",
+    "f1_macro",
+    "roc_auc",
+}
+REGRESSION_METRICS = {"rmse", "mae", "r2", "loss"}
+
+
+@dataclass(frozen=True)
+class Config:
+    """One point of the search: a trial."""
+
+    penalty: str
+    strength: float
+    l1_ratio: float | None
+    dropout: float | None
+
+    def key(self) -> tuple[str, float, float | None, float | None]:
+        return (self.penalty, round(self.strength, 12), self.l1_ratio, self.dropout)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "penalty": self.penalty,
+            "strength": self.strength,
+            "l1_ratio": self.l1_ratio,
+            "dropout": self.dropout,
+        }
+
+
+def strengths_of(body: SweepCreate) -> list[float]:
+    grid = body.search.strength
+    if isinstance(grid, list):
+        values = grid
+    elif grid.num == 1:
+        values = [grid.min]
+    elif grid.scale == "log":
+        values = list(np.geomspace(grid.min, grid.max, grid.num))
+    else:
+        values = list(np.linspace(grid.min, grid.max, grid.num))
+    return sorted({float(v) for v in values}, reverse=True)
+
+
+def expand(body: SweepCreate) -> list[Config]:
+    """The grid, each axis applied only where it fits (random mode draws from it)."""
+    is_mlp = body.model.kind == "mlp"
+    dropouts: list[float | None] = [None]
+    if is_mlp and body.search.dropout:
+        dropouts = list(body.search.dropout)
+    configs: list[Config] = []
+    for penalty in dict.fromkeys(body.search.penalty):
+        ratios: list[float | None] = [None]
+        if penalty == "elasticnet":
+            ratios = list(body.search.l1_ratio or [0.5])
+        strengths = [0.0] if penalty == "none" else strengths_of(body)
+        for strength, ratio, dropout in itertools.product(strengths, ratios, dropouts):
+            configs.append(Config(penalty, strength, ratio, dropout))
+    if body.search.mode == "random":
+        if body.search.max_trials is None:
+            raise InvalidInput(
+                "random search needs search.max_trials",
+                errors=[{"field": "search.max_trials", "message": "required in random mode"}],
+            )
+        rng = random.Random(body.seed)
+        configs = rng.sample(configs, min(body.search.max_trials, len(configs)))
+    return configs
+
+
+def trial_spec(base: TrainingSpec, config: Config) -> TrainingSpec:
+    regularization = base.regularization.model_copy(
+        update={
+            "penalty": config.penalty,
+            "strength": config.strength,
+            "l1_ratio": config.l1_ratio,
+            "dropout": config.dropout
+            if config.dropout is not None
+            else base.regularization.dropout,
+        }
+    )
+    return base.model_copy(update={"regularization": regularization})
+
+
+def resolve_metric(metric: str, task: str) -> tuple[str, bool]:
+    if metric == "auto":
+        return ("log_loss" if task == "classification" else "rmse"), True
+    allowed = CLASSIFICATION_METRICS if task == "classification" else REGRESSION_METRICS
+    if metric not in allowed:
+        raise InvalidInput(
+            f"metric {metric!r} is not reported for {task}; use one of {sorted(allowed)}",
+            errors=[{"field": "metric", "message": "unknown for this task"}],
+        )
+    return metric, metric in LOWER_IS_BETTER
+
+
+def create_sweep(
+    session: Session, *, settings: Settings, tenant_id: str, body: SweepCreate
+) -> Sweep:
+    """Validate every configuration against the dataset, then queue its trial jobs."""
+    dataset = session.scalar(
+        select(Dataset).where(Dataset.id == body.dataset_id, Dataset.tenant_id == tenant_id)
+    )
+    if dataset is None:
+        raise InvalidInput(
+            f"no dataset with id {body.dataset_id}; upload one with POST /v1/datasets",
+            errors=[{"field": "dataset_id", "message": "unknown dataset"}],
+        )
+    base = body.base_spec()
+    configs = expand(body)
+    if len(configs) > settings.max_sweep_trials:
+        raise InvalidInput(
+            f"the search has {len(configs)} configurations, over the limit of "
+            f"{settings.max_sweep_trials}; use fewer strengths or random mode with max_trials",
+            errors=[{"field": "search", "message": "too many configurations"}],
+        )
+    columns = column_summaries(dataset)
+    task = None
+    for config in configs:
+        try:
+            resolved = resolve_spec(
+                trial_spec(base, config),
+                columns,
+                max_classes=settings.max_classes,
+                max_mlp_parameters=settings.max_mlp_parameters,
+            )
+        except SpecError as exc:
+            raise InvalidInput(
+                "; ".join(f"{p['field']}: {p['message']}" for p in exc.problems),
+                errors=list(exc.problems),
+            ) from exc
+        task = resolved.task
+    assert task is not None
+    metric, lower = resolve_metric(body.metric, task)
+    folds = body.cv.folds
+    n_splits = folds or 1
+    max_seconds = body.max_seconds or settings.default_max_seconds
+    sweep = Sweep(
+        tenant_id=tenant_id,
+        name=body.name,
+        dataset_id=dataset.id,
+        status=QUEUED,
+        spec=body.model_dump(mode="json"),
+        task=task,
+        metric=metric,
+        lower_is_better=lower,
+        n_configs=len(configs),
+        n_jobs=0,
+    )
+    session.add(sweep)
+    session.flush()
+    cv = {"folds": folds, "validation_fraction": body.cv.validation_fraction}
+
+    def add_job(spec: TrainingSpec, trainer: str, params: dict[str, Any]) -> None:
+        session.add(
+            Job(
+                tenant_id=tenant_id,
+                name=f"{body.name or 'sweep'} trial",
+                dataset_id=dataset.id,
+                status=QUEUED,
+                priority=body.priority,
+                spec=spec.model_dump(mode="json"),
+                trainer=trainer,
+                task=task,
+                task_reason="set by the sweep",
+                max_seconds=max_seconds,
+                max_attempts=settings.max_attempts,
+                sweep_id=sweep.id,
+                params=params,
+            )
+        )
+
+    n_jobs = 0
+    if body.model.kind == "linear":
+        # One warm-started path per (penalty, l1_ratio, fold): strongest to weakest.
+        paths: dict[tuple[str, float | None], list[Config]] = {}
+        for config in configs:
+            if config.penalty == "none":
+                add_job(trial_spec(base, config), "sweep-trial", {**cv, "config": config.as_dict()})
+                n_jobs += 1
+            else:
+                paths.setdefault((config.penalty, config.l1_ratio), []).append(config)
+        for (penalty, ratio), members in paths.items():
+            strengths = sorted({c.strength for c in members}, reverse=True)
+            spec = trial_spec(base, members[0])
+            for fold in range(n_splits):
+                add_job(
+                    spec,
+                    "sweep-path",
+                    {
+                        **cv,
+                        "fold": fold,
+                        "strengths": strengths,
+                        "penalty": penalty,
+                        "l1_ratio": ratio,
+                    },
+                )
+                n_jobs += 1
+    else:
+        for config in configs:
+            add_job(trial_spec(base, config), "sweep-trial", {**cv, "config": config.as_dict()})
+            n_jobs += 1
+    sweep.n_jobs = n_jobs
+    session.flush()
+    queue.notify(session)
+    return sweep
+
+
+def get_sweep(session: Session, *, tenant_id: str, sweep_id: uuid.UUID) -> Sweep:
+    sweep = session.scalar(select(Sweep).where(Sweep.id == sweep_id, Sweep.tenant_id == tenant_id))
+    if sweep is None:
+        raise NotFound(f"no sweep with id {sweep_id}")
+    return sweep
+
+
+def list_sweeps(
+    session: Session, *, tenant_id: str, limit: int, cursor: str | None
+) -> tuple[list[Sweep], str | None]:
+    query = paginate(
+        select(Sweep).where(Sweep.tenant_id == tenant_id),
+        created_at=Sweep.created_at,
+        row_id=Sweep.id,
+        limit=limit,
+        cursor=cursor,
+    )
+    return page_of(session.scalars(query).all(), limit)
+
+
+def trial_jobs(session: Session, sweep: Sweep) -> list[Job]:
+    return list(session.scalars(select(Job).where(Job.sweep_id == sweep.id)))
+
+
+def cancel_sweep(session: Session, *, tenant_id: str, sweep_id: uuid.UUID) -> Sweep:
+    sweep = get_sweep(session, tenant_id=tenant_id, sweep_id=sweep_id)
+    if sweep.status in TERMINAL:
+        raise Conflict(f"sweep {sweep_id} already ended ({sweep.status})")
+    now = utcnow()
+    session.execute(
+        update(Job)
+        .where(Job.sweep_id == sweep.id, Job.status == QUEUED)
+        .values(status=CANCELLED, finished_at=now, error="sweep cancelled")
+        .execution_options(synchronize_session=False)
+    )
+    session.execute(
+        update(Job)
+        .where(Job.sweep_id == sweep.id, Job.status == RUNNING)
+        .values(cancel_requested=True)
+        .execution_options(synchronize_session=False)
+    )
+    sweep.status = CANCELLED
+    sweep.finished_at = now
+    sweep.error = "cancelled by request"
+    session.flush()
+    return sweep
+
+
+def _fold_scores(job: Job, metric: str) -> list[tuple[Config, float | None, float | None]]:
+    """(config, validation value, train value) for every fold result a finished job holds."""
+    metrics = job.metrics or {}
+    params = job.params or {}
+    out: list[tuple[Config, float | None, float | None]] = []
+    for point in metrics.get("path", []):
+        config = Config(
+            params.get("penalty", point.get("penalty", "l2")),
+            float(point["strength"]),
+            params.get("l1_ratio"),
+            None,
+        )
+        final = point.get("final", {})
+        out.append(
+            (config, final.get("validation", {}).get(metric), final.get("train", {}).get(metric))
+        )
+    if "config" in params:
+        c = params["config"]
+        config = Config(c["penalty"], float(c["strength"]), c.get("l1_ratio"), c.get("dropout"))
+        for fold in metrics.get("folds", []):
+            final = fold.get("final", {})
+            out.append(
+                (
+                    config,
+                    final.get("validation", {}).get(metric),
+                    final.get("train", {}).get(metric),
+                )
+            )
+    return out
+
+
+def _mean(values: list[float]) -> float | None:
+    return float(statistics.fmean(values)) if values else None
+
+
+def leaderboard(sweep: Sweep, jobs: list[Job]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Per configuration: mean and std of the metric across folds, and the train mean."""
+    grouped: dict[tuple[Any, ...], tuple[Config, list[float], list[float]]] = {}
+    failed = []
+    for job in jobs:
+        if job.status == FAILED:
+            failed.append({"job_id": str(job.id), "params": job.params, "error": job.error})
+        if job.status != SUCCEEDED:
+            continue
+        for config, val, train in _fold_scores(job, sweep.metric):
+            entry = grouped.setdefault(config.key(), (config, [], []))
+            if val is not None and math.isfinite(val):
+                entry[1].append(val)
+            if train is not None and math.isfinite(train):
+                entry[2].append(train)
+    rows = []
+    for config, vals, trains in grouped.values():
+        rows.append(
+            {
+                **config.as_dict(),
+                "metric": sweep.metric,
+                "mean": _mean(vals),
+                "std": float(np.std(vals)) if vals else None,
+                "train_mean": _mean(trains),
+                "n_folds": len(vals),
+            }
+        )
+    sign = 1 if sweep.lower_is_better else -1
+    rows.sort(key=lambda r: (r["mean"] is None, sign * (r["mean"] or 0.0), -r["strength"]))
+    return rows, failed
+
+
+def after_trial(db: Database, sweep_id: uuid.UUID) -> None:
+    """Called when a trial job ends: update progress; when all have, rank and refit."""
+    with db.transaction() as session:
+        sweep = session.get(Sweep, sweep_id)
+        if sweep is None or sweep.status in TERMINAL:
+            return
+        jobs = trial_jobs(session, sweep)
+        done = sum(job.status in TERMINAL for job in jobs)
+        sweep.progress = done / max(1, len(jobs))
+        if any(job.status in ACTIVE for job in jobs):
+            sweep.status = RUNNING
+            return
+        rows, failed = leaderboard(sweep, jobs)
+        claimed = session.execute(
+            update(Sweep)
+            .where(Sweep.id == sweep.id, Sweep.status.in_((QUEUED, RUNNING)))
+            .values(status=RUNNING)
+            .execution_options(synchronize_session=False)
+        )
+        if not claimed.rowcount:  # type: ignore[attr-defined]
+            return
+        sweep.leaderboard = rows
+        sweep.failed_trials = failed
+        sweep.finished_at = utcnow()
+        ranked = [r for r in rows if r["mean"] is not None]
+        if not ranked:
+            sweep.status = FAILED
+            sweep.error = f"no trial succeeded ({len(failed)} failed)"
+            return
+        winner = ranked[0]
+        sweep.best = {
+            **{k: winner[k] for k in ("penalty", "strength", "l1_ratio", "dropout")},
+            "metric": sweep.metric,
+            "cv_mean": winner["mean"],
+            "cv_std": winner["std"],
+            "train_mean": winner["train_mean"],
+        }
+        sweep.status = SUCCEEDED
+        body = SweepCreate.model_validate(sweep.spec)
+        if body.refit:
+            sweep.refit_job_id = _queue_refit(session, db.settings, sweep, body, winner)
+
+
+def _queue_refit(
+    session: Session, settings: Settings, sweep: Sweep, body: SweepCreate, winner: dict[str, Any]
+) -> uuid.UUID:
+    """The winner trained on all the training data (the test split stays held out)."""
+    config = Config(winner["penalty"], winner["strength"], winner["l1_ratio"], winner["dropout"])
+    spec = trial_spec(body.base_spec(), config)
+    early_stopping = spec.regularization.early_stopping is not None
+    fraction = (body.cv.validation_fraction or 0.2) if early_stopping else 0.0
+    spec = spec.model_copy(
+        update={"validation": spec.validation.model_copy(update={"fraction": fraction})}
+    )
+    dataset = session.get_one(Dataset, sweep.dataset_id)
+    target_missing = next(c["n_missing"] for c in dataset.columns if c["name"] == spec.target)
+    n_train, _, _ = split_sizes(dataset.n_rows - target_missing, spec.validation)
+    job = Job(
+        tenant_id=sweep.tenant_id,
+        name=f"{sweep.name or 'sweep'} refit",
+        dataset_id=sweep.dataset_id,
+        status=QUEUED,
+        priority=body.priority,
+        spec=spec.model_dump(mode="json"),
+        task=sweep.task,
+        task_reason="set by the sweep",
+        native_params=native_params(spec, sweep.task, n_train),  # type: ignore[arg-type]
+        max_seconds=body.max_seconds or settings.default_max_seconds,
+        max_attempts=settings.max_attempts,
+    )
+    session.add(job)
+    session.flush()
+    queue.add_event(session, job.id, 0, "status", status=QUEUED)
+    queue.notify(session)
+    return job.id
+
+
+def best_with_test(session: Session, sweep: Sweep) -> dict[str, Any] | None:
+    """The winner, with the refit job's held-out test score beside its CV score when known."""
+    if sweep.best is None:
+        return None
+    best = dict(sweep.best)
+    if sweep.refit_job_id is not None:
+        refit = session.get(Job, sweep.refit_job_id)
+        if refit is not None and refit.metrics:
+            test = refit.metrics.get("final", {}).get("test")
+            if test is not None:
+                best["test"] = test.get(sweep.metric)
+                best["test_metrics"] = test
+            best["refit_status"] = refit.status
+    return best
