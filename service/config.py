@@ -74,6 +74,15 @@ class Settings(BaseSettings):
     child_memory_mb: int = Field(8192, ge=0, description="RLIMIT_DATA of a training child; 0 off.")
     dataset_cache_bytes: int = Field(10 * GiB, ge=0)
 
+    max_epochs: int = Field(10_000, ge=1)
+    max_queued_jobs_per_tenant: int = Field(1000, ge=1)
+    max_running_jobs_per_tenant: int = Field(
+        0, ge=0, description="Jobs of one tenant running at once across workers; 0 no limit."
+    )
+    tenant_quota_bytes: int = Field(50 * GiB, ge=0, description="Stored bytes per tenant; 0 off.")
+    stale_upload_seconds: float = Field(
+        3600, gt=0, description="Age after which a half-written blob (crashed upload) is removed."
+    )
     max_sweep_trials: int = Field(500, ge=1)
     max_predict_rows: int = Field(10_000, ge=1)
     max_classes: int = Field(100, ge=2)

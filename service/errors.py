@@ -8,11 +8,14 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 logger = logging.getLogger("ridgeline.errors")
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
+DATABASE_RETRY_AFTER_SECONDS = 5
 
 
 class ServiceError(Exception):
@@ -157,6 +160,20 @@ def install_error_handlers(app: FastAPI) -> None:
         return problem_response(
             problem(exc.status_code, title, detail, title.lower().replace(" ", "-")),
             dict(exc.headers or {}),
+        )
+
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(SQLAlchemyTimeoutError)
+    async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        logger.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
+        return problem_response(
+            problem(
+                503,
+                "Service Unavailable",
+                "the database is unavailable or busy right now; retry after a few seconds",
+                "unavailable",
+            ),
+            {"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
         )
 
     @app.exception_handler(Exception)

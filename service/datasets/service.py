@@ -12,14 +12,14 @@ from typing import Any
 
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from service import blobs
 from service.datasets.ingest import ingest
 from service.datasets.models import Dataset
 from service.db import Database
-from service.errors import Conflict, InvalidInput, NotFound
+from service.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
 from service.pagination import page_of, paginate
 from service.uploads import ReceivedUpload
 
@@ -71,6 +71,7 @@ def create_dataset(
             max_rows=settings.max_rows,
             unique_cap=settings.n_unique_cap,
         )
+        check_quota(db, tenant_id=tenant_id, adding=parquet_path.stat().st_size)
         with parquet_path.open("rb") as source:
             blob = blobs.write_blob(
                 db.transaction,
@@ -99,6 +100,25 @@ def create_dataset(
     except BaseException:
         blobs.delete_blob(db.transaction, blob.id)
         raise
+
+
+def check_quota(db: Database, *, tenant_id: str, adding: int) -> None:
+    """Refuse data that would take a tenant past its stored-bytes quota (0: no quota)."""
+    quota = db.settings.tenant_quota_bytes
+    if not quota:
+        return
+    with db.transaction(write=False) as session:
+        used = session.scalar(
+            select(func.coalesce(func.sum(blobs.Blob.size_bytes), 0)).where(
+                blobs.Blob.tenant_id == tenant_id
+            )
+        )
+    if (used or 0) + adding > quota:
+        raise PayloadTooLarge(
+            f"storing this dataset ({adding} bytes as Parquet) would take the tenant to "
+            f"{(used or 0) + adding} bytes, over its quota of {quota}; delete datasets or jobs "
+            "you no longer need"
+        )
 
 
 def get_dataset(session: Session, *, tenant_id: str, dataset_id: uuid.UUID) -> Dataset:

@@ -38,11 +38,18 @@ _ORDER = """
     LIMIT 1
 """
 
+# A tenant at its limit of running jobs (0: none) waits; other tenants' jobs go ahead.
+_ELIGIBLE = """
+    j.status = 'queued' AND (:max_running = 0 OR
+      (SELECT count(*) FROM jobs r WHERE r.tenant_id = j.tenant_id AND r.status = 'running')
+      < :max_running)
+"""
+
 _CLAIM_POSTGRES = f"""
 UPDATE jobs SET status = 'running', attempt = jobs.attempt + 1, lease_owner = :worker,
        lease_expires_at = clock_timestamp() + make_interval(secs => :lease),
        started_at = COALESCE(jobs.started_at, clock_timestamp()), progress = 0, error = NULL
-WHERE jobs.id = (SELECT j.id FROM jobs j WHERE j.status = 'queued' {_ORDER} FOR UPDATE SKIP LOCKED)
+WHERE jobs.id = (SELECT j.id FROM jobs j WHERE {_ELIGIBLE} {_ORDER} FOR UPDATE SKIP LOCKED)
 RETURNING jobs.id, jobs.attempt
 """
 
@@ -53,7 +60,7 @@ _CLAIM_SQLITE = f"""
 UPDATE jobs SET status = 'running', attempt = attempt + 1, lease_owner = :worker,
        lease_expires_at = {_SQLITE_NOW_PLUS},
        started_at = COALESCE(started_at, {_SQLITE_NOW}), progress = 0, error = NULL
-WHERE id = (SELECT j.id FROM jobs j WHERE j.status = 'queued' {_ORDER})
+WHERE id = (SELECT j.id FROM jobs j WHERE {_ELIGIBLE} {_ORDER})
 RETURNING id, attempt
 """
 
@@ -93,9 +100,14 @@ def notify(session: Session) -> None:
         session.execute(text(f"NOTIFY {NOTIFY_CHANNEL}"))
 
 
-def claim(session: Session, *, worker_id: str, lease_seconds: float) -> Claim | None:
+def claim(
+    session: Session, *, worker_id: str, lease_seconds: float, max_running_per_tenant: int = 0
+) -> Claim | None:
     sql = _CLAIM_SQLITE if _is_sqlite(session) else _CLAIM_POSTGRES
-    row = session.execute(text(sql), {"worker": worker_id, "lease": lease_seconds}).first()
+    row = session.execute(
+        text(sql),
+        {"worker": worker_id, "lease": lease_seconds, "max_running": max_running_per_tenant},
+    ).first()
     if row is None:
         return None
     job_id = row[0] if isinstance(row[0], uuid.UUID) else uuid.UUID(str(row[0]))

@@ -10,7 +10,7 @@ from collections import OrderedDict
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete, exists, select, update
+from sqlalchemy import delete, exists, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -18,7 +18,7 @@ from service import blobs
 from service.config import Settings
 from service.datasets.models import Dataset
 from service.db import Database, utcnow
-from service.errors import Conflict, InvalidInput, NotFound
+from service.errors import Conflict, InvalidInput, NotFound, TooManyRequests
 from service.jobs import queue
 from service.jobs.models import (
     ACTIVE,
@@ -36,7 +36,13 @@ from service.jobs.models import (
 from service.jobs.schemas import JobCreate
 from service.pagination import page_of, paginate
 from service.training.errors import SpecError
-from service.training.spec import ColumnSummary, native_params, resolve_spec, split_sizes
+from service.training.spec import (
+    ColumnSummary,
+    TrainingSpec,
+    native_params,
+    resolve_spec,
+    split_sizes,
+)
 
 IDEMPOTENCY_TTL = timedelta(hours=24)
 
@@ -98,6 +104,8 @@ def create_job(
             errors=[{"field": "dataset_id", "message": "unknown dataset"}],
         )
     spec = body.training_spec()
+    check_tenant_limits(session, settings, tenant_id=tenant_id, new_jobs=1)
+    check_epochs(settings, spec)
     try:
         resolved = resolve_spec(
             spec,
@@ -158,6 +166,32 @@ def create_job(
     queue.add_event(session, job.id, 0, "status", status=QUEUED)
     queue.notify(session)
     return job, True
+
+
+def check_tenant_limits(
+    session: Session, settings: Settings, *, tenant_id: str, new_jobs: int
+) -> None:
+    """Bound one tenant's queue so its burst cannot bury everyone else's work."""
+    queued = session.scalar(
+        select(func.count()).where(Job.tenant_id == tenant_id, Job.status == QUEUED)
+    )
+    limit = settings.max_queued_jobs_per_tenant
+    if (queued or 0) + new_jobs > limit:
+        raise TooManyRequests(
+            f"this tenant has {queued} queued jobs and this request adds {new_jobs}; the limit "
+            f"is {limit}. Wait for some to run, or cancel some",
+            headers={"Retry-After": "30"},
+        )
+
+
+def check_epochs(settings: Settings, spec: TrainingSpec) -> None:
+    epochs = getattr(spec.model, "epochs", None)
+    if epochs is not None and epochs > settings.max_epochs:
+        raise InvalidInput(
+            f"model.epochs {epochs} is over the limit of {settings.max_epochs}; use fewer epochs "
+            "(early stopping ends training when the validation loss stops improving)",
+            errors=[{"field": "model.epochs", "message": "over the limit"}],
+        )
 
 
 def get_job(session: Session, *, tenant_id: str, job_id: uuid.UUID) -> Job:

@@ -29,7 +29,7 @@ from service.jobs.models import (
     TERMINAL,
     Job,
 )
-from service.jobs.service import column_summaries
+from service.jobs.service import check_epochs, check_tenant_limits, column_summaries
 from service.pagination import page_of, paginate
 from service.sweeps.models import Sweep
 from service.sweeps.schemas import SweepCreate
@@ -154,6 +154,7 @@ def create_sweep(
             f"{settings.max_sweep_trials}; use fewer strengths or random mode with max_trials",
             errors=[{"field": "search", "message": "too many configurations"}],
         )
+    check_epochs(settings, base)
     columns = column_summaries(dataset)
     task = None
     for config in configs:
@@ -241,6 +242,7 @@ def create_sweep(
             add_job(trial_spec(base, config), "sweep-trial", {**cv, "config": config.as_dict()})
             n_jobs += 1
     sweep.n_jobs = n_jobs
+    check_tenant_limits(session, settings, tenant_id=tenant_id, new_jobs=0)
     session.flush()
     queue.notify(session)
     return sweep

@@ -26,9 +26,6 @@ from service.worker.runner import AttemptRunner
 
 logger = logging.getLogger("ridgeline.worker")
 
-STALE_UPLOAD_AGE = timedelta(hours=1)
-HOUSEKEEPING_SECONDS = 60.0
-
 
 def warm_context(settings: Settings) -> multiprocessing.context.BaseContext:
     """A forkserver with numpy, scikit-learn, pyarrow and torch imported once, up front."""
@@ -101,7 +98,10 @@ class Worker:
         claimed_at = time.monotonic()
         with self.db.transaction() as session:
             claim = queue.claim(
-                session, worker_id=self.worker_id, lease_seconds=self.settings.lease_seconds
+                session,
+                worker_id=self.worker_id,
+                lease_seconds=self.settings.lease_seconds,
+                max_running_per_tenant=self.settings.max_running_jobs_per_tenant,
             )
         if claim is None:
             return False
@@ -135,7 +135,9 @@ class Worker:
             after_trial(self.db, sweep_id)
 
     def _housekeeping(self) -> None:
-        reaped = blobs.reap_incomplete_blobs(self.db.transaction, older_than=STALE_UPLOAD_AGE)
+        reaped = blobs.reap_incomplete_blobs(
+            self.db.transaction, older_than=timedelta(seconds=self.settings.stale_upload_seconds)
+        )
         if reaped:
             logger.info("removed %d blobs left by interrupted uploads", reaped)
 
@@ -162,7 +164,7 @@ class Worker:
                     next_reap = now + reap_every
                 if now >= next_housekeeping:
                     self._housekeeping()
-                    next_housekeeping = now + HOUSEKEEPING_SECONDS
+                    next_housekeeping = now + min(60.0, self.settings.stale_upload_seconds / 2)
                 self.runners = {k: r for k, r in self.runners.items() if r.is_alive()}
                 while (
                     len(self.runners) < self.settings.worker_concurrency and not self.stop.is_set()
