@@ -153,3 +153,15 @@ def test_a_tenants_burst_does_not_starve_another(db: Database, empty_queue: uuid
     # "busy" now has a running job and "quiet" has none: quiet goes next despite being newer.
     second = _claim(db)
     assert second is not None and second.job_id == other
+
+
+def test_running_limit_per_tenant(db: Database, empty_queue: uuid.UUID) -> None:
+    first = _job(db, empty_queue, tenant="capped", age=30)
+    _job(db, empty_queue, tenant="capped", age=20)
+    other = _job(db, empty_queue, tenant="free", age=10)
+
+    def claim_capped() -> queue.Claim | None:
+        with db.transaction() as session:
+            return queue.claim(session, worker_id="w", lease_seconds=30, max_running_per_tenant=1)
+
+    assert [c.job_id for c in iter(claim_capped, None)] == [first, other]
