@@ -20,6 +20,7 @@ from service.errors import install_error_handlers, problem, problem_response
 from service.jobs.router import router as jobs_router
 from service.jobs.service import ModelCache
 from service.migrate import schema_status
+from service.plots.router import router as plots_router
 from service.sweeps.router import router as sweeps_router
 
 logger = logging.getLogger("ridgeline.api")
@@ -80,6 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(datasets_router)
     app.include_router(jobs_router)
     app.include_router(sweeps_router)
+    app.include_router(plots_router)
 
     @app.get("/healthz", tags=["health"], summary="Liveness: the process answers")
     def healthz() -> dict[str, str]:
