@@ -36,7 +36,7 @@ from service.uploads import receive_upload
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
-SUMMARY_KEYS = ("final", "generalization_gap", "weights", "fit_seconds", "best_epoch")
+SUMMARY_KEYS = ("final", "generalization_gap", "weights", "diagnosis", "fit_seconds", "best_epoch")
 MAX_PREDICT_JSON_BYTES = 32 << 20
 
 
@@ -154,6 +154,8 @@ def get_metrics(job_id: str, session: SessionDep, principal: PrincipalDep) -> Jo
         "history",
         "best_epoch",
         "fit_seconds",
+        "diagnosis",
+        "learning_curve",
     }
     return JobMetricsRead(
         job_id=job.id,
@@ -167,6 +169,8 @@ def get_metrics(job_id: str, session: SessionDep, principal: PrincipalDep) -> Jo
         history=history,
         best_epoch=metrics.get("best_epoch"),
         fit_seconds=metrics.get("fit_seconds"),
+        diagnosis=metrics.get("diagnosis"),
+        learning_curve=metrics.get("learning_curve"),
         extra={k: v for k, v in metrics.items() if k not in known},
     )
 

@@ -123,6 +123,12 @@ class JobMetricsRead(BaseModel):
     )
     best_epoch: int | None = None
     fit_seconds: float | None = None
+    diagnosis: dict[str, Any] | None = Field(
+        None, description="Verdict (overfitting, underfitting, good fit), evidence, suggestions."
+    )
+    learning_curve: list[dict[str, Any]] | None = Field(
+        None, description="Train and validation score against training-set size, if asked for."
+    )
     extra: dict[str, Any] = Field(default_factory=dict, description="Other recorded figures.")
 
 
