@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from service import __version__
+from service.client.cli import datasets_app, jobs_app, sweeps_app
 from service.config import Settings
 from service.errors import ServiceError
 
@@ -24,6 +25,9 @@ app = typer.Typer(
 )
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+app.add_typer(datasets_app, name="datasets")
+app.add_typer(jobs_app, name="jobs")
+app.add_typer(sweeps_app, name="sweeps")
 
 console = Console(stderr=True)
 

@@ -75,6 +75,9 @@ def test_upload_submit_watch_and_use(
     assert _json(run("jobs", "show", job_id, "--json"))["status"] == "succeeded"
     metrics = _json(run("jobs", "metrics", job_id, "--json"))
     assert len(metrics["history"]) == 5 and metrics["generalization_gap"]["metric"] == "accuracy"
+    diagnosis = metrics.get("diagnosis") or metrics["extra"].get("diagnosis")
+    if diagnosis:  # the server's verdict, when this server version sends one
+        assert f"diagnosis: {diagnosis['verdict']}" in out
     result = run("jobs", "metrics", job_id)
     assert result.exit_code == 0 and "history" in result.stdout
 
@@ -199,7 +202,15 @@ def test_metrics_show_the_diagnosis(monkeypatch: pytest.MonkeyPatch) -> None:
         "extra": {
             "diagnosis": {
                 "verdict": "overfitting",
-                "suggestions": ["raise regularization.strength", "add dropout"],
+                "reasons": ["validation log-loss is 60x the training log-loss"],
+                "suggestions": [
+                    {
+                        "field": "regularization.strength",
+                        "value": 0.01,
+                        "message": "penalise the weights more",
+                    },
+                    "add dropout",
+                ],
             }
         },
     }
@@ -208,5 +219,34 @@ def test_metrics_show_the_diagnosis(monkeypatch: pytest.MonkeyPatch) -> None:
     result = CliRunner().invoke(app, ["jobs", "metrics", "j1"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert "diagnosis: overfitting" in result.stdout
-    assert "raise regularization.strength" in result.stdout and "add dropout" in result.stdout
+    assert "because validation log-loss is 60x the training log-loss" in result.stdout
+    assert "→ penalise the weights more" in result.stdout
+    assert "→ add dropout" in result.stdout
     assert "0.2" in result.stdout and "0.59" in result.stdout
+
+
+@pytest.mark.usefixtures("worker")
+def test_sweep_submit_watch_shows_the_leaderboard(
+    run: Callable[..., Any], cancer_csv: Path, tmp_path: Path
+) -> None:
+    dataset_id = _json(run("datasets", "upload", str(cancer_csv), "--json"))["id"]
+    spec = tmp_path / "sweep.json"
+    spec.write_text(
+        json.dumps(
+            {
+                "dataset_id": dataset_id,
+                "target": "target",
+                "search": {"penalty": ["l2"], "strength": [0.001, 0.1, 10.0]},
+                "cv": {"folds": 2},
+            }
+        )
+    )
+    result = run("sweeps", "submit", str(spec), "--watch")
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert "leaderboard (by log_loss)" in out and "lower is better" in out
+    rows = [line for line in out.splitlines() if re.search(r"│ l2 ", line)]
+    assert len(rows) == 3 and "★" in rows[0] and not any("★" in r for r in rows[1:])
+    sweep_id = _json(run("sweeps", "list", "--json"))["items"][0]["id"]
+    shown = _json(run("sweeps", "show", sweep_id, "--json"))
+    assert shown["status"] == "succeeded" and len(shown["leaderboard"]) == 3

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import hashlib
 import math
@@ -14,6 +15,7 @@ import pytest
 from service.client import (
     AsyncClient,
     Client,
+    Conflict,
     Event,
     NotFound,
     Unauthorized,
@@ -100,8 +102,8 @@ def test_linear_job_end_to_end(client: Client, cancer_csv: Path, tmp_path: Path)
     assert done.status == "succeeded" and done.artifact is not None
     statuses = [e.status for e in events if e.event == "status"]
     assert statuses == ["queued", "running", "succeeded"]
-    ids = [e.id for e in events]
-    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    ids = [e.id for e in events if e.id is not None]
+    assert len(ids) == len(events) and ids == sorted(set(ids))
     assert all(e.attempt is not None for e in events)
     assert any(e.event == "progress" for e in events)
 
@@ -129,11 +131,15 @@ def test_linear_job_end_to_end(client: Client, cancer_csv: Path, tmp_path: Path)
     assert job.id in {j.id for j in client.list_jobs(status="succeeded").items}
     assert [j.id for j in client.list_jobs(dataset_id=dataset.id).items] == [job.id]
     assert [j.id for j in client.iter_jobs(page_size=1)] == [job.id]
+    with pytest.raises(Conflict) as ended:
+        client.cancel(job.id)
+    assert ended.value.status == 409 and "already ended" in ended.value.detail
 
     # The same idempotency key gives the same job back.
     again = client.submit({**LINEAR, "dataset_id": dataset.id}, "key-1")
     assert client.submit({**LINEAR, "dataset_id": dataset.id}, "key-1").id == again.id
-    client.cancel(again.id)
+    with contextlib.suppress(Conflict):  # it may have finished already
+        client.cancel(again.id)
     assert client.wait(again.id, timeout=60).status in ("cancelled", "succeeded")
     client.delete_job(again.id)
     with pytest.raises(NotFound):
@@ -211,3 +217,35 @@ def test_async_client_upload_submit_wait(server: Server, key: str, cancer_csv: P
     assert done.status == "succeeded"
     assert [e.status for e in events if e.event == "status"] == ["queued", "running", "succeeded"]
     assert metrics.final is not None
+
+
+SWEEP = {
+    "target": "target",
+    "search": {"penalty": ["l1", "l2"], "strength": [0.01, 1.0]},
+    "cv": {"folds": 2},
+    "validation": {"test_fraction": 0.2},
+}
+
+
+def test_sweep_submit_wait_and_refit(client: Client, cancer_csv: Path) -> None:
+    dataset = client.upload(cancer_csv)
+    sweep = client.submit_sweep({**SWEEP, "dataset_id": dataset.id, "name": "s"})
+    assert sweep.status in ("queued", "running") and sweep.n_configs == 4 and sweep.n_jobs == 4
+    seen: list[str] = []
+    done = client.wait_sweep(
+        sweep.id,
+        timeout=120,
+        poll_interval=0.2,
+        include_refit=True,
+        on_update=lambda s: seen.append(s.status),
+    )
+    assert done.status == "succeeded" and seen[-1] == "succeeded", done.error
+    assert done.metric == "log_loss" and done.lower_is_better is True
+    means = [row["mean"] for row in done.leaderboard]
+    assert len(means) == 4 and means == sorted(means)
+    assert done.best is not None and done.best["strength"] == done.leaderboard[0]["strength"]
+    assert done.refit_job_id and client.get_job(done.refit_job_id).status == "succeeded"
+    assert done.best["refit_status"] == "succeeded" and done.best["test"] is not None
+    assert [s.id for s in client.iter_sweeps()] == [sweep.id]
+    with pytest.raises(NotFound):
+        client.get_sweep("00000000-0000-0000-0000-000000000000")

@@ -6,6 +6,7 @@ Only these tests use an httpx MockTransport; everything else runs against the re
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import pytest
 
 from service.client import (
     AsyncClient,
+    ChecksumMismatch,
     Client,
     ConnectionFailed,
     NotFound,
@@ -439,3 +441,28 @@ def test_async_module_mirrors_sync_methods() -> None:
     apublic = {n for n in dir(AsyncClient) if not n.startswith("_")} - {"aclose"}
     assert public == apublic
     assert _async.AsyncClient is AsyncClient
+
+
+def test_artifact_checksum_mismatch_leaves_nothing(tmp_path: Path) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        headers = {
+            "X-Artifact-SHA256": "0" * 64,
+            "Content-Disposition": 'attachment; filename="../job-j1.skops"',
+        }
+        return httpx.Response(200, content=b"model bytes", headers=headers)
+
+    with mock_client(handler) as rl, pytest.raises(ChecksumMismatch):
+        rl.download_artifact("j1", tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+    def good(request: httpx.Request) -> httpx.Response:
+        sha = hashlib.sha256(b"model bytes").hexdigest()
+        return httpx.Response(
+            200,
+            content=b"model bytes",
+            headers={"X-Artifact-SHA256": sha, "Content-Disposition": 'filename="../evil.skops"'},
+        )
+
+    with mock_client(good) as rl:
+        path = rl.download_artifact("j1", tmp_path)
+    assert path == tmp_path / "evil.skops" and path.read_bytes() == b"model bytes"

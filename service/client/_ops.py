@@ -1,0 +1,214 @@
+"""Every endpoint once: its URL, parameters and body, and how to read its answer.
+
+Client and AsyncClient call these builders and run the resulting :class:`Op` with their own
+transport, so the two can never drift apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Literal, TypeVar
+
+import httpx
+from pydantic import BaseModel
+from pydantic_core import to_jsonable_python
+
+from service.client._core import Call, Op, new_idempotency_key, path_id
+from service.client.models import (
+    Dataset,
+    Job,
+    Metrics,
+    Page,
+    Prediction,
+    Preview,
+    Sweep,
+)
+
+M = TypeVar("M", bound=BaseModel)
+
+DatasetFormat = Literal["csv", "parquet"]
+PlotFormat = Literal["svg", "png"]
+
+JOB_PLOTS = frozenset({"loss-curve", "coefficients", "learning-curve"})
+SWEEP_PLOTS = frozenset({"validation-curve", "regularization-path"})
+MULTI_JOB_PLOTS = frozenset({"loss-curves"})
+PLOT_KINDS = JOB_PLOTS | SWEEP_PLOTS | MULTI_JOB_PLOTS
+
+
+def _model(cls: type[M]) -> Callable[[httpx.Response], M]:
+    def parse(response: httpx.Response) -> M:
+        return cls.model_validate(response.json())
+
+    return parse
+
+
+def _none(response: httpx.Response) -> None:
+    return None
+
+
+def _bytes(response: httpx.Response) -> bytes:
+    return response.content
+
+
+def _spec_dict(spec: dict[str, Any] | BaseModel) -> dict[str, Any]:
+    if isinstance(spec, BaseModel):
+        return spec.model_dump(mode="json", exclude_none=True)
+    if isinstance(spec, dict):
+        # UUIDs, datetimes or models inside a dict spec become their JSON forms.
+        return dict(to_jsonable_python(spec))
+    raise TypeError(f"a spec is a dict or a pydantic model, not {type(spec).__name__}")
+
+
+# --- datasets --------------------------------------------------------------------------------
+
+
+def list_datasets(limit: int | None = None, cursor: str | None = None) -> Op[Page[Dataset]]:
+    call = Call("GET", "/v1/datasets", params={"limit": limit, "cursor": cursor})
+    return Op(call, _model(Page[Dataset]))
+
+
+def get_dataset(dataset_id: str) -> Op[Dataset]:
+    return Op(Call("GET", f"/v1/datasets/{path_id(dataset_id)}"), _model(Dataset))
+
+
+def preview(dataset_id: str, limit: int | None = None) -> Op[Preview]:
+    call = Call("GET", f"/v1/datasets/{path_id(dataset_id)}/preview", params={"limit": limit})
+    return Op(call, _model(Preview))
+
+
+def download_dataset(dataset_id: str, format: DatasetFormat = "csv") -> Call:
+    if format not in ("csv", "parquet"):
+        raise ValueError("format is 'csv' or 'parquet'")
+    return Call("GET", f"/v1/datasets/{path_id(dataset_id)}/download", params={"format": format})
+
+
+def delete_dataset(dataset_id: str) -> Op[None]:
+    return Op(Call("DELETE", f"/v1/datasets/{path_id(dataset_id)}"), _none)
+
+
+UPLOAD_PATH = "/v1/datasets"
+parse_dataset = _model(Dataset)
+
+# --- jobs ------------------------------------------------------------------------------------
+
+
+def submit(
+    spec: dict[str, Any] | BaseModel,
+    idempotency_key: str | None = None,
+    *,
+    dataset_id: str | None = None,
+) -> Op[Job]:
+    """POST /v1/jobs with an Idempotency-Key (made up when not given), so retrying is safe."""
+    body = _spec_dict(spec)
+    if dataset_id is not None:
+        body["dataset_id"] = str(dataset_id)
+    key = idempotency_key or new_idempotency_key()
+    call = Call("POST", "/v1/jobs", json=body, headers={"Idempotency-Key": key}, retry=True)
+    return Op(call, _model(Job))
+
+
+def get_job(job_id: str) -> Op[Job]:
+    return Op(Call("GET", f"/v1/jobs/{path_id(job_id)}"), _model(Job))
+
+
+def list_jobs(
+    status: str | None = None,
+    dataset_id: str | None = None,
+    limit: int | None = None,
+    cursor: str | None = None,
+) -> Op[Page[Job]]:
+    params = {"status": status, "dataset_id": dataset_id, "limit": limit, "cursor": cursor}
+    return Op(Call("GET", "/v1/jobs", params=params), _model(Page[Job]))
+
+
+def metrics(job_id: str) -> Op[Metrics]:
+    return Op(Call("GET", f"/v1/jobs/{path_id(job_id)}/metrics"), _model(Metrics))
+
+
+def cancel(job_id: str) -> Op[Job]:
+    return Op(Call("POST", f"/v1/jobs/{path_id(job_id)}/cancel"), _model(Job))
+
+
+def delete_job(job_id: str) -> Op[None]:
+    return Op(Call("DELETE", f"/v1/jobs/{path_id(job_id)}"), _none)
+
+
+def download_artifact(job_id: str) -> Call:
+    return Call("GET", f"/v1/jobs/{path_id(job_id)}/artifact")
+
+
+def predict(job_id: str, rows: Sequence[dict[str, Any]]) -> Op[Prediction]:
+    if isinstance(rows, dict):
+        raise TypeError("rows is a list of records (dicts), one per row")
+    call = Call("POST", f"/v1/jobs/{path_id(job_id)}/predict", json={"rows": list(rows)})
+    return Op(call, _model(Prediction))
+
+
+def predict_path(job_id: str) -> str:
+    return f"/v1/jobs/{path_id(job_id)}/predict"
+
+
+parse_prediction = _model(Prediction)
+
+
+def events_path(job_id: str) -> str:
+    return f"/v1/jobs/{path_id(job_id)}/events"
+
+
+# --- sweeps ----------------------------------------------------------------------------------
+
+
+def submit_sweep(spec: dict[str, Any] | BaseModel, idempotency_key: str | None = None) -> Op[Sweep]:
+    """POST /v1/sweeps. Not retried once it may have reached the server: the sweeps API does not
+    honour an Idempotency-Key yet (the header is sent when given, for when it does)."""
+    headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+    call = Call("POST", "/v1/sweeps", json=_spec_dict(spec), headers=headers, retry=False)
+    return Op(call, _model(Sweep))
+
+
+def get_sweep(sweep_id: str) -> Op[Sweep]:
+    return Op(Call("GET", f"/v1/sweeps/{path_id(sweep_id)}"), _model(Sweep))
+
+
+def list_sweeps(
+    limit: int | None = None, cursor: str | None = None, status: str | None = None
+) -> Op[Page[Sweep]]:
+    call = Call("GET", "/v1/sweeps", params={"status": status, "limit": limit, "cursor": cursor})
+    return Op(call, _model(Page[Sweep]))
+
+
+def cancel_sweep(sweep_id: str) -> Op[Sweep]:
+    return Op(Call("POST", f"/v1/sweeps/{path_id(sweep_id)}/cancel"), _model(Sweep))
+
+
+def plot(
+    kind: str,
+    *,
+    job_id: str | None = None,
+    sweep_id: str | None = None,
+    job_ids: Sequence[str] | None = None,
+    fmt: PlotFormat = "svg",
+) -> Op[bytes]:
+    """The plot's URL from its kind: job plots need job_id, sweep plots sweep_id, and
+    ``loss-curves`` (several jobs on one chart) job_ids."""
+    if fmt not in ("svg", "png"):
+        raise ValueError("fmt is 'svg' or 'png'")
+    params: dict[str, Any] = {"format": fmt}
+    if kind in JOB_PLOTS:
+        if job_id is None or sweep_id is not None:
+            raise ValueError(f"plot {kind!r} is a job plot: pass job_id")
+        path = f"/v1/jobs/{path_id(job_id)}/plots/{kind}"
+    elif kind in SWEEP_PLOTS:
+        if sweep_id is None or job_id is not None:
+            raise ValueError(f"plot {kind!r} is a sweep plot: pass sweep_id")
+        path = f"/v1/sweeps/{path_id(sweep_id)}/plots/{kind}"
+    elif kind in MULTI_JOB_PLOTS:
+        ids = list(job_ids or ([job_id] if job_id else []))
+        if not ids:
+            raise ValueError(f"plot {kind!r} compares jobs: pass job_ids")
+        path = f"/v1/plots/{kind}"
+        params["jobs"] = ",".join(str(i) for i in ids)
+    else:
+        raise ValueError(f"unknown plot kind {kind!r}; one of {', '.join(sorted(PLOT_KINDS))}")
+    accept = "image/svg+xml" if fmt == "svg" else "image/png"
+    return Op(Call("GET", path, params=params, headers={"Accept": accept}), _bytes)

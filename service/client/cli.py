@@ -1,0 +1,1073 @@
+"""Command line for people, talking to a remote Ridgeline through its HTTP API.
+
+``datasets_app``, ``jobs_app`` and ``sweeps_app`` are typer apps (``ridgeline datasets ...``);
+``app`` bundles them for ``python -m service.client``. The service is found through
+RIDGELINE_URL and RIDGELINE_API_KEY, or ``--url`` and ``--api-key``. Every command takes
+``--json`` to print the raw answer for scripts. An error answer prints the problem's detail
+(and its field errors) and exits 1; a usage error exits 2.
+
+This module imports only the client, typer and rich, so it starts fast.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import BaseModel
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from service.client import Client, Event, Job, Metrics, RidgelineError, Sweep
+
+__all__ = ["app", "datasets_app", "jobs_app", "sweeps_app"]
+
+datasets_app = typer.Typer(
+    name="datasets",
+    help="Upload, inspect and download datasets.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+jobs_app = typer.Typer(
+    name="jobs",
+    help="Submit, watch and use training jobs.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+sweeps_app = typer.Typer(
+    name="sweeps",
+    help="Hyperparameter sweeps and their leaderboards.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app = typer.Typer(
+    help="Ridgeline client: work with a remote Ridgeline service "
+    "(RIDGELINE_URL, RIDGELINE_API_KEY).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(datasets_app, name="datasets")
+app.add_typer(jobs_app, name="jobs")
+app.add_typer(sweeps_app, name="sweeps")
+
+UrlOption = Annotated[
+    str | None,
+    typer.Option(
+        "--url",
+        envvar="RIDGELINE_URL",
+        help="The service's base URL (default http://127.0.0.1:8000).",
+        show_default=False,
+    ),
+]
+KeyOption = Annotated[
+    str | None,
+    typer.Option(
+        "--api-key",
+        envvar="RIDGELINE_API_KEY",
+        help="API key (better through RIDGELINE_API_KEY than on the command line).",
+        show_default=False,
+        show_envvar=True,
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the raw JSON (for scripts).")]
+IdArgument = Annotated[str, typer.Argument(metavar="ID", help="The id.", show_default=False)]
+
+
+def _stdout() -> Console:
+    # Piped output is for grep and people's scrollback, not an 80-column terminal: ids and
+    # statuses must come out whole.
+    wide = not sys.stdout.isatty() and not os.environ.get("COLUMNS")
+    return Console(highlight=False, width=160 if wide else None)
+
+
+def _stderr() -> Console:
+    return Console(stderr=True, highlight=False)
+
+
+def make_client(url: str | None, api_key: str | None) -> Client:
+    """The client the commands use (tests replace this to inject a transport)."""
+    return Client.from_env(base_url=url, api_key=api_key)
+
+
+def _print_error(exc: RidgelineError, as_json: bool) -> None:
+    err = _stderr()
+    label = f"{exc.status} {exc.title}" if exc.status else exc.title
+    messages = [str(item.get("message", "")) for item in exc.errors]
+    if messages and all(m in exc.detail for m in messages):
+        # The detail only joins the field errors listed below: say it once.
+        err.print(f"[bold red]error:[/bold red] {escape(label)}")
+    else:
+        err.print(f"[bold red]error:[/bold red] {escape(label)}: {escape(exc.detail)}")
+    for item in exc.errors:
+        field = item.get("field", "")
+        message = item.get("message", item)
+        err.print(f"  [red]•[/red] {escape(str(field))}: {escape(str(message))}")
+    if exc.status == 401:
+        err.print("  set RIDGELINE_API_KEY (or --api-key) to a valid key")
+    if as_json:
+        _echo_json(exc.to_dict())
+
+
+@contextmanager
+def _session(url: str | None, api_key: str | None, as_json: bool = False) -> Iterator[Client]:
+    """A client; an error answer prints its detail and exits 1 (no traceback)."""
+    try:
+        with make_client(url, api_key) as client:
+            yield client
+    except RidgelineError as exc:
+        _print_error(exc, as_json)
+        raise typer.Exit(1) from None
+    except OSError as exc:
+        _stderr().print(f"[bold red]error:[/bold red] {escape(str(exc))}")
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        _stderr().print("interrupted")
+        raise typer.Exit(130) from None
+
+
+def _echo_json(value: Any) -> None:
+    if isinstance(value, BaseModel):
+        value = value.model_dump(mode="json")
+    elif isinstance(value, list):
+        value = [v.model_dump(mode="json") if isinstance(v, BaseModel) else v for v in value]
+    sys.stdout.write(json.dumps(value, indent=2, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        return f"{value:.{digits}g}"
+    if isinstance(value, dict | list):
+        return json.dumps(value, default=str)
+    return str(value)
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{value:.0%}"
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "—"
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"  # pragma: no cover
+
+
+def _when(value: Any) -> str:
+    return value.astimezone().strftime("%Y-%m-%d %H:%M") if value is not None else "—"
+
+
+def _read_json_file(path: Path, what: str) -> Any:
+    try:
+        text = sys.stdin.read() if str(path) == "-" else path.read_text()
+    except OSError as exc:
+        raise typer.BadParameter(f"cannot read {path}: {exc}", param_hint=what) from exc
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise typer.BadParameter(f"{path} is not valid JSON: {exc}", param_hint=what) from exc
+
+
+def _list_table(*columns: str) -> Table:
+    """A list table whose first column holds ids, never shortened (people copy them)."""
+    table = Table()
+    table.add_column("id", no_wrap=True, min_width=36)
+    for column in columns:
+        table.add_column(column)
+    return table
+
+
+def _kv_table(title: str, rows: list[tuple[str, Any]]) -> Table:
+    table = Table(title=title, show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in rows:
+        table.add_row(key, escape(_fmt(value)))
+    return table
+
+
+# --- datasets ---------------------------------------------------------------------------------
+
+
+def _columns_table(dataset: Any) -> Table:
+    table = Table("column", "type", "missing", "unique", "min", "max", "mean")
+    for col in dataset.columns:
+        unique = _fmt(col.n_unique) + ("" if col.n_unique_exact in (None, True) else "≈")
+        table.add_row(
+            escape(col.name),
+            col.dtype,
+            _fmt(col.n_missing),
+            unique,
+            _fmt(col.min),
+            _fmt(col.max),
+            _fmt(col.mean),
+        )
+    return table
+
+
+def _dataset_summary(dataset: Any) -> Table:
+    return _kv_table(
+        f"dataset {dataset.id}",
+        [
+            ("name", dataset.name),
+            ("format", dataset.format),
+            ("rows", dataset.n_rows),
+            ("columns", dataset.n_columns),
+            ("size", _size(dataset.size_bytes)),
+            ("stored", _size(dataset.stored_bytes)),
+            ("delimiter", dataset.delimiter),
+            ("sha256", dataset.sha256),
+            ("created", _when(dataset.created_at)),
+        ],
+    )
+
+
+@datasets_app.command("upload")
+def datasets_upload(
+    file: Annotated[
+        Path,
+        typer.Argument(exists=True, dir_okay=False, readable=True, help="A CSV or Parquet file."),
+    ],
+    name: Annotated[str | None, typer.Option(help="Defaults to the file name.")] = None,
+    delimiter: Annotated[
+        str | None, typer.Option(help="CSV delimiter (',', ';', '|', 'tab'); detected if unset.")
+    ] = None,
+    url: UrlOption = None,
+    api_key: KeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Upload a dataset, streamed from disk with a progress bar."""
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    with _session(url, api_key, as_json) as client:
+        if as_json:
+            dataset = client.upload(file, name=name, delimiter=delimiter)
+            _echo_json(dataset)
+            return
+        progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=_stderr(),
+        )
+        task = progress.add_task(f"uploading {file.name}", total=file.stat().st_size)
+        with progress:
+            dataset = client.upload(
+                file,
+                name=name,
+                delimiter=delimiter,
+                progress=lambda sent, total: progress.update(task, completed=sent, total=total),
+            )
+        out = _stdout()
+        out.print(_dataset_summary(dataset))
+        out.print(_columns_table(dataset))
+
+
+@datasets_app.command("list")
+def datasets_list(
+    limit: Annotated[int, typer.Option(min=1, max=200, help="Page size.")] = 50,
+    cursor: Annotated[str | None, typer.Option(help="next_cursor of the previous page.")] = None,
+    all_pages: Annotated[bool, typer.Option("--all", help="Every page.")] = False,
+    url: UrlOption = None,
+    api_key: KeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List datasets, newest first."""
+    with _session(url, api_key, as_json) as client:
+        if all_pages:
+            items, next_cursor = list(client.iter_datasets(page_size=limit)), None
+        else:
+            page = client.list_datasets(limit=limit, cursor=cursor)
+            items, next_cursor = page.items, page.next_cursor
+        if as_json:
+            _echo_json(
+                {"items": [d.model_dump(mode="json") for d in items], "next_cursor": next_cursor}
+            )
+            return
+        table = _list_table("name", "rows", "cols", "size", "created")
+        for d in items:
+            table.add_row(
+                d.id, escape(d.name), _fmt(d.n_rows), _fmt(d.n_columns), _size(d.size_bytes),
+                _when(d.created_at),
+            )  # fmt: skip
+        out = _stdout()
+        out.print(table)
+        if next_cursor:
+            out.print(f"more: --cursor {next_cursor}")
+
+
+@datasets_app.command("show")
+def datasets_show(
+    dataset_id: IdArgument,
+    url: UrlOption = None,
+    api_key: KeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """A dataset's schema and per-column statistics."""
+    with _session(url, api_key, as_json) as client:
+        dataset = client.get_dataset(dataset_id)
+        if as_json:
+            _echo_json(dataset)
+            return
+        out = _stdout()
+        out.print(_dataset_summary(dataset))
+        out.print(_columns_table(dataset))
+
+
+@datasets_app.command("preview")
+def datasets_preview(
+    dataset_id: IdArgument,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="Rows to show.")] = 20,
+    url: UrlOption = None,
+    api_key: KeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The first rows of a dataset."""
+    with _session(url, api_key, as_json) as client:
+        preview = client.preview(dataset_id, limit=limit)
+        if as_json:
+            _echo_json(preview)
+            return
+        table = Table(*[escape(c) for c in preview.columns])
+        for row in preview.rows:
+            table.add_row(*[escape(_fmt(row.get(c))) for c in preview.columns])
+        _stdout().print(table)
+
+
+@datasets_app.command("download")
+def datasets_download(
+    dataset_id: IdArgument,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="File or directory; default: here.")
+    ] = None,
+    format: Annotated[str, typer.Option(help="csv or parquet.")] = "csv",
+    url: UrlOption = None,
+    api_key: KeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Download a dataset as CSV or Parquet."""
+    if format not in ("csv", "parquet"):
+        raise typer.BadParameter("csv or parquet", param_hint="--format")
+    with _session(url, api_key, as_json) as client:
+        path = client.download(dataset_id, out, format)  # type: ignore[arg-type]
+        if as_json:
+            _echo_json({"path": str(path), "bytes": path.stat().st_size})
+        else:
+            _stdout().print(f"saved {path} ({_size(path.stat().st_size)})")
+
+
+@datasets_app.command("delete")
+def datasets_delete(
+    dataset_id: IdArgument,
+    url: UrlOption = None,
+    api_key: KeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Delete a dataset (refused while a queued or running job uses it)."""
+    with _session(url, api_key, as_json) as client:
+        client.delete_dataset(dataset_id)
+        if as_json:
+            _echo_json({"deleted": dataset_id})
+        else:
+            _stdout().print(f"deleted dataset {dataset_id}")
+
+
+# --- jobs -------------------------------------------------------------------------------------
+
+
+def _job_table(job: Job) -> Table:
+    spec = job.spec or {}
+    model = spec.get("model") or {}
+    reg = spec.get("regularization") or {}
+    rows: list[tuple[str, Any]] = [
+        ("name", job.name),
+        ("status", job.status),
+        ("progress", f"{job.progress:.0%}"),
+        ("dataset", job.dataset_id),
+        ("task", job.task),
+        ("model", model.get("kind")),
+        ("penalty", f"{reg.get('penalty', 'l2')} (strength {_fmt(reg.get('strength'))})"),
+        ("attempt", f"{job.attempt} of {_fmt(job.max_attempts)}"),
+        ("created", _when(job.created_at)),
+        ("started", _when(job.started_at)),
+        ("finished", _when(job.finished_at)),
+    ]
+    if job.error:
+        rows.append(("error", job.error))
+    if job.artifact:
+        rows.append(("artifact", f"{job.artifact.kind} sha256 {job.artifact.sha256}"))
+    if job.native_params:
+        rows.append(("native", job.native_params))
+    return _kv_table(f"job {job.id}", rows)
+
+
+def _final_table(metrics: Metrics) -> Table | None:
+    final = metrics.final or {}
+    splits = [s for s in ("train", "validation", "test") if isinstance(final.get(s), dict)]
+    if not splits:
+        return None
+    table = Table("metric", *splits, title="final metrics", title_justify="left")
+    names: list[str] = []
+    for split in splits:
+        names += [k for k in final[split] if k not in names]
+    for name in names:
+        table.add_row(name, *[_fmt(final[s].get(name)) for s in splits])
+    return table
+
+
+def _gap_table(metrics: Metrics) -> Table | None:
+    gap = metrics.generalization_gap
+    if not gap:
+        return None
+    table = Table(
+        "measure", "gap", title="generalization gap (positive: overfitting)", title_justify="left"
+    )
+    metric = gap.get("metric", "score")
+    table.add_row(f"{metric}: train - validation", _fmt(gap.get("score")))
+    table.add_row("loss: validation - train", _fmt(gap.get("loss")))
+    return table
+
+
+def _print_summary(job: Job, metrics: Metrics) -> None:
+    out = _stdout()
+    final = _final_table(metrics)
+    if final is not None:
+        out.print(final)
+    gap = _gap_table(metrics)
+    if gap is not None:
+        out.print(gap)
+    facts = []
+    if metrics.best_epoch is not None:
+        facts.append(f"best epoch {metrics.best_epoch}")
+    weights = metrics.weights or {}
+    if weights.get("sparsity") is not None:
+        facts.append(
+            f"sparsity {weights['sparsity']:.1%} ({weights.get('n_zero')} of "
+            f"{weights.get('n_weights')} weights are 0)"
+        )
+    if metrics.fit_seconds is not None:
+        facts.append(f"fit in {metrics.fit_seconds:.2f} s")
+    if facts:
+        out.print("; ".join(facts))
+    diagnosis = metrics.diagnosis
+    if diagnosis:
+        _print_diagnosis(diagnosis)
+
+
+def _as_lines(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
+def _print_diagnosis(diagnosis: dict[str, Any]) -> None:
+    """The verdict, the reasons, and what to change."""
+    out = _stdout()
+    verdict = diagnosis.get("verdict") or diagnosis.get("label") or diagnosis.get("status")
+    out.print(f"[bold]diagnosis:[/bold] {escape(_fmt(verdict))}")
+    for key in ("reasons", "reason", "message", "detail"):
+        for reason in _as_lines(diagnosis.get(key)):
+            out.print(f"  because {escape(_fmt(reason))}")
+    for item in _as_lines(diagnosis.get("suggestions")):
+        if isinstance(item, dict):
+            text = str(item.get("message") or "")
+            if not text and item.get("field") is not None:
+                text = f"set {item['field']} to {_fmt(item.get('value'))}"
+            text = text or _fmt(item)
+        else:
+            text = _fmt(item)
+        out.print(f"  → {escape(text)}")
+
+
+def _watch_job(client: Client, job: Job) -> Job:
+    """Follow the job's events with a live bar (epoch, train and validation loss)."""
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    model = (job.spec or {}).get("model") or {}
+    epochs = model.get("epochs") if model.get("kind") == "mlp" else None
+    progress = Progress(
+        SpinnerColumn(),
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TextColumn("{task.fields[epoch]}"),
+        TextColumn("{task.fields[losses]}"),
+        TimeElapsedColumn(),
+        console=_stderr(),
+    )
+    task = progress.add_task(job.status, total=1.0, epoch="", losses="")
+
+    def on_event(event: Event) -> None:
+        data = event.data
+        if event.event == "status" and event.status:
+            progress.update(task, description=event.status)
+            if event.status == "succeeded":
+                progress.update(task, completed=1.0)
+        elif event.event == "progress" and isinstance(data.get("progress"), int | float):
+            progress.update(task, completed=float(data["progress"]))
+        elif event.event == "epoch":
+            of = f"/{epochs}" if epochs else ""
+            losses = (
+                f"train loss {_fmt(data.get('train_loss'))}  val loss {_fmt(data.get('val_loss'))}"
+            )
+            progress.update(task, epoch=f"epoch {data.get('epoch')}{of}", losses=losses)
+
+    with progress:
+        return client.wait(job.id, on_event=on_event)
+
+
+def _finish_watch(client: Client, job: Job, as_json: bool) -> None:
+    if job.status == "succeeded":
+        metrics = client.metrics(job.id)
+        if as_json:
+            _echo_json(
+                {"job": job.model_dump(mode="json"), "metrics": metrics.model_dump(mode="json")}
+            )
+        else:
+            _stdout().print(f"job {job.id} [green]succeeded[/green]")
+            _print_summary(job, metrics)
+        return
+    if as_json:
+        _echo_json({"job": job.model_dump(mode="json")})
+    reason = f": {job.error}" if job.error else ""
+    _stderr().print(f"[bold red]job {job.id} {job.status}[/bold red]{escape(reason)}")
+    raise typer.Exit(1)
+
+
+@jobs_app.command("submit")
+def jobs_submit(
+    spec_file: Annotated[
+        Path, typer.Argument(metavar="SPEC.json", help="The training spec as JSON ('-': stdin).")
+    ],
+    dataset: Annotated[
+        str | None, typer.Option("--dataset", help="Dataset id (overrides the spec's).")
+    ] = None,
+    watch: Annotated[
+        bool, typer.Option("--watch", help="Follow the training live, then summarise it.")
+    ] = False,
+    idempotency_key: Annotated[
+        str | None, typer.Option(help="Makes re-running this command safe (same job back).")
+    ] = None,
+    url: UrlOption = None,
+    api_key: KeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Queue a training job from a JSON spec."""
+    spec = _read_json_file(spec_file, "SPEC.json")
+    if not isinstance(spec, dict):
+        raise typer.BadParameter("the spec is a JSON object", param_hint="SPEC.json")
+    if dataset is None and "dataset_id" not in spec:
+        raise typer.BadParameter(
+            "the spec has no dataset_id; pass --dataset ID", param_hint="--dataset"
+        )
+    with _session(url, api_key, as_json) as client:
+        job = client.submit(spec, idempotency_key, dataset_id=dataset)
+        if not watch:
+            if as_json:
+                _echo_json(job)
+            else:
+                _stdout().print(f"job {job.id} {job.status}")
+            return
+        if not as_json:
+            _stderr().print(f"job {job.id} {job.status}")
+            job = _watch_job(client, job)
+        else:
+            job = client.wait(job.id)
+        _finish_watch(client, job, as_json)
+
+
+@jobs_app.command("watch")
+def jobs_watch(
+    job_id: IdArgument,
+    url: UrlOption = None,
+    api_key: KeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Follow a job until it ends, then summarise it."""
+    with _session(url, api_key, as_json) as client:
+        job = client.get_job(job_id)
+        job = client.wait(job.id) if as_json else _watch_job(client, job)
+        _finish_watch(client, job, as_json)
+
+
+@jobs_app.command("list")
+def jobs_list(
+    status: Annotated[
+        str | None,
+        typer.Option(help="queued, running, succeeded, failed or cancelled."),
+    ] = None,
+    dataset: Annotated[str | None, typer.Option("--dataset", help="Only this dataset's.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=200, help="Page size.")] = 50,
+    cursor: Annotated[str | None, typer.Option(help="next_cursor of the previous page.")] = None,
+    url: UrlOption = None,
+    api_key: KeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List jobs, newest first."""
+    with _session(url, api_key, as_json) as client:
+        page = client.list_jobs(status=status, dataset_id=dataset, limit=limit, cursor=cursor)
+        if as_json:
+            _echo_json(page)
+            return
+        table = _list_table("name", "status", "progress", "model", "task", "created")
+        for job in page.items:
+            kind = ((job.spec or {}).get("model") or {}).get("kind", "linear")
+            table.add_row(
+                job.id, escape(job.name or ""), job.status, f"{job.progress:.0%}", kind,
+                _fmt(job.task), _when(job.created_at),
+            )  # fmt: skip
+        out = _stdout()
+        out.print(table)
+        if page.next_cursor:
+            out.print(f"more: --cursor {page.next_cursor}")
+
+
+@jobs_app.command("show")
+def jobs_show(
+    job_id: IdArgument,
+    url: UrlOption = None,
+    api_key: KeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """A job's status, progress, attempts and mapped parameters."""
+    with _session(url, api_key, as_json) as client:
+        job = client.get_job(job_id)
+        if as_json:
+            _echo_json(job)
+            return
+        _stdout().print(_job_table(job))
+
+
+@jobs_app.command("cancel")
+def jobs_cancel(
+    job_id: IdArgument,
+    url: UrlOption = None,
+    api_key: KeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Cancel a queued or running job."""
+    with _session(url, api_key, as_json) as client:
+        job = client.cancel(job_id)
+        if as_json:
+            _echo_json(job)
+        else:
+            _stdout().print(f"job {job.id} {job.status} (cancel requested)")
+
+
+@jobs_app.command("delete")
+def jobs_delete(
+    job_id: IdArgument,
+    url: UrlOption = None,
+    api_key: KeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Delete a finished job and its artifact."""
+    with _session(url, api_key, as_json) as client:
+        client.delete_job(job_id)
+        if as_json:
+            _echo_json({"deleted": job_id})
+        else:
+            _stdout().print(f"deleted job {job_id}")
+
+
+@jobs_app.command("metrics")
+def jobs_metrics(
+    job_id: IdArgument,
+    url: UrlOption = None,
+    api_key: KeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Final train/validation metrics, the generalization gap and the per-epoch history."""
+    with _session(url, api_key, as_json) as client:
+        metrics = client.metrics(job_id)
+        if as_json:
+            _echo_json(metrics)
+            return
+        if metrics.history:
+            table = Table(
+                "epoch", "train loss", "val loss", "train metric", "val metric",
+                title="history", title_justify="left",
+            )  # fmt: skip
+            for e in metrics.history:
+                mark = " ★" if e.epoch == metrics.best_epoch else ""
+                table.add_row(
+                    f"{e.epoch}{mark}", _fmt(e.train_loss), _fmt(e.val_loss),
+                    _fmt(e.train_metric), _fmt(e.val_metric),
+                )  # fmt: skip
+            _stdout().print(table)
+        if metrics.final is None:
+            _stdout().print(f"job {metrics.job_id} is {metrics.status}: no final metrics yet")
+            return
+        _print_summary(client.get_job(job_id), metrics)
+
+
+@jobs_app.command("download")
+def jobs_download(
+    job_id: IdArgument,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="File or directory; default: here.")
+    ] = None,
+    url: UrlOption = None,
+    api_key: KeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Download the model artifact, checked against its sha256."""
+    with _session(url, api_key, as_json) as client:
+        path = client.download_artifact(job_id, out)
+        if as_json:
+            _echo_json({"path": str(path), "bytes": path.stat().st_size})
+        else:
+            _stdout().print(f"saved {path} ({_size(path.stat().st_size)}, sha256 verified)")
+
+
+@jobs_app.command("predict")
+def jobs_predict(
+    job_id: IdArgument,
+    rows: Annotated[
+        str | None,
+        typer.Option(
+            "--rows", help='JSON records: \'[{"x": 1}]\' (or {"rows": [...]}; @FILE reads a file).'
+        ),
+    ] = None,
+    csv: Annotated[
+        Path | None,
+        typer.Option("--csv", exists=True, dir_okay=False, help="A CSV file to score."),
+    ] = None,
+    url: UrlOption = None,
+    api_key: KeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Predict with a trained model (--rows JSON or --csv FILE)."""
+    if (rows is None) == (csv is None):
+        raise typer.BadParameter("give exactly one of --rows and --csv", param_hint="--rows/--csv")
+    records: list[dict[str, Any]] = []
+    if rows is not None:
+        text = rows
+        if rows.startswith("@"):
+            text = json.dumps(_read_json_file(Path(rows[1:]), "--rows"))
+        try:
+            parsed = json.loads(text)
+        except ValueError as exc:
+            raise typer.BadParameter(f"not valid JSON: {exc}", param_hint="--rows") from exc
+        if isinstance(parsed, dict) and "rows" in parsed:
+            parsed = parsed["rows"]
+        if isinstance(parsed, dict):
+            parsed = [parsed]
+        if not isinstance(parsed, list) or not all(isinstance(r, dict) for r in parsed):
+            raise typer.BadParameter("a list of JSON objects, one per row", param_hint="--rows")
+        records = parsed
+    with _session(url, api_key, as_json) as client:
+        result = client.predict(job_id, records) if csv is None else client.predict_csv(job_id, csv)
+        if as_json:
+            _echo_json(result)
+            return
+        classes = [str(c) for c in (result.classes or [])] if result.probabilities else []
+        table = Table("row", "prediction", *[f"P({escape(c)})" for c in classes])
+        for i, prediction in enumerate(result.predictions):
+            probs = result.probabilities[i] if result.probabilities else {}
+            table.add_row(str(i), escape(_fmt(prediction)), *[_fmt(probs.get(c)) for c in classes])
+        _stdout().print(table)
+
+
+# --- sweeps -----------------------------------------------------------------------------------
+
+_LOWER_IS_BETTER = ("loss", "error", "rmse", "mse", "mae", "deviance")
+_SCORE_KEYS = ("mean", "cv_mean", "score", "mean_score", "validation_score", "val_score", "value")
+_CONFIG_KEYS = ("penalty", "strength", "l1_ratio", "dropout", "params")
+
+
+def _sweep_metric(sweep: Sweep) -> str | None:
+    extra = sweep.model_extra or {}
+    for value in (sweep.metric, extra.get("scoring"), (sweep.best or {}).get("metric")):
+        if isinstance(value, str):
+            return value
+    return None
+
+
+def _score_field(entry: dict[str, Any], metric: str | None) -> str | None:
+    """Where the entry holds the sweep's metric (a flattened key), wherever the server put it."""
+    candidates: list[str] = []
+    if metric:
+        candidates.append(metric)
+        candidates += [f"{nest}.{metric}" for nest in ("validation", "metrics", "scores", "val")]
+    candidates += list(_SCORE_KEYS)
+    flat = _flatten(entry)
+    for key in candidates:
+        value = flat.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return key
+    return None
+
+
+def _entry_score(entry: dict[str, Any], metric: str | None) -> float | None:
+    key = _score_field(entry, metric)
+    return float(_flatten(entry)[key]) if key else None
+
+
+def _greater_is_better(sweep: Sweep, metric: str | None) -> bool:
+    if sweep.lower_is_better is not None:
+        return not sweep.lower_is_better
+    extra = sweep.model_extra or {}
+    if isinstance(extra.get("greater_is_better"), bool):
+        return bool(extra["greater_is_better"])
+    for key in ("direction", "goal", "mode", "order"):
+        value = str(extra.get(key, "")).lower()
+        if value in ("max", "maximize", "higher", "desc"):
+            return True
+        if value in ("min", "minimize", "lower", "asc"):
+            return False
+    return not (metric and any(word in metric.lower() for word in _LOWER_IS_BETTER))
+
+
+def _is_best(entry: dict[str, Any], best: dict[str, Any] | None) -> bool:
+    if entry.get("best") is True:
+        return True
+    if not best:
+        return False
+    for key in ("job_id", "id", "trial", "index"):
+        if key in entry and key in best:
+            return bool(entry[key] == best[key])
+    shared = [k for k in _CONFIG_KEYS if k in best and k in entry]
+    return bool(shared) and all(entry[k] == best[k] for k in shared)
+
+
+def sorted_leaderboard(sweep: Sweep) -> list[tuple[bool, dict[str, Any]]]:
+    """(is best, entry), best first by the sweep's metric; unscored entries last."""
+    metric = _sweep_metric(sweep)
+    sign = -1.0 if _greater_is_better(sweep, metric) else 1.0
+    entries = [e for e in sweep.leaderboard if isinstance(e, dict)]
+
+    def key(entry: dict[str, Any]) -> tuple[int, float]:
+        score = _entry_score(entry, metric)
+        return (1, 0.0) if score is None or math.isnan(score) else (0, sign * score)
+
+    ordered = sorted(entries, key=key)
+    marks = [_is_best(e, sweep.best) for e in ordered]
+    if ordered and not any(marks) and _entry_score(ordered[0], metric) is not None:
+        marks[0] = True
+    return list(zip(marks, ordered, strict=True))
+
+
+def _flatten(entry: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in entry.items():
+        if isinstance(value, dict) and not prefix:
+            out.update(_flatten(value, f"{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _leaderboard_table(sweep: Sweep) -> Table:
+    metric = _sweep_metric(sweep)
+    ranked = sorted_leaderboard(sweep)
+    flat = [_flatten(entry) for _, entry in ranked]
+    shown_as_score = {_score_field(entry, metric) for _, entry in ranked} - {None}
+    columns: list[str] = []
+    for row in flat:
+        columns += [
+            k
+            for k in row
+            if k not in columns
+            and k not in ("best", "rank", *shown_as_score)
+            and not (k == "metric" and row[k] == metric)  # already the score's title
+        ]
+    score_title = metric or "score"
+    table = Table(
+        "", "#", score_title, *[escape(c) for c in columns],
+        title=f"leaderboard (by {score_title})", title_justify="left",
+    )  # fmt: skip
+    for rank, ((best, entry), row) in enumerate(zip(ranked, flat, strict=True), start=1):
+        table.add_row(
+            "★" if best else "",
+            str(rank),
+            _fmt(_entry_score(entry, metric)),
+            *[escape(_fmt(row.get(c))) for c in columns],
+            style="bold green" if best else None,
+        )
+    return table
+
+
+def _print_sweep(sweep: Sweep) -> None:
+    out = _stdout()
+    rows: list[tuple[str, Any]] = [("status", sweep.status)]
+    if sweep.progress is not None:
+        rows.append(("progress", f"{sweep.progress:.0%}"))
+    metric = _sweep_metric(sweep)
+    if metric:
+        rows.append(("metric", metric))
+    if sweep.lower_is_better is not None:
+        rows.append(("ranking", "lower is better" if sweep.lower_is_better else "higher is better"))
+    if sweep.n_configs is not None:
+        rows.append(("configurations", f"{sweep.n_configs} in {sweep.n_jobs} jobs"))
+    best = sweep.best or {}
+    config = [f"{k} {_fmt(best[k])}" for k in _CONFIG_KEYS if best.get(k) is not None]
+    if config:
+        rows.append(("best", ", ".join(config)))
+    if best.get("cv_mean") is not None:
+        cv = f"{_fmt(best['cv_mean'])} ± {_fmt(best.get('cv_std'))}"
+        rows.append(("best cv " + (metric or "score"), cv))
+    if best.get("train_mean") is not None:
+        rows.append(("best train " + (metric or "score"), best["train_mean"]))
+    if best.get("test") is not None:
+        rows.append(("best test " + (metric or "score"), best["test"]))
+    if sweep.refit_job_id:
+        refit = sweep.refit_job_id
+        if best.get("refit_status"):
+            refit += f" ({best['refit_status']})"
+        rows.append(("refit job", refit))
+    if sweep.failed_trials:
+        rows.append(("failed trials", len(sweep.failed_trials)))
+    if sweep.error:
+        rows.append(("error", sweep.error))
+    out.print(_kv_table(f"sweep {sweep.id}", rows))
+    if sweep.leaderboard:
+        out.print(_leaderboard_table(sweep))
+
+
+@sweeps_app.command("submit")
+def sweeps_submit(
+    spec_file: Annotated[
+        Path, typer.Argument(metavar="SPEC.json", help="The sweep spec as JSON ('-': stdin).")
+    ],
+    watch: Annotated[
+        bool, typer.Option("--watch", help="Follow it until it ends, then show the leaderboard.")
+    ] = False,
+    url: UrlOption = None,
+    api_key: KeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Start a hyperparameter sweep from a JSON spec."""
+    spec = _read_json_file(spec_file, "SPEC.json")
+    if not isinstance(spec, dict):
+        raise typer.BadParameter("the spec is a JSON object", param_hint="SPEC.json")
+    with _session(url, api_key, as_json) as client:
+        sweep = client.submit_sweep(spec)
+        if watch:
+            sweep = (
+                client.wait_sweep(sweep.id, include_refit=True)
+                if as_json
+                else _watch_sweep(client, sweep)
+            )
+        if as_json:
+            _echo_json(sweep)
+        else:
+            _print_sweep(sweep)
+        if watch and sweep.status != "succeeded":
+            raise typer.Exit(1)
+
+
+def _watch_sweep(client: Client, sweep: Sweep) -> Sweep:
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    progress = Progress(
+        SpinnerColumn(),
+        TextColumn("[bold]sweep {task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+        console=_stderr(),
+    )
+    task = progress.add_task(sweep.status, total=1.0)
+
+    def on_update(current: Sweep) -> None:
+        status = current.status
+        if current.done and current.refit_job_id:
+            status = f"{status}, refitting the best"
+        progress.update(task, description=status, completed=current.progress or 0.0)
+
+    with progress:
+        return client.wait_sweep(
+            sweep.id, on_update=on_update, include_refit=True, poll_interval=1.0
+        )
+
+
+@sweeps_app.command("show")
+def sweeps_show(
+    sweep_id: IdArgument,
+    url: UrlOption = None,
+    api_key: KeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """A sweep's status and its leaderboard, best first (marked ★)."""
+    with _session(url, api_key, as_json) as client:
+        sweep = client.get_sweep(sweep_id)
+        if as_json:
+            _echo_json(sweep)
+            return
+        _print_sweep(sweep)
+
+
+@sweeps_app.command("list")
+def sweeps_list(
+    limit: Annotated[int, typer.Option(min=1, max=200, help="Page size.")] = 50,
+    cursor: Annotated[str | None, typer.Option(help="next_cursor of the previous page.")] = None,
+    url: UrlOption = None,
+    api_key: KeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List sweeps, newest first."""
+    with _session(url, api_key, as_json) as client:
+        page = client.list_sweeps(limit=limit, cursor=cursor)
+        if as_json:
+            _echo_json(page)
+            return
+        table = _list_table("status", "progress", "metric", "best", "created")
+        for sweep in page.items:
+            best = ranked[0][1] if (ranked := sorted_leaderboard(sweep)) else None
+            score = _entry_score(best, _sweep_metric(sweep)) if best else None
+            table.add_row(
+                sweep.id, sweep.status, _pct(sweep.progress), _fmt(_sweep_metric(sweep)),
+                _fmt(score), _when(sweep.created_at),
+            )  # fmt: skip
+        out = _stdout()
+        out.print(table)
+        if page.next_cursor:
+            out.print(f"more: --cursor {page.next_cursor}")
+
+
+@sweeps_app.command("cancel")
+def sweeps_cancel(
+    sweep_id: IdArgument,
+    url: UrlOption = None,
+    api_key: KeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Cancel a sweep and its remaining jobs."""
+    with _session(url, api_key, as_json) as client:
+        sweep = client.cancel_sweep(sweep_id)
+        if as_json:
+            _echo_json(sweep)
+        else:
+            _stdout().print(f"sweep {sweep.id} {sweep.status}")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,221 @@
+"""The client's own view of the service's answers.
+
+These models are deliberately lenient: unknown fields are kept (``model_extra``) and most
+fields are optional, so a newer server never breaks an older client.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "TERMINAL_STATUSES",
+    "ArtifactInfo",
+    "Attempt",
+    "Column",
+    "Dataset",
+    "Epoch",
+    "Event",
+    "Job",
+    "Metrics",
+    "Page",
+    "Prediction",
+    "Preview",
+    "Sweep",
+]
+
+#: A job or sweep in one of these states will not change any more.
+TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
+
+T = TypeVar("T")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
+
+
+class Page(_Model, Generic[T]):
+    """One page of a list; pass ``next_cursor`` as ``cursor`` for the next (None: last page)."""
+
+    items: list[T]
+    next_cursor: str | None = None
+
+
+class Column(_Model):
+    name: str
+    dtype: str = Field(description="integer, float, boolean or categorical.")
+    n_missing: int = 0
+    n_unique: int | None = None
+    n_unique_exact: bool | None = None
+    min: float | None = None
+    max: float | None = None
+    mean: float | None = None
+
+
+class Dataset(_Model):
+    id: str
+    name: str
+    format: str | None = None
+    size_bytes: int | None = None
+    sha256: str | None = None
+    n_rows: int | None = None
+    n_columns: int | None = None
+    columns: list[Column] = Field(default_factory=list)
+    delimiter: str | None = None
+    stored_bytes: int | None = None
+    created_at: datetime | None = None
+
+
+class Preview(_Model):
+    dataset_id: str
+    columns: list[str] = Field(default_factory=list)
+    rows: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class ArtifactInfo(_Model):
+    kind: str
+    sha256: str
+    url: str
+
+
+class Attempt(_Model):
+    attempt: int
+    worker_id: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    outcome: str | None = None
+    error: str | None = None
+
+
+class Job(_Model):
+    id: str
+    status: str = Field(description="queued, running, succeeded, failed or cancelled.")
+    name: str | None = None
+    dataset_id: str | None = None
+    priority: int = 0
+    progress: float = 0.0
+    attempt: int = 0
+    max_attempts: int | None = None
+    cancel_requested: bool = False
+    error: str | None = None
+    task: str | None = None
+    task_reason: str | None = None
+    spec: dict[str, Any] = Field(default_factory=dict)
+    native_params: dict[str, Any] | None = None
+    summary: dict[str, Any] | None = None
+    artifact: ArtifactInfo | None = None
+    versions: dict[str, Any] | None = None
+    attempts: list[Attempt] = Field(default_factory=list)
+    max_seconds: int | None = None
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    @property
+    def done(self) -> bool:
+        """True once the job has ended (succeeded, failed or cancelled)."""
+        return self.status in TERMINAL_STATUSES
+
+
+class Epoch(_Model):
+    epoch: int
+    train_loss: float | None = None
+    val_loss: float | None = None
+    train_metric: float | None = None
+    val_metric: float | None = None
+
+
+class Metrics(_Model):
+    job_id: str
+    status: str
+    attempt: int = 0
+    task: str | None = None
+    final: dict[str, Any] | None = Field(
+        None, description="{'train': {...}, 'validation': {...}, 'test': {...}}"
+    )
+    generalization_gap: dict[str, Any] | None = Field(
+        None, description="{'metric': name, 'score': train - validation, 'loss': val - train}"
+    )
+    weights: dict[str, Any] | None = None
+    coefficients: list[dict[str, Any]] | None = None
+    history: list[Epoch] = Field(default_factory=list)
+    best_epoch: int | None = None
+    fit_seconds: float | None = None
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def diagnosis(self) -> dict[str, Any] | None:
+        """The server's overfitting verdict and suggestions, when it sends one."""
+        value = (self.model_extra or {}).get("diagnosis", self.extra.get("diagnosis"))
+        if isinstance(value, str):
+            return {"verdict": value}
+        return value if isinstance(value, dict) else None
+
+
+class Prediction(_Model):
+    job_id: str
+    predictions: list[Any]
+    probabilities: list[dict[str, float]] | None = None
+    classes: list[Any] | None = None
+
+
+class Event(_Model):
+    """One Server-Sent Event of a job: ``event`` is status, progress or epoch."""
+
+    id: int | None = None
+    event: str = "message"
+    data: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def kind(self) -> str:
+        return self.event
+
+    @property
+    def attempt(self) -> int | None:
+        value = self.data.get("attempt")
+        return value if isinstance(value, int) else None
+
+    @property
+    def status(self) -> str | None:
+        """The job status a ``status`` event announces (None for other kinds)."""
+        value = self.data.get("status") if self.event == "status" else None
+        return value if isinstance(value, str) else None
+
+    @property
+    def terminal(self) -> bool:
+        """A status event that ends the job."""
+        return self.status in TERMINAL_STATUSES
+
+
+class Sweep(_Model):
+    """A regularization search: its trials ranked by the cross-validated metric."""
+
+    id: str
+    status: str
+    name: str | None = None
+    dataset_id: str | None = None
+    progress: float | None = None
+    task: str | None = None
+    metric: str | None = None
+    lower_is_better: bool | None = None
+    n_configs: int | None = None
+    n_jobs: int | None = None
+    leaderboard: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Per configuration (penalty, strength, l1_ratio, dropout): mean and std of "
+        "the metric across folds, train_mean, n_folds; best first.",
+    )
+    best: dict[str, Any] | None = None
+    failed_trials: list[dict[str, Any]] = Field(default_factory=list)
+    refit_job_id: str | None = None
+    error: str | None = None
+    spec: dict[str, Any] = Field(default_factory=dict)
+    created_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.status in TERMINAL_STATUSES
