@@ -20,6 +20,7 @@ from service.errors import install_error_handlers, problem, problem_response
 from service.jobs.router import router as jobs_router
 from service.jobs.service import ModelCache
 from service.migrate import schema_status
+from service.openapi import install_openapi
 from service.plots.router import router as plots_router
 from service.sweeps.router import router as sweeps_router
 
@@ -33,6 +34,19 @@ visible, model artifacts and predictions.
 Authorize with an API key (`ridgeline keys create --name NAME`) using the **Authorize**
 button: every `/v1` route needs `Authorization: Bearer <key>`.
 """
+
+
+TAGS = [
+    {"name": "datasets", "description": "Upload CSV or Parquet tables; read them back."},
+    {
+        "name": "jobs",
+        "description": "Train a model with a regularization spec; metrics, "
+        "artifacts, predictions, live events.",
+    },
+    {"name": "sweeps", "description": "Search penalties and strengths; leaderboard and refit."},
+    {"name": "plots", "description": "Loss curves, coefficients, validation curves (SVG/PNG)."},
+    {"name": "health", "description": "Liveness and readiness."},
+]
 
 
 class SchemaNotAtHead(RuntimeError):
@@ -75,9 +89,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
         swagger_ui_parameters={"persistAuthorization": True},
+        openapi_tags=TAGS,
     )
     app.state.settings = settings
     install_error_handlers(app)
+    install_openapi(app)
     app.include_router(datasets_router)
     app.include_router(jobs_router)
     app.include_router(sweeps_router)
@@ -91,7 +107,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "/readyz",
         tags=["health"],
         summary="Readiness: the database answers and its schema is at head",
-        responses={503: {"description": "Not ready"}},
+        responses={
+            503: {
+                "description": "Not ready: the database is unreachable or behind.",
+                "content": {
+                    "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
+                },
+            }
+        },
     )
     def readyz() -> JSONResponse:
         db: Database = app.state.db

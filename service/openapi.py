@@ -1,0 +1,103 @@
+"""The OpenAPI document as clients need it: every error documented as problem+json."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from service.errors import PROBLEM_MEDIA_TYPE
+
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "title": "Problem",
+    "type": "object",
+    "description": "RFC 9457 problem details; `errors` lists field problems.",
+    "required": ["type", "title", "status", "detail"],
+    "properties": {
+        "type": {"type": "string", "format": "uri"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string", "description": "What is wrong and what to change."},
+        "errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["field", "message"],
+                "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
+            },
+        },
+    },
+    "example": {
+        "type": "https://ridgeline.dev/problems/invalid-input",
+        "title": "Unprocessable Content",
+        "status": 422,
+        "detail": "regularization.dropout: dropout applies only to model.kind 'mlp'",
+        "errors": [{"field": "regularization.dropout", "message": "only for model.kind 'mlp'"}],
+    },
+}
+
+ERROR_DESCRIPTIONS = {
+    "400": "The request is malformed.",
+    "401": "Missing, unknown or revoked API key.",
+    "404": "No such resource in your tenant (malformed ids too).",
+    "409": "The resource is not in a state that allows this.",
+    "413": "Too large: upload limit or storage quota.",
+    "415": "Unsupported media type or file format.",
+    "422": "Invalid input; `errors` names the fields.",
+    "429": "Too many requests; see Retry-After.",
+    "503": "The database is unavailable; see Retry-After.",
+}
+
+# Errors every /v1 operation can answer, beside those its kind of operation adds.
+COMMON = ("401", "422", "429", "503")
+BY_METHOD = {
+    "get": ("404",),
+    "delete": ("404", "409"),
+    "post": ("400", "404", "409", "413", "415"),
+}
+
+
+def _problem_response(code: str) -> dict[str, Any]:
+    return {
+        "description": ERROR_DESCRIPTIONS[code],
+        "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+    }
+
+
+def build_openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document, with problem+json errors and without the unused default schemas."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(
+        title=app.title,
+        version=app.version,
+        description=app.description,
+        routes=app.routes,
+        tags=app.openapi_tags,
+    )
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components["Problem"] = PROBLEM_SCHEMA
+    for name in ("HTTPValidationError", "ValidationError"):
+        components.pop(name, None)
+    for path, operations in schema.get("paths", {}).items():
+        for method, operation in operations.items():
+            responses = operation.setdefault("responses", {})
+            codes = (*COMMON, *BY_METHOD.get(method, ())) if path.startswith("/v1") else ()
+            for code in codes:
+                if code not in responses or "content" not in responses[code]:
+                    responses[code] = _problem_response(code)
+            if "422" in responses and "HTTPValidationError" in str(responses["422"]):
+                responses["422"] = _problem_response("422")
+            if (
+                path.startswith("/v1")
+                and "description" not in operation
+                and operation.get("summary")
+            ):
+                operation["description"] = operation["summary"] + "."
+    app.openapi_schema = schema
+    return schema
+
+
+def install_openapi(app: FastAPI) -> None:
+    app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]
