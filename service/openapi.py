@@ -8,6 +8,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from service.errors import PROBLEM_MEDIA_TYPE
+from service.jobs.schemas import PredictRequest
 
 PROBLEM_SCHEMA: dict[str, Any] = {
     "title": "Problem",
@@ -60,7 +61,7 @@ BY_METHOD = {
 
 def _problem_response(code: str) -> dict[str, Any]:
     return {
-        "description": ERROR_DESCRIPTIONS[code],
+        "description": ERROR_DESCRIPTIONS.get(code, "Error."),
         "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
     }
 
@@ -80,20 +81,22 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
     components["Problem"] = PROBLEM_SCHEMA
     for name in ("HTTPValidationError", "ValidationError"):
         components.pop(name, None)
+    # Bodies parsed by hand (multipart or JSON) are documented through openapi_extra.
+    components.setdefault(
+        "PredictRequest",
+        PredictRequest.model_json_schema(ref_template="#/components/schemas/{model}"),
+    )
     for path, operations in schema.get("paths", {}).items():
         for method, operation in operations.items():
             responses = operation.setdefault("responses", {})
             codes = (*COMMON, *BY_METHOD.get(method, ())) if path.startswith("/v1") else ()
             for code in codes:
-                if code not in responses or "content" not in responses[code]:
-                    responses[code] = _problem_response(code)
-            if "422" in responses and "HTTPValidationError" in str(responses["422"]):
-                responses["422"] = _problem_response("422")
-            if (
-                path.startswith("/v1")
-                and "description" not in operation
-                and operation.get("summary")
-            ):
+                responses.setdefault(code, _problem_response(code))
+            for code, response in responses.items():
+                if code.startswith(("4", "5")):
+                    described = response.get("description") or ERROR_DESCRIPTIONS.get(code, "")
+                    responses[code] = {**_problem_response(code), "description": described}
+            if "description" not in operation and operation.get("summary"):
                 operation["description"] = operation["summary"] + "."
     app.openapi_schema = schema
     return schema
