@@ -17,6 +17,7 @@ if TYPE_CHECKING:
         sha256_hex,
         versions,
     )
+    from service.training.diagnosis import diagnose
     from service.training.errors import (
         ArtifactError,
         ArtifactIntegrityError,
@@ -26,10 +27,13 @@ if TYPE_CHECKING:
         TrainingError,
         UntrustedArtifactError,
     )
+    from service.training.folds import SweepSplits, sweep_splits
+    from service.training.paths import fit_path
     from service.training.preprocessing import summarize_table
     from service.training.spec import (
         ColumnSummary,
         EarlyStopping,
+        LearningCurveSpec,
         LinearModelSpec,
         MLPModelSpec,
         ModelSpec,
@@ -49,6 +53,7 @@ _EXPORTS: dict[str, str] = {
     # spec (pydantic only)
     "ColumnSummary": "spec",
     "EarlyStopping": "spec",
+    "LearningCurveSpec": "spec",
     "LinearModelSpec": "spec",
     "MLPModelSpec": "spec",
     "ModelSpec": "spec",
@@ -78,6 +83,10 @@ _EXPORTS: dict[str, str] = {
     "versions": "artifacts",
     "TrainingResult": "train",
     "train": "train",
+    "SweepSplits": "folds",
+    "sweep_splits": "folds",
+    "fit_path": "paths",
+    "diagnose": "diagnosis",
 }
 
 __all__ = [
@@ -85,6 +94,7 @@ __all__ = [
     "ArtifactIntegrityError",
     "ColumnSummary",
     "EarlyStopping",
+    "LearningCurveSpec",
     "LinearModelSpec",
     "LoadedModel",
     "MLPModelSpec",
@@ -96,18 +106,22 @@ __all__ = [
     "RegularizationSpec",
     "ResolvedSpec",
     "SpecError",
+    "SweepSplits",
     "TrainingCancelled",
     "TrainingError",
     "TrainingResult",
     "TrainingSpec",
     "UntrustedArtifactError",
     "ValidationSpec",
+    "diagnose",
+    "fit_path",
     "load_model",
     "native_params",
     "resolve_spec",
     "sha256_hex",
     "split_sizes",
     "summarize_table",
+    "sweep_splits",
     "train",
     "versions",
 ]

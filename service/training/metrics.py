@@ -8,26 +8,19 @@ gap and the MLP curves use that same loss, so all three agree.
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import (
-    accuracy_score,
-    balanced_accuracy_score,
-    f1_score,
-    log_loss,
-    mean_absolute_error,
-    r2_score,
-    roc_auc_score,
-)
+from sklearn.metrics import mean_absolute_error, r2_score
 
 __all__ = [
     "PRIMARY_METRIC",
+    "calibration",
     "classification_metrics",
     "coefficients",
     "generalization_gap",
+    "intercepts",
     "json_safe",
     "regression_metrics",
     "weights",
@@ -60,26 +53,56 @@ def _finite(value: float) -> float | None:
     return f if math.isfinite(f) else None
 
 
+def _binary_roc_auc(positive: np.ndarray, score: np.ndarray) -> float:
+    """Area under the ROC curve as the Mann-Whitney statistic, ties counted half (= sklearn's)."""
+    n = len(score)
+    order = np.argsort(score, kind="mergesort")
+    ordered = score[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    ends = np.r_[starts[1:], n]
+    ranks = np.empty(n, dtype=np.float64)
+    ranks[order] = np.repeat((starts + ends + 1) / 2.0, ends - starts)  # 1-based average ranks
+    n_pos = int(positive.sum())
+    n_neg = n - n_pos
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
 def classification_metrics(y: np.ndarray, proba: np.ndarray) -> dict[str, Any] | None:
-    """Scores of class-index labels y against probabilities (n, n_classes); None if empty."""
-    y = np.asarray(y)
-    if len(y) == 0:
+    """Scores of class-index labels y against probabilities (n, n_classes); None if empty.
+
+    Computed in numpy from one confusion matrix (a regularization path scores dozens of models
+    on the same rows, where scikit-learn's per-call input checks dominated); the definitions are
+    scikit-learn's: balanced accuracy averages recall over the classes present in y, f1_macro
+    averages over the classes in y or the predictions (zero_division=0), log_loss clips
+    probabilities to [eps, 1-eps], roc_auc (binary only) counts ties half.
+    """
+    y = np.asarray(y).astype(np.int64, copy=False)
+    n = len(y)
+    if n == 0:
         return None
     proba = np.asarray(proba, dtype=np.float64)
-    n_classes = proba.shape[1]
+    k = proba.shape[1]
     pred = proba.argmax(axis=1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        out: dict[str, Any] = {
-            "n": len(y),
-            "accuracy": _finite(accuracy_score(y, pred)),
-            "balanced_accuracy": _finite(balanced_accuracy_score(y, pred)),
-            "f1_macro": _finite(f1_score(y, pred, average="macro", zero_division=0)),
-            "log_loss": _finite(log_loss(y, proba, labels=np.arange(n_classes))),
-            "roc_auc": None,
-        }
-        if n_classes == 2 and len(np.unique(y)) == 2:
-            out["roc_auc"] = _finite(roc_auc_score(y, proba[:, 1]))
+    cm = np.bincount(y * k + pred, minlength=k * k).reshape(k, k)  # rows: truth, cols: predicted
+    tp = np.diag(cm).astype(np.float64)
+    actual, predicted = cm.sum(axis=1), cm.sum(axis=0)
+    in_y = actual > 0
+    seen = in_y | (predicted > 0)
+    f1_den = actual + predicted  # 2tp + fn + fp
+    f1 = np.divide(2 * tp, f1_den, out=np.zeros(k), where=f1_den > 0)
+    eps = np.finfo(np.float64).eps
+    p_true = np.clip(proba[np.arange(n), y], eps, 1 - eps)
+    log_loss = float(-np.log(p_true).mean())
+    out: dict[str, Any] = {
+        "n": n,
+        "accuracy": _finite(tp.sum() / n),
+        "balanced_accuracy": _finite(np.mean(tp[in_y] / actual[in_y])),
+        "f1_macro": _finite(f1[seen].mean()),
+        "log_loss": _finite(log_loss),
+        "roc_auc": None,
+    }
+    if k == 2 and in_y.all():
+        out["roc_auc"] = _finite(_binary_roc_auc(y == 1, proba[:, 1]))
     out["loss"] = out["log_loss"]
     return out
 
@@ -158,3 +181,89 @@ def coefficients(
         for label, row in zip(row_classes, coef, strict=True)
         for name, value in zip(feature_names, row, strict=True)
     ]
+
+
+def intercepts(intercept: np.ndarray, classes: Sequence[Any] | None) -> list[dict[str, Any]]:
+    """One row per intercept, named by class like coefficients() (binary: the second class)."""
+    values = np.atleast_1d(np.asarray(intercept, dtype=np.float64))
+    if classes is None:
+        labels: list[Any] = [None] * len(values)
+    elif len(values) == 1 and len(classes) == 2:
+        labels = [classes[1]]
+    else:
+        labels = list(classes)
+    return [
+        {"class": json_safe(c), "value": _finite(v)} for c, v in zip(labels, values, strict=True)
+    ]
+
+
+def calibration(y: np.ndarray, scores: np.ndarray, task: str) -> dict[str, float] | None:
+    """Calibration slope and its standard error: 1 is right, > 1 too timid, < 1 too extreme.
+
+    The slope of the target on the prediction. Regression: ordinary least squares of y on pred.
+    Binary classification: b in the one-feature logistic regression P(y) = sigmoid(a + b *
+    logit(p)), standard error from its Fisher information. On the training rows an unpenalised
+    fit has slope exactly 1 and a penalised one above 1; on validation rows a slope significantly
+    above 1 says a weaker penalty would predict new rows better (underfitting), below 1 the
+    classic sign of overfitting. None for multiclass, constant predictions or separable rows.
+    """
+    y = np.asarray(y)
+    n = len(y)
+    if n < 3:
+        return None
+    if task == "regression":
+        pred = np.asarray(scores, dtype=np.float64)
+        yc, pc = y - y.mean(), pred - pred.mean()
+        sxx = float(pc @ pc)
+        if not sxx > 1e-12 * max(float(yc @ yc), 1e-300):
+            return None
+        slope = float(pc @ yc) / sxx
+        resid = yc - slope * pc
+        se = math.sqrt(float(resid @ resid) / (n - 2) / sxx)
+        return _pair(slope, se)
+    proba = np.asarray(scores, dtype=np.float64)
+    if proba.ndim != 2 or proba.shape[1] != 2 or len(np.unique(y)) < 2:
+        return None
+    p1 = np.clip(proba[:, 1], 1e-12, 1 - 1e-12)
+    z = np.log(p1) - np.log1p(-p1)
+    if np.ptp(z) == 0:
+        return None
+    X = np.column_stack([np.ones_like(z), z])
+
+    def loglik(b: np.ndarray) -> float:
+        eta = X @ b
+        return float(y @ eta - np.logaddexp(0.0, eta).sum())
+
+    beta = np.array([0.0, 1.0])
+    current = loglik(beta)
+    for _ in range(100):  # Newton with step halving on the concave two-parameter log-likelihood
+        mu = 0.5 * (1.0 + np.tanh(0.5 * (X @ beta)))
+        info = (X * np.maximum(mu * (1 - mu), 1e-12)[:, None]).T @ X
+        try:
+            step = np.linalg.solve(info, X.T @ (y - mu))
+        except np.linalg.LinAlgError:
+            return None
+        for _ in range(30):
+            candidate = beta + step
+            value = loglik(candidate)
+            if value >= current - 1e-12 * abs(current):
+                break
+            step = step / 2
+        beta, current = candidate, value
+        if not np.all(np.isfinite(beta)) or abs(beta[1]) > 1e6:
+            return None  # separable rows: the slope runs off to infinity
+        if np.max(np.abs(step)) < 1e-10:
+            mu = 0.5 * (1.0 + np.tanh(0.5 * (X @ beta)))
+            info = (X * np.maximum(mu * (1 - mu), 1e-12)[:, None]).T @ X
+            try:
+                var = float(np.linalg.inv(info)[1, 1])
+            except np.linalg.LinAlgError:
+                return None
+            return _pair(float(beta[1]), math.sqrt(max(var, 0.0)))
+    return None
+
+
+def _pair(slope: float, se: float) -> dict[str, float] | None:
+    if not (math.isfinite(slope) and math.isfinite(se)):
+        return None
+    return {"slope": slope, "se": se}

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from service.training.errors import Problem, SpecError
 
@@ -21,6 +21,7 @@ __all__ = [
     "AUTO_CLASSIFICATION_MAX_INTEGER_VALUES",
     "ColumnSummary",
     "EarlyStopping",
+    "LearningCurveSpec",
     "LinearModelSpec",
     "MLPModelSpec",
     "ModelSpec",
@@ -220,6 +221,30 @@ class ValidationSpec(BaseModel):
     )
 
 
+class LearningCurveSpec(BaseModel):
+    """Refit on growing shares of the training split to tell 'more data' from 'more penalty'."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"sizes": [0.1, 0.25, 0.5, 1.0]}]}
+    )
+
+    sizes: list[Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]] = Field(
+        min_length=1,
+        max_length=10,
+        description=(
+            "Shares of the training split to train on (0 < size <= 1, 1 to 10 values; sorted and "
+            "deduplicated). Each point is scored on its own training rows and on the whole "
+            "validation split."
+        ),
+    )
+
+    @field_validator("sizes")
+    @classmethod
+    def _sorted_unique(cls, sizes: list[float]) -> list[float]:
+        """Sorted and deduplicated, so points come out in order and each size is fitted once."""
+        return sorted(set(sizes))
+
+
 class TrainingSpec(BaseModel):
     """What to learn from a table and how to regularize it."""
 
@@ -277,6 +302,13 @@ class TrainingSpec(BaseModel):
     )
     seed: int = Field(
         default=0, ge=0, le=2**32 - 1, description="Seed for splits, solvers and torch."
+    )
+    learning_curve: LearningCurveSpec | None = Field(
+        default=None,
+        description=(
+            "Also refit on these shares of the training split and record train and validation "
+            "scores per share (metrics.learning_curve); needs validation.fraction > 0."
+        ),
     )
 
 
@@ -393,6 +425,15 @@ def _check_options(spec: TrainingSpec) -> list[Problem]:
                 "validation.fraction",
                 "early stopping watches the validation loss, so it needs a validation split; set "
                 "validation.fraction above 0 (e.g. 0.2) or remove regularization.early_stopping",
+            )
+        )
+    if spec.learning_curve is not None and val.fraction == 0:
+        problems.append(
+            _problem(
+                "validation.fraction",
+                "a learning curve scores every share of the training split on the validation "
+                "split, so it needs one; set validation.fraction above 0 (e.g. 0.2) or remove "
+                "learning_curve",
             )
         )
     if val.fraction + val.test_fraction >= 1:
