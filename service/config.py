@@ -9,7 +9,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 logger = logging.getLogger("ridgeline.config")
@@ -90,6 +90,12 @@ class Settings(BaseSettings):
     default_max_seconds: int = Field(3600, ge=1)
     max_job_seconds: int = Field(24 * 3600, ge=1)
     log_level: str = "INFO"
+    session_secret: SecretStr = Field(
+        SecretStr(""),
+        description="Signs dashboard session cookies; set it when several API processes serve "
+        "one site, or sessions should outlive a restart.",
+    )
+    session_seconds: int = Field(43200, ge=60)
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
@@ -116,6 +122,22 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    onnx_cache_bytes: int = Field(
+        64 * MiB, ge=0, description="Exported ONNX models kept in memory per API process."
+    )
+    callback_allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host names a job's callback_url may name; empty refuses callbacks.",
+    )
+    callback_secret: SecretStr = Field(
+        SecretStr(""), description="HMAC-SHA256 key that signs every callback."
+    )
+    callback_max_attempts: int = Field(5, ge=1, le=30)
+    callback_backoff_seconds: float = Field(
+        1.0, gt=0, description="Wait before the first retry; doubled after each failure."
+    )
+    callback_timeout_seconds: float = Field(10.0, gt=0, le=300)
 
 
 @lru_cache

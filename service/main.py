@@ -14,6 +14,7 @@ from sqlalchemy import text
 from service import __version__
 from service.auth.service import KeyVerifier
 from service.config import Settings, get_settings
+from service.dashboard.router import router as dashboard_router
 from service.datasets.router import router as datasets_router
 from service.db import Database
 from service.errors import install_error_handlers, problem, problem_response
@@ -98,6 +99,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(jobs_router)
     app.include_router(sweeps_router)
     app.include_router(plots_router)
+    app.include_router(dashboard_router)
 
     @app.get("/healthz", tags=["health"], summary="Liveness: the process answers")
     def healthz() -> dict[str, str]:

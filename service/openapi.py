@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI
@@ -29,13 +30,6 @@ PROBLEM_SCHEMA: dict[str, Any] = {
             },
         },
     },
-    "example": {
-        "type": "https://ridgeline.dev/problems/invalid-input",
-        "title": "Unprocessable Content",
-        "status": 422,
-        "detail": "regularization.dropout: dropout applies only to model.kind 'mlp'",
-        "errors": [{"field": "regularization.dropout", "message": "only for model.kind 'mlp'"}],
-    },
 }
 
 ERROR_DESCRIPTIONS = {
@@ -60,9 +54,21 @@ BY_METHOD = {
 
 
 def _problem_response(code: str) -> dict[str, Any]:
+    description = ERROR_DESCRIPTIONS.get(code, "Error.")
+    example = {
+        "type": "https://ridgeline.dev/problems/...",
+        "title": HTTPStatus(int(code)).phrase,
+        "status": int(code),
+        "detail": description,
+    }
     return {
-        "description": ERROR_DESCRIPTIONS.get(code, "Error."),
-        "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+        "description": description,
+        "content": {
+            PROBLEM_MEDIA_TYPE: {
+                "schema": {"$ref": "#/components/schemas/Problem"},
+                "example": example,
+            }
+        },
     }
 
 

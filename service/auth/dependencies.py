@@ -1,4 +1,11 @@
-"""The caller's identity as a dependency: every /v1 route is scoped to the key's tenant."""
+"""The caller's identity as a dependency: every /v1 route is scoped to the key's tenant.
+
+Two ways in: ``Authorization: Bearer <key>`` (clients, scripts, Swagger UI), or the dashboard's
+session cookie (pages, ``<img>`` plots, ``EventSource``), see service/auth/sessions.py. A bearer
+header wins when both come. A state-changing request authenticated by the cookie must carry the
+session's CSRF token in ``X-CSRF-Token``; bearer requests need none (no browser adds that header
+on its own).
+"""
 
 from __future__ import annotations
 
@@ -7,12 +14,46 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from service.auth import sessions
 from service.auth.service import Principal
-from service.errors import Unauthorized
+from service.errors import Forbidden, Unauthorized
 
 LOCAL_TENANT = "local"
 
 bearer = HTTPBearer(auto_error=False, description="An API key from `ridgeline keys create`.")
+
+
+def local_principal() -> Principal:
+    return Principal(key_name="local", tenant_id=LOCAL_TENANT)
+
+
+def session_principal(request: Request) -> Principal | None:
+    """The principal of a valid, unexpired session cookie whose key is still active."""
+    token = request.cookies.get(sessions.SESSION_COOKIE)
+    if not token:
+        return None
+    app_state = request.app.state
+    secret = sessions.session_secret(app_state.settings)
+    session_token = sessions.read_token(secret, token)
+    if session_token is None:
+        return None
+    with app_state.db.read_sessions() as session:
+        principal: Principal | None = app_state.key_verifier.verify_digest(
+            session, session_token.key_digest
+        )
+    return principal
+
+
+def check_csrf(request: Request, presented: str | None) -> None:
+    """Refuse a cookie-authenticated state change that lacks the session's CSRF token."""
+    token = request.cookies.get(sessions.SESSION_COOKIE) or ""
+    secret = sessions.session_secret(request.app.state.settings)
+    if not sessions.csrf_matches(secret, token, presented):
+        raise Forbidden(
+            f"this {request.method} was authenticated by the dashboard's session cookie but "
+            f"lacks its CSRF token: echo the '{sessions.CSRF_COOKIE}' cookie in the "
+            f"'{sessions.CSRF_HEADER}' header, or send 'Authorization: Bearer <key>' instead"
+        )
 
 
 def authenticate(
@@ -21,7 +62,20 @@ def authenticate(
 ) -> Principal:
     app_state = request.app.state
     if app_state.settings.auth == "disabled":
-        return Principal(key_name="local", tenant_id=LOCAL_TENANT)
+        return local_principal()
+    has_header = "authorization" in request.headers
+    if not has_header and sessions.SESSION_COOKIE in request.cookies:
+        principal = session_principal(request)
+        if principal is None:
+            raise Unauthorized(
+                "the dashboard session has expired or its API key was revoked; sign in again "
+                "at / or send 'Authorization: Bearer <key>'"
+            )
+        if request.method not in sessions.SAFE_METHODS:
+            check_csrf(request, request.headers.get(sessions.CSRF_HEADER))
+        request.state.principal = principal
+        request.state.auth_method = "session"
+        return principal
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized(
             "send an API key as 'Authorization: Bearer <key>'; create one with "
@@ -32,6 +86,7 @@ def authenticate(
     if principal is None:
         raise Unauthorized("the API key is unknown or revoked; check it or create a new one")
     request.state.principal = principal
+    request.state.auth_method = "bearer"
     return principal
 
 

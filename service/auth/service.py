@@ -85,7 +85,13 @@ class KeyVerifier:
         self._lock = threading.Lock()
 
     def verify(self, session: Session, plaintext: str) -> Principal | None:
-        digest = hash_key(plaintext)
+        return self.verify_digest(session, hash_key(plaintext))
+
+    def verify_digest(self, session: Session, digest: str) -> Principal | None:
+        """The principal of the active key with this sha256, or None (unknown or revoked).
+
+        Session cookies carry the digest, never the key, and come back through here, so a
+        revoked key ends its sessions as soon as the cache entry ages out."""
         now = time.monotonic()
         with self._lock:
             hit = self._cache.get(digest)

@@ -32,11 +32,16 @@ UPLOAD_BODY = {
                             "format": "binary",
                             "description": "A CSV (header row required) or Parquet file.",
                         },
-                        "name": {"type": "string", "description": "Defaults to the file name."},
+                        "name": {
+                            "type": "string",
+                            "description": "Defaults to the file name.",
+                            "example": "my-data",
+                        },
                         "delimiter": {
                             "type": "string",
                             "description": "CSV delimiter (',', ';', '|', 'tab'); detected "
                             "when omitted.",
+                            "example": ",",
                         },
                     },
                 }

@@ -1,0 +1,1 @@
+"""The dashboard: server-rendered pages at /, signed in with an API key."""

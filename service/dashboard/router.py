@@ -1,0 +1,517 @@
+"""The dashboard: server-rendered pages over the same data and keys as the API.
+
+Signing in exchanges an API key for a session cookie (service/auth/sessions.py); the pages'
+script then calls the /v1 API itself with that cookie and the CSRF header, follows a job over
+its Server-Sent Events and shows the plots the API renders. Nothing here is in the OpenAPI
+schema, and nothing is loaded from outside the service.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import RedirectResponse
+
+from service.auth import sessions
+from service.auth.dependencies import local_principal, session_principal
+from service.auth.service import Principal, hash_key
+from service.dashboard import queries
+from service.dashboard.templating import ASSETS, SECURITY_HEADERS, render
+from service.db import SessionDep
+from service.errors import NotFound
+from service.ids import parse_id
+from service.jobs import service as jobs_service
+from service.jobs.models import SUCCEEDED, TERMINAL, Job
+from service.sweeps import service as sweeps_service
+from service.sweeps.router import sweep_read
+
+logger = logging.getLogger("ridgeline.dashboard")
+
+router = APIRouter(include_in_schema=False)
+
+MAX_SIGNIN_BODY = 16 * 1024
+DEFAULT_PAGE = "/jobs"
+DIAGNOSIS_EVIDENCE_SKIP = {"thresholds"}
+
+
+# -- who is looking ----------------------------------------------------------------------------
+
+
+def _auth_disabled(request: Request) -> bool:
+    return bool(request.app.state.settings.auth == "disabled")
+
+
+def _viewer(request: Request) -> Principal | None:
+    if _auth_disabled(request):
+        return local_principal()
+    return session_principal(request)
+
+
+def _csrf(request: Request) -> str:
+    token = request.cookies.get(sessions.SESSION_COOKIE)
+    if not token:
+        return ""
+    return sessions.csrf_token(sessions.session_secret(request.app.state.settings), token)
+
+
+def _safe_next(value: str | None) -> str:
+    """A local path to return to after signing in; anything else goes to the jobs page."""
+    if not value or not value.startswith("/") or value.startswith(("//", "/\\")):
+        return DEFAULT_PAGE
+    parts = urlsplit(value)
+    if parts.scheme or parts.netloc:
+        return DEFAULT_PAGE
+    return value
+
+
+def _to_signin(request: Request) -> RedirectResponse:
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return RedirectResponse(f"/signin?next={quote(target, safe='')}", status_code=303)
+
+
+def _page(
+    request: Request, viewer: Principal, template: str, status_code: int = 200, **context: Any
+) -> Response:
+    return render(
+        template,
+        status_code=status_code,
+        viewer=viewer,
+        csrf=_csrf(request),
+        auth_disabled=_auth_disabled(request),
+        **context,
+    )
+
+
+def _not_found(request: Request, viewer: Principal, detail: str) -> Response:
+    return _page(
+        request,
+        viewer,
+        "error.html",
+        status_code=404,
+        page="error",
+        title="Not found",
+        detail=detail,
+    )
+
+
+# -- sign in and out ---------------------------------------------------------------------------
+
+
+def _cross_site(request: Request) -> bool:
+    """A form posted from another site (login CSRF): refused before looking at the key."""
+    site = request.headers.get("sec-fetch-site")
+    if site in ("cross-site", "same-site"):
+        return True
+    origin = request.headers.get("origin")
+    if origin and origin != "null":
+        return urlsplit(origin).netloc != request.headers.get("host", "")
+    return origin == "null"
+
+
+def _signin_page(request: Request, next_url: str, error: str | None, status_code: int) -> Response:
+    return render(
+        "signin.html",
+        status_code=status_code,
+        viewer=None,
+        csrf="",
+        auth_disabled=False,
+        page="signin",
+        title="Sign in",
+        next_url=next_url,
+        error=error,
+    )
+
+
+@router.get("/signin")
+def signin_form(request: Request, next: str | None = None) -> Response:
+    next_url = _safe_next(next)
+    if _viewer(request) is not None:
+        return RedirectResponse(next_url, status_code=303)
+    return _signin_page(request, next_url, None, 200)
+
+
+@router.post("/signin")
+async def signin(request: Request) -> Response:
+    if _auth_disabled(request):
+        return RedirectResponse(DEFAULT_PAGE, status_code=303)
+    if _cross_site(request):
+        return _signin_page(request, DEFAULT_PAGE, "Sign in from this page.", 403)
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > MAX_SIGNIN_BODY:
+        return _signin_page(request, DEFAULT_PAGE, "The form is too large.", 413)
+    form = await request.form(max_files=0, max_fields=8)
+    key = str(form.get("key") or "").strip()
+    next_url = _safe_next(str(form.get("next") or ""))
+    if not key:
+        return _signin_page(request, next_url, "Paste an API key.", 400)
+    state = request.app.state
+    with state.db.read_sessions() as session:
+        principal = state.key_verifier.verify(session, key)
+    if principal is None:
+        logger.info("dashboard sign-in refused: unknown or revoked key")
+        return _signin_page(
+            request,
+            next_url,
+            "That API key is unknown or revoked. Create one with "
+            "`ridgeline keys create --name NAME`.",
+            401,
+        )
+    response = RedirectResponse(next_url, status_code=303)
+    sessions.set_session_cookies(
+        response,
+        request,
+        sessions.session_secret(state.settings),
+        hash_key(key),
+        sessions.session_seconds(state.settings),
+    )
+    return response
+
+
+@router.post("/signout")
+async def signout(request: Request) -> Response:
+    token = request.cookies.get(sessions.SESSION_COOKIE)
+    if token:
+        form = await request.form(max_files=0, max_fields=8)
+        presented = str(form.get(sessions.CSRF_FORM_FIELD) or "")
+        secret = sessions.session_secret(request.app.state.settings)
+        if not sessions.csrf_matches(secret, token, presented):
+            return render(
+                "error.html",
+                status_code=403,
+                viewer=None,
+                csrf="",
+                auth_disabled=False,
+                page="error",
+                title="Forbidden",
+                detail="Sign out with the button on a dashboard page.",
+            )
+    response = RedirectResponse("/signin", status_code=303)
+    sessions.clear_session_cookies(response, request)
+    return response
+
+
+# -- pages -------------------------------------------------------------------------------------
+
+
+@router.get("/")
+def home(request: Request) -> Response:
+    if _viewer(request) is None:
+        return RedirectResponse("/signin", status_code=303)
+    return RedirectResponse(DEFAULT_PAGE, status_code=303)
+
+
+@router.get("/jobs")
+def jobs_page(
+    request: Request, session: SessionDep, trials: bool = False, status: str | None = None
+) -> Response:
+    viewer = _viewer(request)
+    if viewer is None:
+        return _to_signin(request)
+    if status not in (None, "", "queued", "running", "succeeded", "failed", "cancelled"):
+        status = None
+    jobs = queries.recent_jobs(session, viewer.tenant_id, include_trials=trials, status=status)
+    names = queries.dataset_names(session, viewer.tenant_id, (j.dataset_id for j in jobs))
+    return _page(
+        request,
+        viewer,
+        "jobs.html",
+        page="jobs",
+        title="Jobs",
+        jobs=[_job_row(job, names) for job in jobs],
+        trials=trials,
+        n_trials=0 if trials else queries.trial_count(session, viewer.tenant_id),
+        status_filter=status or "",
+    )
+
+
+@router.get("/jobs/new")
+def new_job_page(request: Request, session: SessionDep, dataset_id: str | None = None) -> Response:
+    viewer = _viewer(request)
+    if viewer is None:
+        return _to_signin(request)
+    datasets = queries.recent_datasets(session, viewer.tenant_id)
+    choices = [
+        {
+            "id": str(d.id),
+            "name": d.name,
+            "n_rows": d.n_rows,
+            "columns": [{"name": c["name"], "dtype": c["dtype"]} for c in d.columns],
+        }
+        for d in datasets
+    ]
+    selected = next((c for c in choices if c["id"] == dataset_id), choices[0] if choices else None)
+    return _page(
+        request,
+        viewer,
+        "new_job.html",
+        page="new-job",
+        title="New job",
+        datasets=choices,
+        selected=selected,
+        default_target=_default_target(selected),
+    )
+
+
+@router.get("/jobs/{job_id}")
+def job_page(job_id: str, request: Request, session: SessionDep) -> Response:
+    viewer = _viewer(request)
+    if viewer is None:
+        return _to_signin(request)
+    try:
+        job = jobs_service.get_job(
+            session, tenant_id=viewer.tenant_id, job_id=parse_id(job_id, "job")
+        )
+    except NotFound as exc:
+        return _not_found(request, viewer, exc.detail)
+    names = queries.dataset_names(session, viewer.tenant_id, [job.dataset_id])
+    epochs = jobs_service.epochs_of(session, job)
+    attempts = jobs_service.attempts_of(session, job)
+    metrics = job.metrics or {}
+    spec = job.spec or {}
+    model = spec.get("model") or {}
+    is_mlp = model.get("kind") == "mlp"
+    last = epochs[-1] if epochs else None
+    return _page(
+        request,
+        viewer,
+        "job.html",
+        page="job",
+        title=job.name or f"Job {str(job.id)[:8]}",
+        job=_job_row(job, names),
+        spec=spec,
+        spec_json=json.dumps(spec, indent=2, sort_keys=True),
+        native_params=job.native_params,
+        model=model,
+        reg=spec.get("regularization") or {},
+        is_mlp=is_mlp,
+        attempts=attempts,
+        epochs=len(epochs),
+        last_epoch=last,
+        final=_final_table(metrics.get("final")),
+        gap=metrics.get("generalization_gap") or {},
+        weights=metrics.get("weights") or {},
+        best_epoch=metrics.get("best_epoch"),
+        fit_seconds=metrics.get("fit_seconds"),
+        diagnosis=_diagnosis(metrics.get("diagnosis")),
+        show_loss_curve=is_mlp,
+        loss_curve_ready=bool(epochs or metrics.get("history")),
+        show_coefficients=(
+            not is_mlp and job.status == SUCCEEDED and bool(metrics.get("coefficients"))
+        ),
+        show_learning_curve=job.status in TERMINAL and bool(metrics.get("learning_curve")),
+        artifact=job.status == SUCCEEDED and job.artifact_sha256 is not None,
+    )
+
+
+@router.get("/datasets")
+def datasets_page(request: Request, session: SessionDep, uploaded: str | None = None) -> Response:
+    viewer = _viewer(request)
+    if viewer is None:
+        return _to_signin(request)
+    datasets = queries.recent_datasets(session, viewer.tenant_id)
+    return _page(
+        request,
+        viewer,
+        "datasets.html",
+        page="datasets",
+        title="Datasets",
+        datasets=datasets,
+        uploaded=uploaded or "",
+    )
+
+
+@router.get("/sweeps")
+def sweeps_page(request: Request, session: SessionDep) -> Response:
+    viewer = _viewer(request)
+    if viewer is None:
+        return _to_signin(request)
+    sweeps = queries.recent_sweeps(session, viewer.tenant_id)
+    names = queries.dataset_names(session, viewer.tenant_id, (s.dataset_id for s in sweeps))
+    return _page(
+        request,
+        viewer,
+        "sweeps.html",
+        page="sweeps",
+        title="Sweeps",
+        sweeps=sweeps,
+        names=names,
+        terminal=TERMINAL,
+    )
+
+
+@router.get("/sweeps/{sweep_id}")
+def sweep_page(sweep_id: str, request: Request, session: SessionDep) -> Response:
+    viewer = _viewer(request)
+    if viewer is None:
+        return _to_signin(request)
+    try:
+        sweep = sweeps_service.get_sweep(
+            session, tenant_id=viewer.tenant_id, sweep_id=parse_id(sweep_id, "sweep")
+        )
+    except NotFound as exc:
+        return _not_found(request, viewer, exc.detail)
+    read = sweep_read(session, sweep)
+    names = queries.dataset_names(session, viewer.tenant_id, [sweep.dataset_id])
+    best = read.best or {}
+    rows = [row.model_dump() for row in read.leaderboard]
+    for row in rows:
+        row["is_best"] = bool(best) and all(
+            row.get(k) == best.get(k) for k in ("penalty", "strength", "l1_ratio", "dropout")
+        )
+    return _page(
+        request,
+        viewer,
+        "sweep.html",
+        page="sweep",
+        title=read.name or f"Sweep {str(read.id)[:8]}",
+        sweep=read,
+        dataset_name=names.get(sweep.dataset_id) if sweep.dataset_id else None,
+        rows=rows,
+        best=best,
+        best_figures=_best_figures(best, read.metric),
+        has_curve=any(row.get("mean") is not None for row in rows),
+        terminal=read.status in TERMINAL,
+        n_trials=len(sweeps_service.trial_jobs(session, sweep)),
+    )
+
+
+@router.get("/assets/{name}")
+def asset(name: str) -> Response:
+    found = ASSETS.get(name)
+    if found is None:
+        return Response(status_code=404, headers=SECURITY_HEADERS)
+    return Response(
+        found.body,
+        media_type=found.media_type,
+        headers={
+            **SECURITY_HEADERS,
+            "Cache-Control": "public, max-age=86400",
+            "ETag": f'"{found.version}"',
+        },
+    )
+
+
+# -- view helpers ------------------------------------------------------------------------------
+
+
+def _best_figures(best: dict[str, Any], metric: str) -> list[tuple[str, Any]]:
+    """The winner's scores, labelled: cross-validated, its spread, train, held-out test."""
+    labels = (
+        (("cv_mean", "mean"), f"validation {metric}"),
+        (("cv_std", "std"), "std across folds"),
+        (("train_mean",), f"train {metric}"),
+        (("test",), f"test {metric} (refit)"),
+    )
+    out = []
+    for keys, text in labels:
+        value = next((best[k] for k in keys if best.get(k) is not None), None)
+        if isinstance(value, int | float):
+            out.append((text, value))
+    return out
+
+
+def _default_target(dataset: dict[str, Any] | None) -> str:
+    if not dataset or not dataset["columns"]:
+        return ""
+    names = [c["name"] for c in dataset["columns"]]
+    for guess in ("target", "label", "y", "class", "outcome"):
+        for name in names:
+            if name.lower() == guess:
+                return str(name)
+    return str(names[-1])
+
+
+def _job_row(job: Job, names: dict[Any, str]) -> dict[str, Any]:
+    spec = job.spec or {}
+    model = spec.get("model") or {}
+    reg = spec.get("regularization") or {}
+    kind = model.get("kind", "linear")
+    if kind == "mlp":
+        layers = "x".join(str(n) for n in model.get("hidden_layers") or [])
+        model_text = f"MLP {layers}".strip()
+    else:
+        model_text = "linear"
+    penalty = reg.get("penalty", "l2")
+    if penalty == "none" or not reg.get("strength"):
+        reg_text = "no penalty"
+    else:
+        reg_text = f"{penalty} {reg.get('strength'):.3g}"
+        if penalty == "elasticnet" and reg.get("l1_ratio") is not None:
+            reg_text += f" (l1_ratio {reg['l1_ratio']:g})"
+    if kind == "mlp" and reg.get("dropout"):
+        reg_text += f", dropout {reg['dropout']:g}"
+    return {
+        "id": str(job.id),
+        "short_id": str(job.id)[:8],
+        "name": job.name,
+        "status": job.status,
+        "terminal": job.status in TERMINAL,
+        "progress": job.progress or 0.0,
+        "task": job.task,
+        "task_reason": job.task_reason,
+        "target": spec.get("target"),
+        "model": model_text,
+        "regularization": reg_text,
+        "dataset_id": str(job.dataset_id) if job.dataset_id else None,
+        "dataset_name": names.get(job.dataset_id) if job.dataset_id else None,
+        "sweep_id": str(job.sweep_id) if job.sweep_id else None,
+        "attempt": job.attempt,
+        "max_attempts": job.max_attempts,
+        "error": job.error,
+        "cancel_requested": job.cancel_requested,
+        "created_at": job.created_at,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
+    }
+
+
+def _final_table(final: Any) -> dict[str, Any] | None:
+    """{split: {metric: value}} as a metric-by-split table: column names and rows."""
+    if not isinstance(final, dict) or not final:
+        return None
+    splits = [s for s in ("train", "validation", "test") if isinstance(final.get(s), dict)]
+    splits += [s for s in final if s not in splits and isinstance(final[s], dict)]
+    metrics: list[str] = []
+    for split in splits:
+        for name, value in final[split].items():
+            if name not in metrics and (value is None or isinstance(value, int | float)):
+                metrics.append(name)
+    rows = [(m, [final[s].get(m) for s in splits]) for m in metrics]
+    return {"splits": splits, "rows": rows}
+
+
+def _diagnosis(diagnosis: Any) -> dict[str, Any] | None:
+    if not isinstance(diagnosis, dict):
+        return None
+    verdict = str(diagnosis.get("verdict") or "unknown")
+    reasons = diagnosis.get("reasons") or []
+    if isinstance(reasons, str):
+        reasons = [reasons]
+    suggestions = []
+    for item in diagnosis.get("suggestions") or []:
+        if isinstance(item, dict):
+            text = str(item.get("message") or "")
+            if not text and item.get("field") is not None:
+                text = f"set {item['field']} to {json.dumps(item.get('value'))}"
+            suggestions.append({"text": text, "field": item.get("field")})
+        else:
+            suggestions.append({"text": str(item), "field": None})
+    evidence = diagnosis.get("evidence") or {}
+    shown = [
+        (name, value)
+        for name, value in evidence.items()
+        if value is not None
+        and name not in DIAGNOSIS_EVIDENCE_SKIP
+        and isinstance(value, int | float | str | bool)
+    ]
+    return {
+        "verdict": verdict,
+        "css": verdict.replace(" ", "-"),
+        "reasons": [str(r) for r in reasons],
+        "suggestions": suggestions,
+        "evidence": shown,
+    }

@@ -1,0 +1,400 @@
+// Ridgeline dashboard: live updates and forms. Talks to the /v1 API with the session cookie and
+// echoes the CSRF cookie in X-CSRF-Token on every state-changing request.
+(function () {
+  "use strict";
+
+  var TERMINAL = ["succeeded", "failed", "cancelled"];
+  var POLL_MS = 1500;
+
+  function isTerminal(status) {
+    return TERMINAL.indexOf(status) >= 0;
+  }
+
+  function cookie(name) {
+    var parts = document.cookie ? document.cookie.split("; ") : [];
+    for (var i = 0; i < parts.length; i++) {
+      var eq = parts[i].indexOf("=");
+      if (parts[i].slice(0, eq) === name) return decodeURIComponent(parts[i].slice(eq + 1));
+    }
+    return null;
+  }
+
+  function csrfHeaders(headers) {
+    var out = headers || {};
+    var token = cookie("ridgeline_csrf");
+    if (token) out["X-CSRF-Token"] = token;
+    return out;
+  }
+
+  function problemText(problem, status) {
+    if (!problem || typeof problem !== "object") return "The request failed (HTTP " + status + ").";
+    var lines = [problem.detail || problem.title || "The request failed (HTTP " + status + ")."];
+    (problem.errors || []).forEach(function (e) {
+      lines.push("• " + (e.field ? e.field + ": " : "") + (e.message || ""));
+    });
+    return lines.join("\n");
+  }
+
+  // fetch with the cookie, the CSRF header and JSON/problem+json handling.
+  function api(method, url, body) {
+    var headers = { Accept: "application/json" };
+    var init = { method: method, credentials: "same-origin", headers: headers };
+    if (method !== "GET") csrfHeaders(headers);
+    if (body instanceof FormData) {
+      init.body = body;
+    } else if (body !== undefined) {
+      headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify(body);
+    }
+    return fetch(url, init).then(function (res) {
+      var type = res.headers.get("content-type") || "";
+      var parsed = type.indexOf("json") >= 0 ? res.json() : Promise.resolve(null);
+      return parsed.then(function (data) {
+        if (res.status === 401 && method === "GET") {
+          // The session ended (expired, signed out elsewhere, key revoked): sign in again.
+          window.location.href =
+            "/signin?next=" + encodeURIComponent(window.location.pathname + window.location.search);
+        }
+        if (!res.ok) {
+          var err = new Error(problemText(data, res.status));
+          err.status = res.status;
+          throw err;
+        }
+        return { status: res.status, data: data };
+      });
+    });
+  }
+
+  function showError(message) {
+    var box = document.querySelector('[data-role="form-error"]');
+    if (!box) return;
+    box.textContent = message || "";
+    box.hidden = !message;
+  }
+
+  function setStatus(scope, status) {
+    var badge = scope.querySelector('[data-role="status"]');
+    if (badge && badge.textContent !== status) {
+      badge.textContent = status;
+      badge.className = "badge badge-" + status;
+    }
+    scope.setAttribute("data-status", status);
+  }
+
+  function setProgress(scope, fraction) {
+    var bar = scope.querySelector('[data-role="progress"]');
+    var text = scope.querySelector('[data-role="progress-text"]');
+    var pct = Math.max(0, Math.min(100, Math.round((Number(fraction) || 0) * 100)));
+    if (bar) bar.value = pct;
+    if (text) text.textContent = pct + "%";
+  }
+
+  function fmt(value) {
+    if (value === null || value === undefined || value === "") return "—";
+    var n = Number(value);
+    return isFinite(n) ? String(Number(n.toPrecision(4))) : String(value);
+  }
+
+  // -- lists: light polling of the API while anything is still queued or running -------------
+  function initList(table, endpoint, idAttr) {
+    var rows = {};
+    table.querySelectorAll("tr[" + idAttr + "]").forEach(function (row) {
+      rows[row.getAttribute(idAttr)] = row;
+    });
+    function active() {
+      return Object.keys(rows).some(function (id) {
+        return !isTerminal(rows[id].getAttribute("data-status"));
+      });
+    }
+    function tick() {
+      if (!active()) return;
+      api("GET", endpoint)
+        .then(function (res) {
+          (res.data.items || []).forEach(function (item) {
+            var row = rows[item.id];
+            if (!row) return;
+            setStatus(row, item.status);
+            setProgress(row, item.progress);
+          });
+          setTimeout(tick, POLL_MS);
+        })
+        .catch(function (err) {
+          if (err.status !== 401) setTimeout(tick, POLL_MS * 4);
+        });
+    }
+    setTimeout(tick, POLL_MS);
+  }
+
+  // -- a job: follow its Server-Sent Events; reload once it ends to show the results ---------
+  function initJob() {
+    var root = document.getElementById("job");
+    if (!root) return;
+    var id = root.getAttribute("data-job-id");
+    var totalEpochs = root.getAttribute("data-epochs");
+    var figure = document.querySelector('[data-role="loss-curve"]');
+    var best = 0;
+    var lastPlot = 0;
+    var plotTimer = null;
+
+    function refreshPlot(epoch) {
+      if (!figure) return;
+      var now = Date.now();
+      var wait = Math.max(0, 1000 - (now - lastPlot));
+      clearTimeout(plotTimer);
+      plotTimer = setTimeout(function () {
+        lastPlot = Date.now();
+        var img = figure.querySelector("img");
+        if (!img) {
+          img = document.createElement("img");
+          img.id = "loss-curve";
+          img.alt = "Training and validation loss per epoch";
+          figure.appendChild(img);
+        }
+        img.src = figure.getAttribute("data-src") + "?epoch=" + encodeURIComponent(epoch);
+        figure.hidden = false;
+        var waitNote = document.querySelector('[data-role="loss-curve-wait"]');
+        if (waitNote) waitNote.hidden = true;
+      }, wait);
+    }
+
+    function finished() {
+      // The page renders the final metrics, diagnosis and plots: load it afresh.
+      window.location.reload();
+    }
+
+    if (isTerminal(root.getAttribute("data-status"))) return;
+
+    if (!window.EventSource) {
+      pollJob(id, root, finished);
+      return;
+    }
+    var source = new EventSource("/v1/jobs/" + encodeURIComponent(id) + "/events");
+    source.addEventListener("status", function (e) {
+      var data = JSON.parse(e.data);
+      if (!data.status) return;
+      setStatus(root, data.status);
+      if (isTerminal(data.status)) {
+        source.close();
+        finished();
+      }
+    });
+    source.addEventListener("progress", function (e) {
+      var data = JSON.parse(e.data);
+      // The stream replays from the job's start: never move the bar backwards.
+      if (typeof data.progress === "number" && data.progress >= best) {
+        best = data.progress;
+        setProgress(root.parentNode, data.progress);
+      }
+    });
+    source.addEventListener("epoch", function (e) {
+      var data = JSON.parse(e.data);
+      var line = document.querySelector('[data-role="epoch-line"]');
+      if (line) {
+        line.textContent =
+          "epoch " + data.epoch + (totalEpochs ? "/" + totalEpochs : "") +
+          " · train loss " + fmt(data.train_loss) + " · validation loss " + fmt(data.val_loss);
+      }
+      refreshPlot(data.epoch);
+    });
+    source.onerror = function () {
+      if (source.readyState === EventSource.CLOSED) pollJob(id, root, finished);
+    };
+  }
+
+  function pollJob(id, root, done) {
+    function tick() {
+      api("GET", "/v1/jobs/" + encodeURIComponent(id))
+        .then(function (res) {
+          setStatus(root, res.data.status);
+          setProgress(root.parentNode, res.data.progress);
+          if (isTerminal(res.data.status)) done();
+          else setTimeout(tick, POLL_MS);
+        })
+        .catch(function (err) {
+          if (err.status !== 401) setTimeout(tick, POLL_MS * 4);
+        });
+    }
+    tick();
+  }
+
+  // -- a sweep: poll; reload when it ends or a trial adds a leaderboard row -----------------
+  function initSweep() {
+    var root = document.getElementById("sweep");
+    if (!root || isTerminal(root.getAttribute("data-status"))) return;
+    var id = root.getAttribute("data-sweep-id");
+    var rowsNow = Number(root.getAttribute("data-finished-rows") || 0);
+    function tick() {
+      api("GET", "/v1/sweeps/" + encodeURIComponent(id))
+        .then(function (res) {
+          var s = res.data;
+          setStatus(root, s.status);
+          setProgress(root.parentNode, s.progress);
+          var finishedRows = (s.leaderboard || []).filter(function (r) {
+            return r.mean !== null;
+          }).length;
+          if (isTerminal(s.status) || finishedRows !== rowsNow) window.location.reload();
+          else setTimeout(tick, POLL_MS * 1.5);
+        })
+        .catch(function (err) {
+          if (err.status !== 401) setTimeout(tick, POLL_MS * 4);
+        });
+    }
+    setTimeout(tick, POLL_MS);
+  }
+
+  // -- cancel buttons ------------------------------------------------------------------------
+  function initCancel() {
+    document.querySelectorAll('[data-action="cancel"]').forEach(function (button) {
+      button.addEventListener("click", function () {
+        button.disabled = true;
+        button.textContent = "Cancelling…";
+        api("POST", button.getAttribute("data-url"))
+          .then(function () {
+            showError("");
+          })
+          .catch(function (err) {
+            button.disabled = false;
+            button.textContent = "Cancel";
+            showError(err.message);
+          });
+      });
+    });
+  }
+
+  // -- upload a dataset ----------------------------------------------------------------------
+  function initUpload() {
+    var form = document.getElementById("upload-form");
+    if (!form) return;
+    form.addEventListener("submit", function (ev) {
+      ev.preventDefault();
+      var data = new FormData(form);
+      if (!String(data.get("name") || "").trim()) data.delete("name");
+      var button = form.querySelector("button");
+      button.disabled = true;
+      button.textContent = "Uploading…";
+      showError("");
+      api("POST", form.getAttribute("data-endpoint"), data)
+        .then(function (res) {
+          window.location.href = "/datasets?uploaded=" + encodeURIComponent(res.data.id);
+        })
+        .catch(function (err) {
+          button.disabled = false;
+          button.textContent = "Upload";
+          showError(err.message);
+        });
+    });
+  }
+
+  // -- start a job ---------------------------------------------------------------------------
+  function initJobForm() {
+    var form = document.getElementById("job-form");
+    if (!form) return;
+    var datasets = JSON.parse(document.getElementById("datasets-data").textContent);
+    var byId = {};
+    datasets.forEach(function (d) {
+      byId[d.id] = d;
+    });
+    var el = function (name) {
+      return form.elements.namedItem(name);
+    };
+
+    function guessTarget(columns) {
+      var names = columns.map(function (c) {
+        return c.name;
+      });
+      var guesses = ["target", "label", "y", "class", "outcome"];
+      for (var i = 0; i < guesses.length; i++) {
+        for (var j = 0; j < names.length; j++) {
+          if (names[j].toLowerCase() === guesses[i]) return names[j];
+        }
+      }
+      return names[names.length - 1];
+    }
+
+    function fillTargets() {
+      var dataset = byId[el("dataset_id").value];
+      var select = el("target");
+      select.textContent = "";
+      if (!dataset) return;
+      var guess = guessTarget(dataset.columns);
+      dataset.columns.forEach(function (c) {
+        var option = document.createElement("option");
+        option.value = c.name;
+        option.textContent = c.name + " (" + c.dtype + ")";
+        option.selected = c.name === guess;
+        select.appendChild(option);
+      });
+    }
+
+    function toggle() {
+      var kind = el("kind").value;
+      var penalty = el("penalty").value;
+      form.querySelectorAll("[data-show]").forEach(function (node) {
+        var want = node.getAttribute("data-show");
+        node.hidden = !(want === kind || want === penalty);
+        if (node.tagName !== "LABEL") node.disabled = node.hidden;
+      });
+      el("strength").disabled = penalty === "none";
+    }
+
+    el("dataset_id").addEventListener("change", fillTargets);
+    el("kind").addEventListener("change", toggle);
+    el("penalty").addEventListener("change", toggle);
+    toggle();
+
+    form.addEventListener("submit", function (ev) {
+      ev.preventDefault();
+      showError("");
+      var kind = el("kind").value;
+      var penalty = el("penalty").value;
+      var body = {
+        dataset_id: el("dataset_id").value,
+        target: el("target").value,
+        model: { kind: kind },
+        regularization: { penalty: penalty },
+      };
+      if (penalty !== "none") body.regularization.strength = Number(el("strength").value || 0);
+      if (penalty === "elasticnet") body.regularization.l1_ratio = Number(el("l1_ratio").value);
+      if (kind === "mlp") {
+        body.model.hidden_layers = String(el("hidden_layers").value)
+          .split(",")
+          .map(function (s) {
+            return s.trim();
+          })
+          .filter(Boolean)
+          .map(Number);
+        body.model.epochs = Number(el("epochs").value);
+        body.regularization.dropout = Number(el("dropout").value || 0);
+        var patience = String(el("patience").value || "").trim();
+        if (patience) body.regularization.early_stopping = { patience: Number(patience) };
+      }
+      var name = String(el("name").value || "").trim();
+      if (name) body.name = name;
+      var button = form.querySelector('button[type="submit"]');
+      button.disabled = true;
+      api("POST", form.getAttribute("data-endpoint"), body)
+        .then(function (res) {
+          window.location.href = "/jobs/" + encodeURIComponent(res.data.id);
+        })
+        .catch(function (err) {
+          button.disabled = false;
+          showError(err.message);
+        });
+    });
+  }
+
+  function init() {
+    var jobs = document.querySelector('table[data-live="jobs"]');
+    if (jobs) initList(jobs, "/v1/jobs?limit=100", "data-job-id");
+    var sweeps = document.querySelector('table[data-live="sweeps"]');
+    if (sweeps) initList(sweeps, "/v1/sweeps?limit=100", "data-sweep-id");
+    initJob();
+    initSweep();
+    initCancel();
+    initUpload();
+    initJobForm();
+  }
+
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init);
+  else init();
+})();
