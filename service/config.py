@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(1 * GiB, ge=1)
     max_columns: int = Field(1000, ge=1)
     max_rows: int = Field(50_000_000, ge=1)
+    max_concurrent_ingests: int = Field(
+        4, ge=1, description="Uploads parsed and stored at once per API process; others wait."
+    )
     n_unique_cap: int = Field(10_000, ge=1, description="Distinct values counted exactly.")
     blob_chunk_bytes: int = Field(4 * MiB, ge=64 * 1024, le=64 * MiB)
     tmp_dir: Path | None = Field(None, description="Scratch space for uploads; system default.")

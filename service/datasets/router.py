@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
+import anyio
 import anyio.to_thread
 from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
@@ -51,6 +52,15 @@ UPLOAD_BODY = {
 }
 
 
+def _ingest_slots(request: Request) -> anyio.CapacityLimiter:
+    """Parsing and storing hold tens of MiB each: bound how many run at once per process."""
+    state = request.app.state
+    if getattr(state, "ingest_slots", None) is None:
+        state.ingest_slots = anyio.CapacityLimiter(state.settings.max_concurrent_ingests)
+    limiter: anyio.CapacityLimiter = state.ingest_slots
+    return limiter
+
+
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
@@ -75,7 +85,8 @@ async def upload_dataset(
         dataset = await anyio.to_thread.run_sync(
             lambda: service.create_dataset(
                 db, tenant_id=principal.tenant_id, upload=upload, tmp_dir=settings.tmp_dir
-            )
+            ),
+            limiter=_ingest_slots(request),
         )
     finally:
         upload.discard()
