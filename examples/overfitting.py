@@ -40,15 +40,15 @@ def variants(dataset_id: str) -> list[tuple[str, dict[str, Any]]]:
     base = {"dataset_id": dataset_id, "target": "diagnosis", "seed": 0,
             "validation": {"fraction": 0.3}}
     poly = {**base, "preprocessing": {"polynomial_degree": 2}}
-    mlp = {"kind": "mlp", "hidden_layers": [256, 256], "epochs": 150, "batch_size": 32,
-           "learning_rate": 0.003}
+    mlp = {"kind": "mlp", "hidden_layers": [256, 256], "epochs": 60, "batch_size": 32,
+           "learning_rate": 0.001}
     return [
         ("linear, degree 2, no penalty", {**poly, "regularization": {"penalty": "none"}}),
         ("linear, degree 2, L1 0.01", {**poly, "regularization": {"penalty": "l1", "strength": 0.01}}),
         ("linear, degree 2, L2 0.1", {**poly, "regularization": {"penalty": "l2", "strength": 0.1}}),
         ("MLP, no regularization", {**base, "model": mlp, "regularization": {"penalty": "none"}}),
-        ("MLP, dropout 0.5", {**base, "model": mlp,
-                              "regularization": {"penalty": "none", "dropout": 0.5}}),
+        ("MLP, dropout 0.5 (input 0.2)", {**base, "model": mlp, "regularization": {
+            "penalty": "none", "dropout": 0.5, "input_dropout": 0.2}}),
         ("MLP, L2 0.01", {**base, "model": mlp,
                           "regularization": {"penalty": "l2", "strength": 0.01}}),
         ("MLP, early stopping", {**base, "model": mlp, "regularization": {
