@@ -26,7 +26,7 @@ test-fast: install
 	$(PY) -m pytest -q -m "not slow" -x
 
 lint: install
-	$(VENV)/bin/ruff check service tests bench
+	$(VENV)/bin/ruff check service tests bench examples
 	$(VENV)/bin/mypy service
 
 bench: install

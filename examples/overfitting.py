@@ -37,22 +37,51 @@ def write_dataset(folder: Path) -> Path:
 
 
 def variants(dataset_id: str) -> list[tuple[str, dict[str, Any]]]:
-    base = {"dataset_id": dataset_id, "target": "diagnosis", "seed": 0,
-            "validation": {"fraction": 0.3}}
+    base = {
+        "dataset_id": dataset_id,
+        "target": "diagnosis",
+        "seed": 0,
+        "validation": {"fraction": 0.3},
+    }
     poly = {**base, "preprocessing": {"polynomial_degree": 2}}
-    mlp = {"kind": "mlp", "hidden_layers": [256, 256], "epochs": 60, "batch_size": 32,
-           "learning_rate": 0.001}
+    mlp = {
+        "kind": "mlp",
+        "hidden_layers": [256, 256],
+        "epochs": 60,
+        "batch_size": 32,
+        "learning_rate": 0.001,
+    }
     return [
         ("linear, degree 2, no penalty", {**poly, "regularization": {"penalty": "none"}}),
-        ("linear, degree 2, L1 0.01", {**poly, "regularization": {"penalty": "l1", "strength": 0.01}}),
-        ("linear, degree 2, L2 0.1", {**poly, "regularization": {"penalty": "l2", "strength": 0.1}}),
+        (
+            "linear, degree 2, L1 0.01",
+            {**poly, "regularization": {"penalty": "l1", "strength": 0.01}},
+        ),
+        (
+            "linear, degree 2, L2 0.1",
+            {**poly, "regularization": {"penalty": "l2", "strength": 0.1}},
+        ),
         ("MLP, no regularization", {**base, "model": mlp, "regularization": {"penalty": "none"}}),
-        ("MLP, dropout 0.5 (input 0.2)", {**base, "model": mlp, "regularization": {
-            "penalty": "none", "dropout": 0.5, "input_dropout": 0.2}}),
-        ("MLP, L2 0.01", {**base, "model": mlp,
-                          "regularization": {"penalty": "l2", "strength": 0.01}}),
-        ("MLP, early stopping", {**base, "model": mlp, "regularization": {
-            "penalty": "none", "early_stopping": {"patience": 10}}}),
+        (
+            "MLP, dropout 0.5 (input 0.2)",
+            {
+                **base,
+                "model": mlp,
+                "regularization": {"penalty": "none", "dropout": 0.5, "input_dropout": 0.2},
+            },
+        ),
+        (
+            "MLP, L2 0.01",
+            {**base, "model": mlp, "regularization": {"penalty": "l2", "strength": 0.01}},
+        ),
+        (
+            "MLP, early stopping",
+            {
+                **base,
+                "model": mlp,
+                "regularization": {"penalty": "none", "early_stopping": {"patience": 10}},
+            },
+        ),
     ]
 
 
@@ -75,8 +104,17 @@ def row(name: str, metrics: Any) -> list[str]:
 
 
 def print_table(rows: list[list[str]]) -> None:
-    header = ["variant", "train acc", "val acc", "acc gap", "train loss", "val loss",
-              "loss gap", "sparsity", "diagnosis"]
+    header = [
+        "variant",
+        "train acc",
+        "val acc",
+        "acc gap",
+        "train loss",
+        "val loss",
+        "loss gap",
+        "sparsity",
+        "diagnosis",
+    ]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     line = "| " + " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)) + " |"
     print(line)
@@ -106,14 +144,22 @@ def main() -> None:
                 mlp_jobs.append(job.id)
         print_table(rows)
 
-        sweep = client.submit_sweep({
-            "dataset_id": dataset.id, "target": "diagnosis", "seed": 0,
-            "preprocessing": {"polynomial_degree": 2},
-            "validation": {"test_fraction": 0.2},
-            "search": {"penalty": ["l1", "l2"],
-                       "strength": {"min": 1e-4, "max": 1.0, "num": 12, "scale": "log"}},
-            "cv": {"folds": 5}, "metric": "log_loss", "refit": True,
-        })
+        sweep = client.submit_sweep(
+            {
+                "dataset_id": dataset.id,
+                "target": "diagnosis",
+                "seed": 0,
+                "preprocessing": {"polynomial_degree": 2},
+                "validation": {"test_fraction": 0.2},
+                "search": {
+                    "penalty": ["l1", "l2"],
+                    "strength": {"min": 1e-4, "max": 1.0, "num": 12, "scale": "log"},
+                },
+                "cv": {"folds": 5},
+                "metric": "log_loss",
+                "refit": True,
+            }
+        )
         sweep = client.wait_sweep(sweep.id, timeout=900, include_refit=True)
         best = sweep.best or {}
         print(

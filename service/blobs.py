@@ -14,6 +14,7 @@ from sqlalchemy import BigInteger, ForeignKey, Integer, LargeBinary, String, del
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from service.db import Base, UTCDateTime, new_id, utcnow
+from service.errors import ServiceError
 
 TransactionFactory = Callable[[], AbstractContextManager[Session]]
 
@@ -42,8 +43,12 @@ class BlobChunk(Base):
     data: Mapped[bytes] = mapped_column(LargeBinary)
 
 
-class BlobIntegrityError(Exception):
+class BlobIntegrityError(ServiceError):
     """A blob's bytes no longer hash to the sha256 recorded when it was written."""
+
+    status = 500
+    title = "Stored Data Corrupted"
+    type_slug = "integrity"
 
 
 def write_blob(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import subprocess
@@ -41,10 +40,9 @@ def _settings(**overrides: object) -> Settings:
 
 
 def _setup_logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    from service.observability import configure_logging
+
+    configure_logging(settings.log_level, settings.json_logs)
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
@@ -129,6 +127,8 @@ def serve(
             port=port,
             log_level=settings.log_level.lower(),
             timeout_graceful_shutdown=10,
+            log_config=None,  # keep configure_logging's JSON handler
+            access_log=False,  # the observability middleware writes the access line
         )
     finally:
         if child is not None and child.poll() is None:

@@ -93,6 +93,22 @@ class Settings(BaseSettings):
     default_max_seconds: int = Field(3600, ge=1)
     max_job_seconds: int = Field(24 * 3600, ge=1)
     log_level: str = "INFO"
+    json_logs: bool = Field(True, description="One JSON object per log line; false: plain text.")
+    metrics_token: str = Field(
+        "", description="If set, GET /metrics requires 'Authorization: Bearer <token>'."
+    )
+    worker_metrics_port: int = Field(
+        0, ge=0, le=65535, description="Port of a worker's own /metrics; 0 turns it off."
+    )
+    worker_metrics_host: str = Field("127.0.0.1", description="Address worker metrics bind.")
+    rate_limit_per_minute: int = Field(
+        600, ge=0, description="Requests a minute per API key on /v1, per API process; 0 off."
+    )
+    max_request_bytes: int = Field(32 * MiB, ge=1024, description="Largest non-upload body.")
+    max_json_depth: int = Field(32, ge=2, le=512, description="Deepest JSON nesting accepted.")
+    cors_origins: list[str] = Field(
+        default_factory=list, description="Origins CORS allows; empty turns CORS off."
+    )
     session_secret: SecretStr = Field(
         SecretStr(""),
         description="Signs dashboard session cookies; set it when several API processes serve "

@@ -20,7 +20,9 @@ from service.db import Database
 from service.errors import install_error_handlers, problem, problem_response
 from service.jobs.router import router as jobs_router
 from service.jobs.service import ModelCache
+from service.limits import install_limits
 from service.migrate import schema_status
+from service.observability import install_observability
 from service.openapi import install_openapi
 from service.plots.router import router as plots_router
 from service.sweeps.router import router as sweeps_router
@@ -94,6 +96,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
+    install_limits(app, settings)
+    install_observability(app, settings)
     install_openapi(app)
     app.include_router(datasets_router)
     app.include_router(jobs_router)

@@ -15,6 +15,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -29,6 +30,8 @@ QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = (
 )
 TERMINAL = (SUCCEEDED, FAILED, CANCELLED)
 ACTIVE = (QUEUED, RUNNING)
+# Delivery of a job's callback: pending until delivered, or failed for good.
+CALLBACK_PENDING, CALLBACK_DELIVERED, CALLBACK_FAILED = "pending", "delivered", "failed"
 
 
 class Job(Base):
@@ -37,6 +40,7 @@ class Job(Base):
         Index("ix_jobs_claim", "status", "priority", "created_at"),
         Index("ix_jobs_tenant_created", "tenant_id", "created_at", "id"),
         Index("ix_jobs_status_tenant", "status", "tenant_id"),
+        Index("ix_jobs_callback_due", "callback_status", "callback_next_at"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
@@ -76,6 +80,12 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Where a worker POSTs the job's end, signed; and how that delivery stands.
+    callback_url: Mapped[str | None] = mapped_column(Text)
+    callback_status: Mapped[str | None] = mapped_column(String(16))
+    callback_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    callback_next_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    callback_last_error: Mapped[str | None] = mapped_column(Text)
 
 
 class JobAttempt(Base):

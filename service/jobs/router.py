@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import anyio.to_thread
 from fastapi import APIRouter, Header, Query, Request, Response, status
@@ -178,24 +178,46 @@ def get_metrics(job_id: str, session: SessionDep, principal: PrincipalDep) -> Jo
 @router.get(
     "/{job_id}/artifact",
     summary="Download the model artifact",
-    description="A skops file for scikit-learn pipelines; for an MLP a zip with safetensors "
-    "weights, the JSON architecture and the skops preprocessing. The sha256 is in the "
-    "X-Artifact-SHA256 header.",
+    description="`format=native` (the default): a skops file for scikit-learn pipelines; for an "
+    "MLP a zip with safetensors weights, the JSON architecture and the skops preprocessing. "
+    "`format=onnx`: one ONNX graph, preprocessing included, whose inputs are the raw feature "
+    "columns ([N, 1] each: double, or string for categorical columns; NaN and the empty string "
+    "mark missing values) and whose outputs are `label` and `probabilities` (classifiers) or "
+    "`variable` (regressors); 422 if the model cannot be exported. The sha256 of the bytes sent "
+    "is in the X-Artifact-SHA256 header.",
     response_class=StreamingResponse,
     responses={200: {"content": {"application/octet-stream": {}, "application/zip": {}}}},
 )
 def download_artifact(
-    job_id: str, session: SessionDep, db: DatabaseDep, principal: PrincipalDep
-) -> StreamingResponse:
+    job_id: str,
+    request: Request,
+    session: SessionDep,
+    db: DatabaseDep,
+    principal: PrincipalDep,
+    format: Annotated[
+        Literal["native", "onnx"], Query(description="native (skops or zip) or onnx.")
+    ] = "native",
+) -> Response:
     job = _job(session, principal, job_id)
     service.require_succeeded(job)
     if job.artifact_blob_id is None or job.artifact_sha256 is None:
         raise Conflict(f"job {job.id} has no stored artifact")
+    if format == "onnx":
+        data, sha256 = request.app.state.model_cache.onnx(db, job)
+        return Response(
+            data,
+            media_type="application/octet-stream",
+            headers={
+                "Content-Disposition": f'attachment; filename="job-{job.id}.onnx"',
+                "X-Artifact-SHA256": sha256,
+            },
+        )
     is_zip = job.artifact_kind == "mlp-zip"
     filename = f"job-{job.id}.{'zip' if is_zip else 'skops'}"
-    blob_id = job.artifact_blob_id
-    return StreamingResponse(
-        blobs.iter_blob(lambda: db.transaction(write=False), blob_id),
+    # Artifacts are small: read and verify the whole file before the first byte goes out.
+    data = blobs.read_blob(lambda: db.transaction(write=False), job.artifact_blob_id)
+    return Response(
+        data,
         media_type="application/zip" if is_zip else "application/octet-stream",
         headers={
             "Content-Disposition": f'attachment; filename="{filename}"',
@@ -224,7 +246,7 @@ PREDICT_BODY = {
 
 
 async def _predict_rows(request: Request, db: Database) -> Any:
-    """JSON records, or a CSV file whose header names the columns."""
+    """JSON records, a CSV file whose header names the columns, or a dataset id to score."""
     content_type = (request.headers.get("content-type") or "").lower()
     max_rows = db.settings.max_predict_rows
     if content_type.startswith("application/json"):
@@ -240,8 +262,12 @@ async def _predict_rows(request: Request, db: Database) -> Any:
             payload = PredictRequest.model_validate(json.loads(body))
         except (ValueError, ValidationError) as exc:
             raise InvalidInput(
-                'send {"rows": [{"column": value, ...}, ...]} with at least one row'
+                'send {"rows": [{"column": value, ...}, ...]} with at least one row, or '
+                '{"dataset_id": "..."} to score a stored dataset'
             ) from exc
+        if payload.dataset_id is not None:
+            return payload.dataset_id
+        assert payload.rows is not None
         if len(payload.rows) > max_rows:
             raise InvalidInput(
                 f"{len(payload.rows)} rows is over the limit of {max_rows} per request"
@@ -270,6 +296,10 @@ def _read_csv_rows(path: Any, max_rows: int) -> Any:
         table = pa_csv.read_csv(path)
     except pa.ArrowInvalid as exc:
         raise InvalidInput(f"the CSV could not be parsed: {exc}") from exc
+    try:
+        table.column_names  # noqa: B018  (pyarrow decodes the header lazily)
+    except UnicodeDecodeError as exc:
+        raise InvalidInput("the CSV header is not UTF-8; save the file as UTF-8") from exc
     if table.num_rows == 0:
         raise InvalidInput("the CSV has no rows to score")
     if table.num_rows > max_rows:
@@ -281,17 +311,35 @@ def _read_csv_rows(path: Any, max_rows: int) -> Any:
     "/{job_id}/predict",
     response_model=PredictResponse,
     summary="Predict with a trained model",
-    description='Send JSON `{"rows": [...]}` or a CSV file. Missing values are imputed as in '
+    description='Send JSON `{"rows": [...]}` or a CSV file (at most RIDGELINE_MAX_PREDICT_ROWS '
+    'rows), or JSON `{"dataset_id": "..."}` to score a whole stored dataset: the answer is then a '
+    "streamed CSV (text/csv) of the dataset's rows in order, each with `prediction` and, for "
+    "classifiers, one `proba_<label>` column per class. Missing values are imputed as in "
     "training; an unseen category is encoded as none of the known ones.",
     openapi_extra=PREDICT_BODY,
+    responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}},
 )
 async def predict(
     job_id: str, request: Request, db: DatabaseDep, principal: PrincipalDep
-) -> PredictResponse:
+) -> PredictResponse | StreamingResponse:
     job = await anyio.to_thread.run_sync(lambda: _load_job(db, principal, job_id))
     service.require_succeeded(job)
     rows = await _predict_rows(request, db)
     cache: service.ModelCache = request.app.state.model_cache
+    if isinstance(rows, uuid.UUID):
+        dataset_id = rows
+        stream = await anyio.to_thread.run_sync(
+            lambda: service.score_dataset(
+                db, cache, job, tenant_id=principal.tenant_id, dataset_id=dataset_id
+            )
+        )
+        return StreamingResponse(
+            stream,
+            media_type="text/csv",
+            headers={
+                "Content-Disposition": f'attachment; filename="job-{job.id}-{dataset_id}.csv"'
+            },
+        )
 
     def run() -> PredictResponse:
         model = cache.get(db, job)
@@ -334,7 +382,7 @@ async def job_events(
     request: Request,
     db: DatabaseDep,
     principal: PrincipalDep,
-    last_event_id: Annotated[int | None, Header()] = None,
+    last_event_id: Annotated[int | None, Header(ge=0, le=2**63 - 1)] = None,
 ) -> StreamingResponse:
     job = await anyio.to_thread.run_sync(lambda: _load_job(db, principal, job_id))
     after = last_event_id or 0

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from service.training.spec import TrainingSpec
 
@@ -42,10 +42,18 @@ class JobCreate(TrainingSpec):
         None, ge=1, description="Time limit of one attempt; the server default when omitted."
     )
     priority: int = Field(0, ge=-100, le=100, description="Higher runs first.")
+    callback_url: str | None = Field(
+        None,
+        max_length=2048,
+        description="An http(s) URL on a host the server allows (RIDGELINE_CALLBACK_ALLOWED_HOSTS)"
+        ": once the job ends, a worker POSTs its outcome there, signed (X-Ridgeline-Signature).",
+    )
 
     def training_spec(self) -> TrainingSpec:
         return TrainingSpec.model_validate(
-            self.model_dump(exclude={"dataset_id", "name", "max_seconds", "priority"})
+            self.model_dump(
+                exclude={"dataset_id", "name", "max_seconds", "priority", "callback_url"}
+            )
         )
 
 
@@ -64,6 +72,14 @@ class ArtifactInfo(BaseModel):
     kind: str = Field(description="'skops' (scikit-learn pipeline) or 'mlp-zip'.")
     sha256: str
     url: str
+
+
+class CallbackRead(BaseModel):
+    url: str
+    status: Literal["pending", "delivered", "failed"]
+    attempts: int = Field(description="Deliveries tried so far.")
+    next_at: datetime | None = Field(description="When the next try is due (pending).")
+    last_error: str | None
 
 
 class JobRead(BaseModel):
@@ -93,6 +109,9 @@ class JobRead(BaseModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    callback: CallbackRead | None = Field(
+        None, description="Delivery of the job's callback, when it has a callback_url."
+    )
 
 
 class EpochRead(BaseModel):
@@ -133,12 +152,32 @@ class JobMetricsRead(BaseModel):
 
 
 class PredictRequest(BaseModel):
+    """Rows to score in the response, or a stored dataset to score as a streamed CSV."""
+
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={"examples": [{"rows": [{"x1": 0.5, "color": "red"}]}]},
+        json_schema_extra={
+            "examples": [
+                {"rows": [{"x1": 0.5, "color": "red"}]},
+                {"dataset_id": "00000000-0000-0000-0000-000000000000"},
+            ]
+        },
     )
 
-    rows: list[dict[str, Any]] = Field(min_length=1, description="One record per row to score.")
+    rows: list[dict[str, Any]] | None = Field(
+        None, min_length=1, description="One record per row to score."
+    )
+    dataset_id: uuid.UUID | None = Field(
+        None,
+        description="Score every row of this dataset instead: the answer is a streamed CSV "
+        "(text/csv) of its rows with `prediction` and, for classifiers, `proba_<label>` columns.",
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> PredictRequest:
+        if (self.rows is None) == (self.dataset_id is None):
+            raise ValueError("send either rows or dataset_id")
+        return self
 
 
 class PredictResponse(BaseModel):

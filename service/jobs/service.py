@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import threading
 import uuid
 from collections import OrderedDict
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
+import pyarrow as pa
 from sqlalchemy import delete, exists, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -19,9 +22,10 @@ from service.config import Settings
 from service.datasets.models import Dataset
 from service.db import Database, utcnow
 from service.errors import Conflict, InvalidInput, NotFound, TooManyRequests
-from service.jobs import queue
+from service.jobs import callbacks, queue
 from service.jobs.models import (
     ACTIVE,
+    CALLBACK_PENDING,
     CANCELLED,
     QUEUED,
     RUNNING,
@@ -33,7 +37,7 @@ from service.jobs.models import (
     JobEpoch,
     JobEvent,
 )
-from service.jobs.schemas import JobCreate
+from service.jobs.schemas import CallbackRead, JobCreate
 from service.pagination import page_of, paginate
 from service.training.errors import SpecError
 from service.training.spec import (
@@ -118,6 +122,9 @@ def create_job(
             "; ".join(f"{p['field']}: {p['message']}" for p in exc.problems),
             errors=list(exc.problems),
         ) from exc
+    callback_url = None
+    if body.callback_url is not None:
+        callback_url = callbacks.validate_callback_url(settings, body.callback_url)
     max_seconds = body.max_seconds or settings.default_max_seconds
     if max_seconds > settings.max_job_seconds:
         raise InvalidInput(
@@ -145,6 +152,8 @@ def create_job(
         native_params=native_params(spec, resolved.task, n_train),
         max_seconds=max_seconds,
         max_attempts=settings.max_attempts,
+        callback_url=callback_url,
+        callback_status=CALLBACK_PENDING if callback_url else None,
     )
     session.add(job)
     try:
@@ -297,15 +306,38 @@ def dataset_in_use(session: Session, dataset_id: uuid.UUID) -> bool:
 
 
 class ModelCache:
-    """Loaded models by job id, so repeated predictions skip reading and unpacking artifacts."""
+    """Loaded models by job id, so repeated predictions skip reading and unpacking artifacts;
+    and exported ONNX bytes, so a model is converted once per process, not per download."""
 
     def __init__(self, size: int = 8) -> None:
         self.size = size
         self._items: OrderedDict[uuid.UUID, Any] = OrderedDict()
         self._lock = threading.Lock()
+        self._onnx: OrderedDict[uuid.UUID, tuple[bytes, str]] = OrderedDict()
+        # One export at a time: it is CPU-bound, and a second request waits for the first's bytes.
+        self._export_lock = threading.Lock()
+
+    def onnx(self, db: Database, job: Job) -> tuple[bytes, str]:
+        """The job's model as ONNX, preprocessing included, and the sha256 of those bytes."""
+        with self._lock:
+            if job.id in self._onnx:
+                self._onnx.move_to_end(job.id)
+                return self._onnx[job.id]
+        with self._export_lock:
+            with self._lock:
+                if job.id in self._onnx:
+                    return self._onnx[job.id]
+            entry = _export_onnx(self.get(db, job), job)
+            with self._lock:
+                self._onnx[job.id] = entry
+                limit = db.settings.onnx_cache_bytes
+                while self._onnx and sum(len(d) for d, _ in self._onnx.values()) > limit:
+                    self._onnx.popitem(last=False)
+        return entry
 
     def get(self, db: Database, job: Job) -> Any:
         from service.training.artifacts import load_model
+        from service.training.errors import ArtifactError
 
         with self._lock:
             if job.id in self._items:
@@ -314,12 +346,123 @@ class ModelCache:
         if job.artifact_blob_id is None:
             raise Conflict(f"job {job.id} has no model artifact")
         data = blobs.read_blob(lambda: db.transaction(write=False), job.artifact_blob_id)
-        model = load_model(data, sha256=job.artifact_sha256)
+        try:
+            model = load_model(data, sha256=job.artifact_sha256)
+        except ArtifactError as exc:
+            raise blobs.BlobIntegrityError(
+                f"the model artifact of job {job.id} failed its integrity check and was not "
+                f"loaded ({exc}); retrain the job"
+            ) from exc
         with self._lock:
             self._items[job.id] = model
             while len(self._items) > self.size:
                 self._items.popitem(last=False)
         return model
+
+
+def _export_onnx(model: Any, job: Job) -> tuple[bytes, str]:
+    """Convert with the training core's exporter; a model it cannot express is a 422."""
+    from service.training.artifacts import sha256_hex
+    from service.training.onnx_export import OnnxExportError, export_onnx
+
+    try:
+        data = export_onnx(model, name=f"ridgeline-job-{job.id}")
+    except OnnxExportError as exc:
+        raise InvalidInput(
+            f"the model of job {job.id} cannot be exported to ONNX: {exc}. Download the native "
+            "artifact instead (format=native)",
+            errors=[{"field": "format", "message": str(exc)}],
+        ) from exc
+    return data, sha256_hex(data)
+
+
+#: Rows scored at a time when a whole dataset is scored (the memory bound of a stream).
+SCORE_BATCH_ROWS = 16_384
+
+
+def score_dataset(
+    db: Database, cache: ModelCache, job: Job, *, tenant_id: str, dataset_id: uuid.UUID
+) -> Iterator[bytes]:
+    """A stored dataset's rows as CSV with the model's predictions, batch by batch from its
+    Parquet; the first batch is scored before this returns, so bad input is still a 4xx."""
+    import pyarrow.parquet as pq
+
+    with db.transaction(write=False) as session:
+        blob_id = session.scalar(
+            select(Dataset.blob_id).where(Dataset.id == dataset_id, Dataset.tenant_id == tenant_id)
+        )
+    if blob_id is None:
+        raise InvalidInput(
+            f"no dataset with id {dataset_id}; upload one with POST /v1/datasets",
+            errors=[{"field": "dataset_id", "message": "unknown dataset"}],
+        )
+    model = cache.get(db, job)
+    reader = blobs.BlobReader(lambda: db.transaction(write=False), blob_id)
+    parquet = pq.ParquetFile(io.BufferedReader(reader, buffer_size=4 << 20))
+    missing = [name for name in model.feature_schema if name not in parquet.schema_arrow.names]
+    if missing:
+        raise InvalidInput(
+            f"dataset {dataset_id} lacks the feature columns {', '.join(map(repr, missing))} "
+            "that the model was trained on",
+            errors=[{"field": name, "message": "missing column"} for name in missing],
+        )
+    batches = parquet.iter_batches(batch_size=SCORE_BATCH_ROWS)
+    first = next(batches, None)
+    head = _scored_csv(
+        model,
+        pa.Table.from_batches([first]) if first else parquet.schema_arrow.empty_table(),
+        header=True,
+    )
+
+    def stream() -> Iterator[bytes]:
+        yield head
+        for batch in batches:
+            yield _scored_csv(model, pa.Table.from_batches([batch]), header=False)
+
+    return stream()
+
+
+def _scored_csv(model: Any, table: pa.Table, *, header: bool) -> bytes:
+    """One batch as CSV: its columns, then `prediction` and one `proba_<label>` per class."""
+    import pyarrow.csv as pa_csv
+
+    from service.training.errors import PredictionInputError
+
+    try:
+        result = model.predict(table.select(list(model.feature_schema)))
+    except PredictionInputError as exc:
+        raise InvalidInput(
+            "; ".join(f"{p['field']}: {p['message']}" for p in exc.problems),
+            errors=list(exc.problems),
+        ) from exc
+    added: dict[str, pa.Array] = {}
+    if result.classes is None:
+        added["prediction"] = pa.array(result.predictions, pa.float64())
+    else:
+        added["prediction"] = pa.array(result.predictions, pa.array(result.classes).type)
+        for key in (str(c) for c in result.classes):
+            column = [row[key] for row in result.probabilities or []]
+            added[f"proba_{key}"] = pa.array(column, pa.float64())
+    # A dataset column named like an added one (a scored dataset scored again) is replaced.
+    out = table.select([name for name in table.column_names if name not in added])
+    for name, values in added.items():
+        out = out.append_column(name, values)
+    sink = io.BytesIO()
+    pa_csv.write_csv(out, sink, pa_csv.WriteOptions(include_header=header))
+    return sink.getvalue()
+
+
+def callback_info(job: Job) -> CallbackRead | None:
+    """How the job's callback delivery stands, for GET /v1/jobs/{id}."""
+    if job.callback_url is None or job.callback_status is None:
+        return None
+    return CallbackRead(
+        url=job.callback_url,
+        status=job.callback_status,
+        attempts=job.callback_attempts,
+        next_at=job.callback_next_at,
+        last_error=job.callback_last_error,
+    )
 
 
 def require_succeeded(job: Job) -> None:

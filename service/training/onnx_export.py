@@ -36,7 +36,8 @@ if TYPE_CHECKING:
 
 __all__ = ["ONNX_OPSET", "OnnxExportError", "export_onnx"]
 
-#: One opset for the skl2onnx and torch graphs, so they merge; onnxruntime >= 1.14 runs it.
+#: The highest opsets the graph may use (onnxruntime >= 1.14 runs them); skl2onnx declares the
+#: lowest its nodes need, and the MLP's network is exported at that same one so the two merge.
 ONNX_OPSET = 17
 ONNX_ML_OPSET = 3
 #: Linear estimators skl2onnx converts in double precision (what the training core fits).
@@ -75,6 +76,9 @@ def _convert_imputer(scope: Any, operator: Any, container: Any) -> None:
     from skl2onnx.operator_converters.common import concatenate_variables
 
     imputer = operator.raw_operator
+    marker = imputer.missing_values
+    if not (isinstance(marker, float) and np.isnan(marker)):
+        raise OnnxExportError(f"an imputer whose missing marker is {marker!r}, not NaN")
     features = concatenate_variables(scope, operator.inputs, container)
     statistics = imputer.statistics_
     output = operator.outputs[0].full_name
@@ -132,19 +136,35 @@ def _convert_sklearn(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            onx = convert_sklearn(
+            onx, topology = convert_sklearn(
                 pipeline,
                 initial_types=_input_types(schema),
                 target_opset={"": ONNX_OPSET, "ai.onnx.ml": ONNX_ML_OPSET},
                 custom_conversion_functions={SimpleImputer: _convert_imputer},
                 options=options,
+                intermediate=True,
             )
     except OnnxExportError:
         raise
     except Exception as exc:
         raise OnnxExportError(f"skl2onnx could not convert the pipeline: {exc}") from exc
     compose.add_prefix_graph(onx.graph, _SKL, rename_inputs=False, inplace=True)
+    # skl2onnx makes input names C identifiers ("mean radius" -> "mean_radius"): give each input
+    # its column's own name back, in the order of the feature schema.
+    raw = {v.onnx_name: v.raw_name for v in topology.scopes[0].variables.values()}
+    _rename_inputs(onx.graph, {i.name: raw[i.name] for i in onx.graph.input}, list(schema))
     return onx
+
+
+def _rename_inputs(graph: onnx.GraphProto, names: dict[str, str], order: list[str]) -> None:
+    for node in graph.node:
+        node.input[:] = [names.get(name, name) for name in node.input]
+    inputs = {names[i.name]: i for i in graph.input}
+    for name, value in inputs.items():
+        value.name = name
+    reordered = [inputs[name] for name in order]
+    del graph.input[:]
+    graph.input.extend(reordered)
 
 
 def _torch_graph(model: LoadedModel, opset: int) -> onnx.ModelProto:

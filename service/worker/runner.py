@@ -27,6 +27,7 @@ from service.datasets.models import Dataset
 from service.db import Database
 from service.jobs import queue
 from service.jobs.models import CANCELLED, FAILED, SUCCEEDED, Job
+from service.observability import job_context, observe_heartbeat, observe_job_finished
 from service.worker.cache import DatasetCache
 
 logger = logging.getLogger("ridgeline.worker")
@@ -77,9 +78,14 @@ class Heartbeat(threading.Thread):
         return time.monotonic() >= self.valid_until - self.lease / 6
 
     def run(self) -> None:
+        with job_context(self.runner.claim.job_id):
+            self._beat()
+
+    def _beat(self) -> None:
         while not self.done.is_set():
             asked_at = time.monotonic()
             if self.runner._renew():
+                observe_heartbeat()
                 self.valid_until = asked_at + self.lease
                 wait = self.lease / 3
             else:
@@ -111,8 +117,14 @@ class AttemptRunner(threading.Thread):
         self.on_done = on_done
         self.release_requested = threading.Event()
         self.process: multiprocessing.process.BaseProcess | None = None
+        self.outcome = "lost"
 
     def run(self) -> None:
+        with job_context(self.claim.job_id):
+            self._run_attempt()
+        observe_job_finished(self.outcome, time.monotonic() - self.claimed_at, self.claim.attempt)
+
+    def _run_attempt(self) -> None:
         self.heartbeat = Heartbeat(self)
         self.heartbeat.start()
         try:
@@ -230,6 +242,7 @@ class AttemptRunner(threading.Thread):
                 self._kill_child()
                 with self.db.transaction() as session:
                     queue.release(session, self.claim, reason="worker shutting down")
+                self.outcome = "released"
                 return
 
     def _drain(self, receive: Connection, state: ChildState, *, timeout: float) -> bool:
@@ -340,7 +353,9 @@ class AttemptRunner(threading.Thread):
         finally:
             if not written and blob_id is not None:
                 blobs.delete_blob(self.db.transaction, blob_id)
-        if not written:
+        if written:
+            self.outcome = SUCCEEDED
+        else:
             logger.warning("attempt %s/%s was superseded; its result was dropped", *self._ids())
 
     def _tenant(self) -> str:
@@ -350,6 +365,7 @@ class AttemptRunner(threading.Thread):
     def _finish(self, status: str, error: str | None) -> None:
         try:
             with self.db.transaction() as session:
-                queue.finish(session, self.claim, status=status, error=error)
+                if queue.finish(session, self.claim, status=status, error=error):
+                    self.outcome = status
         except Exception:
             logger.exception("could not record the end of %s", self.claim.job_id)

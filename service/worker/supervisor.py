@@ -18,8 +18,9 @@ from sqlalchemy import exists, select
 from service import blobs
 from service.config import Settings
 from service.db import Database
-from service.jobs import queue
+from service.jobs import callbacks, queue
 from service.jobs.models import QUEUED, Job
+from service.observability import start_worker_metrics
 from service.sweeps.service import after_trial
 from service.worker.cache import DatasetCache
 from service.worker.runner import AttemptRunner
@@ -142,6 +143,7 @@ class Worker:
             logger.info("removed %d blobs left by interrupted uploads", reaped)
 
     def run(self) -> None:
+        start_worker_metrics(self.settings)
         self.context = warm_context(self.settings)
         if not self.settings.is_sqlite:
             PostgresWaker(self.settings.database_url, self.wake, self.stop).start()
@@ -154,6 +156,7 @@ class Worker:
             self.settings.worker_concurrency,
             self.settings.threads_per_job,
         )
+        sender = callbacks.start_sender(self.db, self.settings, self.stop)
         reap_every = max(0.5, self.settings.lease_seconds / 4)
         next_reap = next_housekeeping = 0.0
         while not self.stop.is_set() and self._parent_alive():
@@ -175,6 +178,9 @@ class Worker:
                 logger.warning("worker loop error (will retry): %s", exc)
             self.wake.wait(min(idle_wait, reap_every))
             self.wake.clear()
+        self.stop.set()  # ends the callback sender too (a lost parent ends the loop, not stop)
+        if sender is not None:
+            sender.join(timeout=self.settings.callback_timeout_seconds)
         self._drain()
 
     def _drain(self) -> None:

@@ -1,0 +1,1 @@
+"""Benchmarks of Ridgeline; `make bench` runs them all (bench/run.py)."""

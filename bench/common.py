@@ -1,0 +1,534 @@
+"""Shared helpers of the benchmarks: processes, keys, RSS sampling, polling, results, tables.
+
+Every benchmark starts its own `ridgeline` processes on free loopback ports against a fresh
+database in a temp dir, talks to them over HTTP only, and stops them on the way out. Figures
+are `Figure` rows; a ratio is always against a baseline measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+REPO = Path(__file__).resolve().parent.parent
+OUT_DIR = REPO / "bench" / "out"
+PG_ADMIN_URL = os.environ.get(
+    "RIDGELINE_BENCH_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+TERMINAL = ("succeeded", "failed", "cancelled")
+MB = 1_000_000
+MiB = 1 << 20
+
+T = TypeVar("T")
+
+
+# -- results ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Figure:
+    """One measured figure; `ok` is None for figures given for information only."""
+
+    bench: str
+    name: str
+    value: float | None
+    unit: str
+    target: str = "-"
+    ok: bool | None = None
+    note: str = ""
+
+
+def verdict(ok: bool | None) -> str:
+    return "info" if ok is None else ("PASS" if ok else "MISS")
+
+
+def fmt(value: float | None) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    magnitude = abs(value)
+    if magnitude >= 100:
+        return f"{value:,.0f}"
+    if magnitude >= 10:
+        return f"{value:.1f}"
+    if magnitude >= 1:
+        return f"{value:.2f}"
+    return f"{value:.3g}"
+
+
+def print_table(figures: list[Figure], title: str = "Summary") -> None:
+    header = ("benchmark", "figure", "value", "target", "result", "baseline / notes")
+    rows = [
+        (f.bench, f.name, f"{fmt(f.value)} {f.unit}".strip(), f.target, verdict(f.ok), f.note)
+        for f in figures
+    ]
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header) - 1)]
+
+    def line(row: tuple[str, ...]) -> str:
+        cells = [str(c).ljust(w) for c, w in zip(row[:-1], widths, strict=True)]
+        return "  ".join([*cells, row[-1]]).rstrip()
+
+    rule = "-" * min(160, sum(widths) + 2 * len(widths) + 40)
+    print(f"\n{title}\n{rule}")
+    print(line(header))
+    print(rule)
+    for row in rows:
+        print(line(row))
+    print(rule)
+    counted = [f.ok for f in figures if f.ok is not None]
+    print(f"{sum(counted)} of {len(counted)} targeted figures PASS, {len(figures)} figures in all")
+
+
+def write_json(figures: list[Figure], path: Path, **meta: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "generated_at": datetime.now().astimezone().isoformat(timespec="seconds"),
+        "machine": machine_info(),
+        **meta,
+        "figures": [asdict(f) for f in figures],
+    }
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+    print(f"results written to {path}")
+
+
+def machine_info() -> dict[str, Any]:
+    return {"cpus": os.cpu_count(), "python": sys.version.split()[0], "platform": sys.platform}
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def parser_for(
+    description: str, add_arguments: Callable[[argparse.ArgumentParser], None]
+) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help="Small sizes: a smoke check.")
+    add_arguments(parser)
+    return parser
+
+
+def load_note() -> str:
+    """The load average: other work on this machine makes every figure here slower."""
+    one, five, _ = os.getloadavg()
+    cpus = os.cpu_count() or 1
+    busy = ""
+    if one > cpus / 2:
+        busy = "  (busy: other processes share these CPUs; figures are pessimistic)"
+    return f"load average {one:.2f} (1 min), {five:.2f} (5 min) on {cpus} CPUs{busy}"
+
+
+def main(
+    name: str,
+    add_arguments: Callable[[argparse.ArgumentParser], None],
+    run: Callable[[argparse.Namespace], list[Figure]],
+    description: str,
+) -> None:
+    """The command line of one benchmark run alone: parse, run, print the table, save JSON."""
+    args = parser_for(description, add_arguments).parse_args()
+    load_before = load_note()
+    log(load_before)
+    figures = run(args)
+    print_table(figures, f"{name} benchmark")
+    print(f"before: {load_before}\nafter:  {load_note()}")
+    write_json(figures, OUT_DIR / f"{name}.json", args=vars(args), load_before=load_before,
+               load_after=load_note())
+
+
+# -- statistics and time ------------------------------------------------------------------------
+
+
+def median(values: list[float]) -> float:
+    return float(statistics.median(values))
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Linear-interpolated percentile, q in [0, 100]."""
+    ordered = sorted(values)
+    if not ordered:
+        return math.nan
+    pos = (len(ordered) - 1) * q / 100
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def parse_time(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def seconds_between(start: str, end: str) -> float:
+    return (parse_time(end) - parse_time(start)).total_seconds()
+
+
+def wait_until(
+    predicate: Callable[[], T | None], *, timeout: float, interval: float = 0.05, what: str
+) -> T:
+    """Poll until predicate() is truthy; the deadline, not a sleep, synchronises."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(interval)
+
+
+# -- processes ----------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def cli_env(database_url: str, workdir: Path, **extra: str) -> dict[str, str]:
+    """A clean RIDGELINE_* environment; the repository is importable (bench plugins)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RIDGELINE_")}
+    path = [str(REPO), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
+    env.update(
+        {
+            "PYTHONPATH": os.pathsep.join(dict.fromkeys(path)),
+            "RIDGELINE_DATABASE_URL": database_url,
+            "RIDGELINE_DATA_DIR": str(workdir / "data"),
+            "RIDGELINE_TMP_DIR": str(workdir / "tmp"),
+            "RIDGELINE_LOG_LEVEL": "WARNING",
+        }
+    )
+    env.update(extra)
+    (workdir / "tmp").mkdir(parents=True, exist_ok=True)
+    return env
+
+
+def sqlite_url(workdir: Path) -> str:
+    return f"sqlite:///{(workdir / f'ridgeline-{uuid.uuid4().hex[:8]}.db').as_posix()}"
+
+
+class Process:
+    """A `ridgeline` command we started, in its own session so all it spawned can be stopped."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log_path: Path) -> None:
+        self.log_path = log_path
+        with log_path.open("ab") as log:
+            self.popen = subprocess.Popen(
+                [sys.executable, "-m", "service.cli", *args],
+                env=env,
+                cwd=REPO,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.logs().splitlines()[-lines:])
+
+    def stop(self, timeout: float = 30) -> None:
+        """SIGTERM (a graceful drain), then SIGKILL whatever is left of its process group."""
+        if self.alive():
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.popen.pid, signal.SIGKILL)
+
+
+class Server(Process):
+    """`ridgeline serve` on a free loopback port, with or without its embedded worker."""
+
+    def __init__(
+        self, database_url: str, workdir: Path, *, worker: bool, env: dict[str, str] | None = None
+    ) -> None:
+        self.database_url = database_url
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        args = ["serve", "--port", str(self.port)]
+        if not worker:
+            args.append("--no-worker")
+        super().__init__(
+            args,
+            cli_env(database_url, workdir, **(env or {})),
+            workdir / f"server-{self.port}.log",
+        )
+        try:
+            wait_until(self._ready, timeout=120, interval=0.1, what="the server to be ready")
+        except BaseException:
+            self.stop()
+            raise
+
+    def _ready(self) -> bool:
+        if not self.alive():
+            raise RuntimeError(f"the server exited early:\n{self.log_tail()}")
+        try:
+            return httpx.get(f"{self.base_url}/readyz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def new_key(self, tenant: str | None = None) -> str:
+        return new_key(self.database_url, tenant)
+
+    def client(self, key: str, timeout: float | None = 600) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.base_url, headers={"Authorization": f"Bearer {key}"}, timeout=timeout
+        )
+
+
+class Worker(Process):
+    """`ridgeline worker`; ready once it logs so (its forkserver has preloaded torch)."""
+
+    def __init__(self, database_url: str, workdir: Path, name: str, **env: str) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        super().__init__(
+            ["worker"],
+            cli_env(database_url, workdir, RIDGELINE_LOG_LEVEL="INFO", **env),
+            workdir / f"{name}.log",
+        )
+
+    def ready(self) -> bool:
+        if not self.alive():
+            raise RuntimeError(f"a worker exited early:\n{self.log_tail()}")
+        return " ready: " in self.logs()
+
+
+@contextlib.contextmanager
+def running(*processes: Process) -> Iterator[None]:
+    """Stop the processes on the way out; show their logs when something failed."""
+    try:
+        yield
+    except BaseException:
+        for process in processes:
+            print(f"--- last lines of {process.log_path.name} ---", file=sys.stderr)
+            print(process.log_tail(), file=sys.stderr)
+        raise
+    finally:
+        for process in processes:
+            process.stop()
+
+
+def new_key(database_url: str, tenant: str | None = None) -> str:
+    """An API key made with the code the CLI uses (the benchmark's only direct DB write)."""
+    from service.auth.service import create_key
+    from service.config import Settings
+    from service.db import Database
+
+    database = Database(Settings(database_url=database_url))
+    try:
+        with database.transaction() as session:
+            _, key = create_key(session, name=f"bench-{uuid.uuid4().hex[:10]}", tenant_id=tenant)
+    finally:
+        database.dispose()
+    return key
+
+
+def threads_per_job(concurrency: int = 1) -> int:
+    """What a worker child gets: the service's own rule (all cores at concurrency 1)."""
+    from service.config import Settings
+
+    return Settings(worker_concurrency=concurrency, worker_threads=0).threads_per_job
+
+
+# -- Postgres -----------------------------------------------------------------------------------
+
+
+def create_pg_database() -> str:
+    from sqlalchemy import create_engine, text
+
+    name = f"ridgeline_bench_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    finally:
+        admin.dispose()
+    return PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+
+
+def drop_pg_database(url: str) -> None:
+    from sqlalchemy import create_engine, text
+
+    name = url.rsplit("/", 1)[1]
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        admin.dispose()
+
+
+# -- HTTP helpers -------------------------------------------------------------------------------
+
+
+def check(response: httpx.Response, *expected: int) -> dict[str, Any]:
+    if response.status_code not in expected:
+        raise RuntimeError(
+            f"{response.request.method} {response.request.url.path} answered "
+            f"{response.status_code}: {response.text[:2000]}"
+        )
+    return response.json()  # type: ignore[no-any-return]
+
+
+def upload_csv(client: httpx.Client, path: Path) -> dict[str, Any]:
+    """POST /v1/datasets with the file streamed from disk (httpx reads it in chunks)."""
+    with path.open("rb") as fh:
+        response = client.post("/v1/datasets", files={"file": (path.name, fh, "text/csv")})
+    return check(response, 201)
+
+
+def wait_job(
+    client: httpx.Client, job_id: str, *, interval: float = 0.02, timeout: float = 3600
+) -> dict[str, Any]:
+    """Poll GET /v1/jobs/{id} until the job ends; raise unless it succeeded."""
+
+    def done() -> dict[str, Any] | None:
+        job = check(client.get(f"/v1/jobs/{job_id}"), 200)
+        return job if job["status"] in TERMINAL else None
+
+    job = wait_until(done, timeout=timeout, interval=interval, what=f"job {job_id} to end")
+    if job["status"] != "succeeded":
+        raise RuntimeError(f"job {job_id} ended {job['status']}: {job.get('error')}")
+    return job
+
+
+def write_tiny_csv(path: Path, rows: int = 200) -> Path:
+    """A small classification table (4 numeric features, binary target)."""
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((rows, 4))
+    y = (x @ np.array([1.0, -1.0, 0.5, 0.0]) + 0.5 * rng.standard_normal(rows) > 0).astype(int)
+    lines = ["a,b,c,d,y"] + [
+        ",".join(f"{v:.5f}" for v in row) + f",{t}" for row, t in zip(x, y, strict=True)
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def write_classification_csv(path: Path, rows: int, n_features: int, target: str) -> int:
+    """float32 features (~550 bytes a row at 50), a binary target from a noisy logistic model."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.csv as pa_csv
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((rows, n_features), dtype=np.float32)
+    w = rng.normal(0.0, 0.4, n_features) * (rng.random(n_features) < 0.6)
+    p = 1.0 / (1.0 + np.exp(-(x @ w + 0.3)))
+    y = (rng.random(rows) < p).astype(np.int64)
+    cols: dict[str, Any] = {f"x{i:02d}": x[:, i] for i in range(n_features)}
+    cols[target] = y
+    pa_csv.write_csv(pa.table(cols), path)
+    return path.stat().st_size
+
+
+def tiny_job(dataset_id: str) -> dict[str, Any]:
+    return {
+        "dataset_id": dataset_id,
+        "target": "y",
+        "model": {"kind": "linear"},
+        "regularization": {"penalty": "l2", "strength": 1e-3},
+    }
+
+
+def warm_up(client: httpx.Client, workdir: Path) -> str:
+    """Upload a tiny dataset and run one tiny job, so the worker is known ready; its dataset id."""
+    dataset = upload_csv(client, write_tiny_csv(workdir / "tiny.csv"))
+    job = check(client.post("/v1/jobs", json=tiny_job(dataset["id"])), 202)
+    wait_job(client, job["id"], interval=0.05, timeout=300)
+    return str(dataset["id"])
+
+
+# -- memory -------------------------------------------------------------------------------------
+
+
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{task}/children") as fh:
+                out.extend(int(p) for p in fh.read().split())
+    return out
+
+
+def _rss(pid: int) -> int:
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def tree_rss(root: int) -> int:
+    """Resident bytes of a process and all its descendants (/proc; psutil is not in the venv)."""
+    total, stack, seen = 0, [root], set()
+    while stack:
+        pid = stack.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        total += _rss(pid)
+        stack.extend(_children(pid))
+    return total
+
+
+@dataclass
+class RssSampler:
+    """Samples a process tree's RSS every `interval` seconds in a thread."""
+
+    pid: int
+    interval: float = 0.05
+    baseline: int = 0
+    peak: int = 0
+    samples: int = 0
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def __enter__(self) -> RssSampler:
+        self.baseline = self.peak = tree_rss(self.pid)
+        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.peak = max(self.peak, tree_rss(self.pid))
+            self.samples += 1
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.peak = max(self.peak, tree_rss(self.pid))
+
+    @property
+    def growth(self) -> int:
+        return self.peak - self.baseline

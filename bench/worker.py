@@ -1,0 +1,291 @@
+"""The worker: job start latency, queue throughput on Postgres, overhead on a long MLP job.
+
+(a) Start latency on an idle embedded worker (`ridgeline serve`, SQLite): 50 tiny jobs, one at a
+    time, each after a random idle gap; started_at - created_at (both database timestamps) and
+    POST -> first GET that is no longer `queued` (polled every 5 ms). Target: median <= 250 ms.
+    Baseline: what a naive spawn-per-job pays before it can train, a fresh interpreter importing
+    torch, sklearn.linear_model and pyarrow.parquet (5 runs).
+(b) Queue throughput: 1,000 no-op jobs (trainer "bench-noop", bench/noop_trainer.py) through 4
+    `ridgeline worker` processes on a fresh Postgres database; jobs/s, and that none ran twice
+    (each succeeded at attempt 1, exactly one job_attempts row per job).
+(c) Overhead on a ~30 s MLP job: started_at -> finished_at over the child's own fit_seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import common
+from common import Figure
+
+NAME = "worker"
+LATENCY_TARGET_S = 0.250
+NAIVE_IMPORT = "import torch, sklearn.linear_model, pyarrow.parquet"
+TENANT = "bench"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--latency-jobs", type=int, help="Tiny jobs for (a) (default 50).")
+    parser.add_argument("--spawns", type=int, help="Naive spawn baseline runs (default 5).")
+    parser.add_argument("--queue-jobs", type=int, help="No-op jobs for (b) (default 1,000).")
+    parser.add_argument("--workers", type=int, default=4, help="Worker processes for (b).")
+    parser.add_argument("--mlp-rows", type=int, help="Rows of the (c) dataset (default 100,000).")
+    parser.add_argument("--mlp-epochs", type=int, help="Epochs of the (c) MLP (default 40).")
+    parser.add_argument(
+        "--only", choices=["latency", "queue", "overhead"], action="append", help="Run a part."
+    )
+
+
+# -- (a) start latency ----------------------------------------------------------------------------
+
+
+def start_latency(
+    client: Any, dataset_id: str, n: int
+) -> tuple[list[float], list[float], list[float]]:
+    """(db latencies, observed latencies, POST -> succeeded) of n tiny jobs, one at a time."""
+    rng = random.Random(0)
+    db, observed, total = [], [], []
+    for _ in range(n):
+        time.sleep(rng.uniform(0.1, 0.5))  # let the worker go idle, at a random poll phase
+        started = time.perf_counter()
+        job = common.check(client.post("/v1/jobs", json=common.tiny_job(dataset_id)), 202)
+        seen = None
+        while seen is None:
+            status = common.check(client.get(f"/v1/jobs/{job['id']}"), 200)["status"]
+            if status != "queued":
+                seen = time.perf_counter() - started
+            else:
+                time.sleep(0.005)
+        job = common.wait_job(client, job["id"], interval=0.01, timeout=300)
+        total.append(time.perf_counter() - started)
+        observed.append(seen)
+        db.append(common.seconds_between(job["created_at"], job["started_at"]))
+    return db, observed, total
+
+
+def naive_spawn_seconds(runs: int) -> list[float]:
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-c", NAIVE_IMPORT], check=True)
+        times.append(time.perf_counter() - started)
+    return times
+
+
+def part_latency(args: argparse.Namespace, work: Path) -> list[Figure]:
+    n = args.latency_jobs or (10 if args.quick else 50)
+    server = common.Server(common.sqlite_url(work), work, worker=True)
+    with common.running(server), server.client(server.new_key()) as client:
+        common.log(f"{NAME}: warming up the embedded worker")
+        dataset_id = common.warm_up(client, work)
+        common.log(f"{NAME}: start latency over {n} tiny jobs")
+        db, observed, total = start_latency(client, dataset_id, n)
+    spawns = args.spawns or (2 if args.quick else 5)
+    common.log(f"{NAME}: naive spawn baseline, {spawns} runs")
+    spawn = common.median(naive_spawn_seconds(spawns))
+    db_median = common.median(db)
+    return [
+        Figure(NAME, "start latency median (started_at-created_at)", db_median * 1000, "ms",
+               f"<= {LATENCY_TARGET_S * 1000:.0f} ms", db_median <= LATENCY_TARGET_S,
+               note=f"{n} tiny jobs, idle embedded worker, SQLite"),
+        Figure(NAME, "start latency p95 (started_at-created_at)",
+               common.percentile(db, 95) * 1000, "ms", note=f"max {max(db) * 1000:.0f} ms"),
+        Figure(NAME, "start latency median, POST->running seen", common.median(observed) * 1000,
+               "ms", note=f"GET every 5 ms; p95 {common.percentile(observed, 95) * 1000:.0f} ms"),
+        Figure(NAME, "naive spawn-per-job import cost (median)", spawn * 1000, "ms",
+               note=f"python -c '{NAIVE_IMPORT}', {spawns} runs; "
+               f"{spawn / db_median:.1f}x the service's median start latency"),
+        Figure(NAME, "tiny job POST->succeeded median", common.median(total) * 1000, "ms",
+               note=f"p95 {common.percentile(total, 95) * 1000:.0f} ms; 200 x 4 linear job"),
+    ]
+
+
+# -- (b) queue throughput -------------------------------------------------------------------------
+
+
+def insert_noop_jobs(database_url: str, dataset_id: str, n: int) -> float:
+    """n jobs of the no-op trainer in one transaction (not creatable over HTTP); its seconds."""
+    from service.config import Settings
+    from service.db import Database
+    from service.jobs.schemas import JobCreate
+    from service.jobs.service import create_job
+
+    settings = Settings(database_url=database_url)
+    db = Database(settings)
+    body = JobCreate.model_validate(common.tiny_job(dataset_id))
+    started = time.perf_counter()
+    try:
+        with db.transaction() as session:
+            for _ in range(n):
+                create_job(
+                    session, settings=settings, tenant_id=TENANT, body=body, trainer="bench-noop"
+                )
+    finally:
+        db.dispose()
+    return time.perf_counter() - started
+
+
+def queue_state(database_url: str) -> dict[str, Any]:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            statuses = dict(
+                conn.execute(text("SELECT status, count(*) FROM jobs GROUP BY 1")).all()
+            )
+            attempts = dict(
+                conn.execute(text("SELECT attempt, count(*) FROM jobs GROUP BY 1")).all()
+            )
+            per_job = conn.execute(
+                text("SELECT count(*), count(DISTINCT job_id), max(n) FROM "
+                     "(SELECT job_id, count(*) AS n FROM job_attempts GROUP BY job_id) a")
+            ).one()
+            rows = conn.execute(text("SELECT count(*) FROM job_attempts")).scalar_one()
+            per_worker = [
+                int(c) for (c,) in conn.execute(
+                    text("SELECT count(*) FROM job_attempts GROUP BY worker_id ORDER BY 1")
+                )
+            ]
+            span = conn.execute(
+                text("SELECT EXTRACT(EPOCH FROM max(finished_at) - min(started_at)) FROM jobs")
+            ).scalar_one()
+    finally:
+        engine.dispose()
+    return {
+        "statuses": statuses,
+        "attempts": attempts,
+        "attempt_rows": int(rows),
+        "jobs_with_attempts": int(per_job[1]),
+        "max_attempt_rows_per_job": int(per_job[2] or 0),
+        "per_worker": per_worker,
+        "db_span_s": float(span or 0.0),
+    }
+
+
+def count_done(engine: Any) -> int:
+    from sqlalchemy import text
+
+    with engine.connect() as conn:
+        return int(
+            conn.execute(
+                text("SELECT count(*) FROM jobs WHERE status IN ('succeeded','failed','cancelled')")
+            ).scalar_one()
+        )
+
+
+def part_queue(args: argparse.Namespace, work: Path) -> list[Figure]:
+    from sqlalchemy import create_engine
+
+    from service.migrate import upgrade
+
+    n = args.queue_jobs or (40 if args.quick else 1000)
+    url = common.create_pg_database()
+    try:
+        upgrade(url)
+        server = common.Server(url, work, worker=False)
+        workers = [
+            common.Worker(
+                url,
+                work / f"worker-{i}",
+                f"worker-{i}",
+                RIDGELINE_WORKER_PLUGINS='["bench.noop_trainer"]',
+            )
+            for i in range(args.workers)
+        ]
+        with common.running(server, *workers), server.client(server.new_key(TENANT)) as client:
+            dataset = common.upload_csv(client, common.write_tiny_csv(work / "tiny.csv"))
+            common.log(f"{NAME}: waiting for {args.workers} workers to preload")
+            common.wait_until(
+                lambda: all(w.ready() for w in workers), timeout=300, interval=0.2,
+                what="the workers to be ready",
+            )
+            common.log(f"{NAME}: inserting {n} no-op jobs")
+            insert_s = insert_noop_jobs(url, dataset["id"], n)
+            started = time.perf_counter()
+            engine = create_engine(url)
+            try:
+                common.wait_until(lambda: count_done(engine) >= n, timeout=max(600, n),
+                                  interval=0.05, what=f"{n} jobs to end")
+            finally:
+                engine.dispose()
+            elapsed = time.perf_counter() - started
+        state = queue_state(url)
+    finally:
+        common.drop_pg_database(url)
+
+    once = (
+        state["statuses"] == {"succeeded": n}
+        and state["attempts"] == {1: n}
+        and state["attempt_rows"] == n
+        and state["jobs_with_attempts"] == n
+        and state["max_attempt_rows_per_job"] == 1
+    )
+    rate = n / elapsed
+    return [
+        Figure(NAME, f"queue throughput, {args.workers} workers, Postgres", rate, "jobs/s",
+               note=f"{n} no-op jobs in {elapsed:.2f} s from the insert's commit; DB span "
+               f"first start->last finish {state['db_span_s']:.2f} s; per worker "
+               f"{state['per_worker']}; insert took {insert_s:.2f} s"),
+        Figure(NAME, "each job ran exactly once", 1.0 if once else 0.0, "",
+               "all succeeded, attempt 1, 1 attempt row", once,
+               note=f"statuses {state['statuses']}, attempts {state['attempts']}, "
+               f"{state['attempt_rows']} attempt rows for {state['jobs_with_attempts']} jobs"),
+    ]
+
+
+# -- (c) overhead on a long MLP job ---------------------------------------------------------------
+
+
+def part_overhead(args: argparse.Namespace, work: Path) -> list[Figure]:
+    rows = args.mlp_rows or (10_000 if args.quick else 100_000)
+    epochs = args.mlp_epochs or (10 if args.quick else 40)
+    csv_path = work / "mlp.csv"
+    common.write_classification_csv(csv_path, rows, 50, "y")
+    server = common.Server(common.sqlite_url(work), work, worker=True)
+    with common.running(server), server.client(server.new_key()) as client:
+        common.warm_up(client, work)
+        dataset = common.upload_csv(client, csv_path)
+        body = {
+            "dataset_id": dataset["id"],
+            "target": "y",
+            "model": {"kind": "mlp", "hidden_layers": [128, 64], "epochs": epochs,
+                      "batch_size": 128},
+            "regularization": {"penalty": "l2", "strength": 1e-4},
+        }
+        common.log(f"{NAME}: MLP job, {rows:,} rows, {epochs} epochs")
+        started = time.perf_counter()
+        job = common.check(client.post("/v1/jobs", json=body), 202)
+        job = common.wait_job(client, job["id"], interval=0.1)
+        total = time.perf_counter() - started
+        metrics = common.check(client.get(f"/v1/jobs/{job['id']}/metrics"), 200)
+    ran = common.seconds_between(job["started_at"], job["finished_at"])
+    fit = float(metrics["fit_seconds"])
+    return [
+        Figure(NAME, "long MLP job: ran / fit_seconds", ran / fit, "x",
+               note=f"ran {ran:.2f} s (started_at->finished_at), fit {fit:.2f} s, overhead "
+               f"{ran - fit:.2f} s; POST->succeeded {total:.2f} s; {rows:,} rows, {epochs} "
+               "epochs, [128, 64], batch 128"),
+    ]
+
+
+def run(args: argparse.Namespace) -> list[Figure]:
+    parts = {"latency": part_latency, "queue": part_queue, "overhead": part_overhead}
+    figures: list[Figure] = []
+    for name, part in parts.items():
+        if args.only and name not in args.only:
+            continue
+        with tempfile.TemporaryDirectory(prefix=f"ridgeline-bench-worker-{name}-") as tmp:
+            figures += part(args, Path(tmp))
+    return figures
+
+
+if __name__ == "__main__":
+    common.main(NAME, add_arguments, run, __doc__ or NAME)
