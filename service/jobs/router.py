@@ -68,6 +68,7 @@ def job_read(session: Session, job: Job) -> JobRead:
         artifact=artifact,
         versions=job.versions,
         attempts=[AttemptRead.model_validate(a) for a in service.attempts_of(session, job)],
+        callback=service.callback_info(job),
         max_seconds=job.max_seconds,
         created_at=job.created_at,
         started_at=job.started_at,
