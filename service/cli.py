@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -43,6 +44,8 @@ def _setup_logging(settings: Settings) -> None:
     from service.observability import configure_logging
 
     configure_logging(settings.log_level, settings.json_logs)
+    # Migration chatter would bury the banner a new user needs to read.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
