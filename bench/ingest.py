@@ -142,16 +142,39 @@ def run(args: argparse.Namespace) -> list[Figure]:
     )
     size_note = f"{size / MB:.0f} MB CSV, {rows:,} rows x 50 cols"
     return [
-        Figure(label, "upload throughput", rate, "MB/s", note=f"{size_note}; {elapsed:.2f} s "
-               f"POST->201 ({sent:.2f} s sending, {elapsed - sent:.2f} s after the last byte)"),
-        Figure(label, "baseline pyarrow read_csv+parquet(zstd)", base_rate, "MB/s",
-               note=f"{base:.2f} s in-process, same file"),
-        Figure(label, "upload / baseline throughput", ratio, "x", f">= {RATIO_TARGET}",
-               ratio >= RATIO_TARGET),
-        Figure(label, "server RSS growth during upload", growth_mib, "MiB",
-               f"< {MEMORY_TARGET_MIB} MiB", growth_mib < MEMORY_TARGET_MIB,
-               note=f"{rss.baseline / MiB:.0f} -> {rss.peak / MiB:.0f} MiB, process tree, "
-               f"sampled every 50 ms"),
+        Figure(
+            label,
+            "upload throughput",
+            rate,
+            "MB/s",
+            note=f"{size_note}; {elapsed:.2f} s "
+            f"POST->201 ({sent:.2f} s sending, {elapsed - sent:.2f} s after the last byte)",
+        ),
+        Figure(
+            label,
+            "baseline pyarrow read_csv+parquet(zstd)",
+            base_rate,
+            "MB/s",
+            note=f"{base:.2f} s in-process, same file",
+        ),
+        Figure(
+            label,
+            "upload / baseline throughput",
+            ratio,
+            "x",
+            f">= {RATIO_TARGET}",
+            ratio >= RATIO_TARGET,
+        ),
+        Figure(
+            label,
+            "server RSS growth during upload",
+            growth_mib,
+            "MiB",
+            f"< {MEMORY_TARGET_MIB} MiB",
+            growth_mib < MEMORY_TARGET_MIB,
+            note=f"{rss.baseline / MiB:.0f} -> {rss.peak / MiB:.0f} MiB, process tree, "
+            f"sampled every 50 ms",
+        ),
     ]
 
 

@@ -33,7 +33,8 @@ def main() -> int:
     args = parser.parse_args()
 
     plan: list[tuple[str, list[str]]] = [
-        (name, ["--quick"] if args.quick else []) for name in BENCHMARKS
+        (name, ["--quick"] if args.quick else [])
+        for name in BENCHMARKS
         if not args.only or name in args.only
     ]
     if args.big and (not args.only or "ingest" in args.only):
@@ -60,8 +61,12 @@ def main() -> int:
     common.print_table(figures, f"Ridgeline benchmarks ({time.perf_counter() - started:.0f} s)")
     print(f"before: {load_before}\nafter:  {common.load_note()}")
     common.write_json(
-        figures, common.OUT_DIR / "results.json", quick=args.quick, big=args.big,
-        load_before=load_before, load_after=common.load_note(),
+        figures,
+        common.OUT_DIR / "results.json",
+        quick=args.quick,
+        big=args.big,
+        load_before=load_before,
+        load_after=common.load_note(),
     )
     return 1 if failed else 0
 

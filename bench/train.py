@@ -181,7 +181,9 @@ def run(args: argparse.Namespace) -> list[Figure]:
     threads = common.threads_per_job(1)
     mlp = {**MLP, "epochs": args.epochs}
     runs_of: dict[str, list[tuple[float, dict[str, Any], dict[str, Any]]]] = {
-        "l2": [], "l1": [], "mlp": []
+        "l2": [],
+        "l1": [],
+        "mlp": [],
     }
     direct: dict[str, list[float]] = {"l2": [], "l1": [], "mlp": []}
     with tempfile.TemporaryDirectory(prefix="ridgeline-bench-train-") as tmp:
@@ -225,28 +227,46 @@ def run(args: argparse.Namespace) -> list[Figure]:
     allowed = DIRECT_FACTOR * direct_l2 + DIRECT_FIXED
     runs = f"best of {repeat}" if repeat > 1 else "1 run"
     figures = [
-        Figure(NAME, "CSV upload (import+parse)", upload_s, "s", f"<= {H2O_IMPORT_SECONDS} s (H2O)",
-               upload_s <= H2O_IMPORT_SECONDS if comparable else None,
-               note=f"{rows:,} x {N_FEATURES}, {size / MB:.0f} MB CSV, {size / MB / upload_s:.0f} "
-               f"MB/s; H2O-3 published {H2O_IMPORT_SECONDS} s (other hardware)"
-               + ("" if comparable else "; not 200k rows")),
+        Figure(
+            NAME,
+            "CSV upload (import+parse)",
+            upload_s,
+            "s",
+            f"<= {H2O_IMPORT_SECONDS} s (H2O)",
+            upload_s <= H2O_IMPORT_SECONDS if comparable else None,
+            note=f"{rows:,} x {N_FEATURES}, {size / MB:.0f} MB CSV, {size / MB / upload_s:.0f} "
+            f"MB/s; H2O-3 published {H2O_IMPORT_SECONDS} s (other hardware)"
+            + ("" if comparable else "; not 200k rows"),
+        ),
     ]
     for label, (seconds, where) in (("cold", best([l2_cold])), ("warm", best(runs_of["l2"]))):
         figures.append(
-            Figure(NAME, f"L2 job POST->succeeded, {label} / direct", seconds / direct_l2, "x",
-                   f"<= {DIRECT_FACTOR} (+{DIRECT_FIXED} s)", seconds <= allowed,
-                   note=f"service {seconds:.2f} s ({where}), direct {direct_l2:.2f} s, allowed "
-                   f"{allowed:.2f} s; " + ("1 run" if label == "cold" else runs))
+            Figure(
+                NAME,
+                f"L2 job POST->succeeded, {label} / direct",
+                seconds / direct_l2,
+                "x",
+                f"<= {DIRECT_FACTOR} (+{DIRECT_FIXED} s)",
+                seconds <= allowed,
+                note=f"service {seconds:.2f} s ({where}), direct {direct_l2:.2f} s, allowed "
+                f"{allowed:.2f} s; " + ("1 run" if label == "cold" else runs),
+            )
         )
     l1_s, l1_where = best(runs_of["l1"])
     convergence = min(runs_of["l1"], key=lambda r: r[0])[2]["extra"].get("convergence", {})
     figures.append(
-        Figure(NAME, "L1 job POST->succeeded", l1_s, "s", f"<= {H2O_GLM_L1_SECONDS} s (H2O)",
-               l1_s <= H2O_GLM_L1_SECONDS if comparable else None,
-               note=(f"direct in-process {min(direct['l1']):.2f} s; " if direct["l1"] else "")
-               + f"{l1_where}; saga n_iter {convergence.get('n_iter')}/"
-               f"{convergence.get('max_iter')}; {runs}; H2O-3 published (other hardware)"
-               + ("" if comparable else "; not 200k rows"))
+        Figure(
+            NAME,
+            "L1 job POST->succeeded",
+            l1_s,
+            "s",
+            f"<= {H2O_GLM_L1_SECONDS} s (H2O)",
+            l1_s <= H2O_GLM_L1_SECONDS if comparable else None,
+            note=(f"direct in-process {min(direct['l1']):.2f} s; " if direct["l1"] else "")
+            + f"{l1_where}; saga n_iter {convergence.get('n_iter')}/"
+            f"{convergence.get('max_iter')}; {runs}; H2O-3 published (other hardware)"
+            + ("" if comparable else "; not 200k rows"),
+        )
     )
     mlp_epochs = [
         float(m["fit_seconds"]) / (len(m["history"]) or args.epochs) for _, _, m in runs_of["mlp"]
@@ -254,12 +274,23 @@ def run(args: argparse.Namespace) -> list[Figure]:
     service_epoch, plain_epoch = min(mlp_epochs), min(direct["mlp"])
     mlp_s, mlp_where = best(runs_of["mlp"])
     figures += [
-        Figure(NAME, "MLP s/epoch, service (fit_seconds/epochs)", service_epoch, "s",
-               note=f"{args.epochs} epochs, batch {MLP['batch_size']}, {threads} threads; job "
-               f"POST->succeeded {mlp_s:.2f} s ({mlp_where}); {runs}"),
-        Figure(NAME, "MLP epoch throughput service / plain torch", plain_epoch / service_epoch,
-               "x", f">= {MLP_RATIO_TARGET}", plain_epoch / service_epoch >= MLP_RATIO_TARGET,
-               note=f"plain loop {plain_epoch:.3f} s/epoch in-process, same threads; {runs}"),
+        Figure(
+            NAME,
+            "MLP s/epoch, service (fit_seconds/epochs)",
+            service_epoch,
+            "s",
+            note=f"{args.epochs} epochs, batch {MLP['batch_size']}, {threads} threads; job "
+            f"POST->succeeded {mlp_s:.2f} s ({mlp_where}); {runs}",
+        ),
+        Figure(
+            NAME,
+            "MLP epoch throughput service / plain torch",
+            plain_epoch / service_epoch,
+            "x",
+            f">= {MLP_RATIO_TARGET}",
+            plain_epoch / service_epoch >= MLP_RATIO_TARGET,
+            note=f"plain loop {plain_epoch:.3f} s/epoch in-process, same threads; {runs}",
+        ),
     ]
     return figures
 

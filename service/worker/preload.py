@@ -13,3 +13,13 @@ import service.training.mlp
 import service.training.paths
 import service.training.train
 import service.worker.child
+
+
+def _warm_optimizers() -> None:
+    """The first optimizer in a process imports torch._dynamo (~1.5 s): pay it here, once."""
+    layer = torch.nn.Linear(2, 1)
+    torch.optim.Adam(layer.parameters())
+    torch.optim.SGD(layer.parameters(), lr=0.1, momentum=0.9)
+
+
+_warm_optimizers()
