@@ -224,7 +224,13 @@ def outage(pg_cluster: PgCluster, tmp_path_factory: pytest.TempPathFactory) -> O
         )
         traffic = Traffic(_client(server, key, timeout=15), job_ids)
         traffic.start()
-        time.sleep(1.0)
+        wait_for(
+            lambda: (
+                sum(p.status == 200 and p.at < time.monotonic() - 0.6 for p in traffic.probes) >= 5
+            ),
+            timeout=30,
+            message="traffic answered before the outage",
+        )
 
         # 1. A real outage: Postgres stopped for a few seconds.
         pg_cluster.stop(mode="fast")
@@ -251,28 +257,39 @@ def outage(pg_cluster: PgCluster, tmp_path_factory: pytest.TempPathFactory) -> O
         wait_for(api_back, timeout=30, interval=0.2, message="the API to answer again")
         record.recovered_after = time.monotonic() - record.up_at
 
-        # 2. A quick bounce while jobs run, as a failover or a restart looks to clients.
-        time.sleep(2.0)
+        # 2. A quick bounce while jobs run, as a failover or a restart looks to clients, once
+        # the traffic has been answered again for a while.
+        back_at = time.monotonic()
+        wait_for(
+            lambda: sum(p.status == 200 and p.at > back_at for p in traffic.probes) >= 10,
+            timeout=30,
+            message="traffic answered again after the outage",
+        )
         pg_cluster.stop(mode="fast")
         record.bounce_at = time.monotonic()
         pg_cluster.start()
 
-        deadline = time.monotonic() + 150
-        while time.monotonic() < deadline:
+        def all_jobs_ended() -> bool:
             try:
                 for job_id, attempt, overdue in _stale_running(url, LEASE_SECONDS):
                     record.stale_running.append((time.monotonic(), job_id, attempt, overdue))
                 state = _db_state(url)
             except Exception:  # the bounce may still be settling
-                time.sleep(0.5)
-                continue
-            if all(s in ("succeeded", "failed", "cancelled") for s, _, _ in state.values()):
-                break
-            time.sleep(0.5)
-        else:
+                return False
+            return all(s in ("succeeded", "failed", "cancelled") for s, _, _ in state.values())
+
+        try:
+            wait_for(all_jobs_ended, timeout=150, interval=0.5, message="every job to end")
+        except AssertionError:
             record.timed_out = "jobs still unfinished 150 s after the outage"
-        # Keep the traffic going a while after the last outage, to see it answered 200 again.
-        time.sleep(max(0.0, record.bounce_at + 12 - time.monotonic()))
+        # Keep the traffic going until it has been answered 200 again after the last outage.
+        wait_for(
+            lambda: (
+                sum(p.status == 200 and p.at > record.bounce_at + 10 for p in traffic.probes) >= 5
+            ),
+            timeout=60,
+            message="traffic answered after the bounce",
+        )
         record.jobs = _db_state(url)
         record.workers_alive = [w.poll() is None for w in workers]
         rows = execute(
