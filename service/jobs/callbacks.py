@@ -56,7 +56,6 @@ DELIVERY_HEADER = "X-Ridgeline-Delivery"
 #: What a receiver should accept between the timestamp and its own clock.
 REPLAY_TOLERANCE_SECONDS = 300
 #: Figures of the job's metrics sent in the body (those of GET /v1/jobs/{id} `summary`).
-SUMMARY_KEYS = ("final", "generalization_gap", "weights", "fit_seconds", "best_epoch")
 POLL_SECONDS = 0.5
 CLAIM_BATCH = 20
 #: A claimed try is retried by another worker this long after its timeout if never recorded.
@@ -133,7 +132,6 @@ def verify(
 
 def payload(job: Job) -> dict[str, Any]:
     """The JSON body: what ended, how, and the metrics summary."""
-    metrics = job.metrics or {}
     return {
         "event": "job.finished",
         "job_id": str(job.id),
@@ -141,7 +139,7 @@ def payload(job: Job) -> dict[str, Any]:
         "status": job.status,
         "error": job.error,
         "finished_at": job.finished_at.isoformat() if job.finished_at else None,
-        "summary": {k: metrics[k] for k in SUMMARY_KEYS if k in metrics} or None,
+        "summary": job.summary,
     }
 
 
@@ -181,7 +179,7 @@ def claim_due(
             )
             .values(
                 callback_attempts=attempts + 1,
-                callback_next_at=queue._now_plus(session, lease_seconds),
+                callback_next_at=queue.db_now_plus(session, lease_seconds),
             )
             .execution_options(synchronize_session=False)
         )
@@ -201,7 +199,7 @@ def record(
     if error is None:
         values = {"callback_status": CALLBACK_DELIVERED, "callback_next_at": None}
     elif retry_in is not None:
-        values = {"callback_next_at": queue._now_plus(session, retry_in)}
+        values = {"callback_next_at": queue.db_now_plus(session, retry_in)}
     else:
         values = {"callback_status": CALLBACK_FAILED, "callback_next_at": None}
     result = session.execute(

@@ -29,6 +29,7 @@ QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = (
     "cancelled",
 )
 TERMINAL = (SUCCEEDED, FAILED, CANCELLED)
+SUMMARY_KEYS = ("final", "generalization_gap", "weights", "diagnosis", "fit_seconds", "best_epoch")
 ACTIVE = (QUEUED, RUNNING)
 # Delivery of a job's callback: pending until delivered, or failed for good.
 CALLBACK_PENDING, CALLBACK_DELIVERED, CALLBACK_FAILED = "pending", "delivered", "failed"
@@ -80,6 +81,13 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    @property
+    def summary(self) -> dict[str, Any] | None:
+        """The headline of the metrics: shown on the job and sent in its callback."""
+        metrics = self.metrics or {}
+        return {k: metrics[k] for k in SUMMARY_KEYS if k in metrics} or None
+
     # Where a worker POSTs the job's end, signed; and how that delivery stands.
     callback_url: Mapped[str | None] = mapped_column(Text)
     callback_status: Mapped[str | None] = mapped_column(String(16))

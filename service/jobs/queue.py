@@ -82,7 +82,7 @@ def db_now(session: Session) -> ColumnElement[Any]:
     return func.clock_timestamp()
 
 
-def _now_plus(session: Session, seconds: float) -> ColumnElement[Any]:
+def db_now_plus(session: Session, seconds: float) -> ColumnElement[Any]:
     if _is_sqlite(session):
         return literal_column(
             f"strftime('%Y-%m-%d %H:%M:%f000', 'now', '+{float(seconds):.3f} seconds')"
@@ -130,7 +130,7 @@ def renew_lease(session: Session, claim: Claim, *, worker_id: str, lease_seconds
     result = session.execute(
         update(Job)
         .where(*_fenced(claim.job_id, claim.attempt), Job.lease_owner == worker_id)
-        .values(lease_expires_at=_now_plus(session, lease_seconds))
+        .values(lease_expires_at=db_now_plus(session, lease_seconds))
         .execution_options(synchronize_session=False)
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]

@@ -36,12 +36,10 @@ from service.uploads import receive_upload
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
-SUMMARY_KEYS = ("final", "generalization_gap", "weights", "diagnosis", "fit_seconds", "best_epoch")
 MAX_PREDICT_JSON_BYTES = 32 << 20
 
 
 def job_read(session: Session, job: Job) -> JobRead:
-    metrics = job.metrics or {}
     artifact = None
     if job.artifact_sha256 and job.artifact_kind:
         artifact = ArtifactInfo(
@@ -64,7 +62,7 @@ def job_read(session: Session, job: Job) -> JobRead:
         task_reason=job.task_reason,
         spec=job.spec,
         native_params=job.native_params,
-        summary={k: metrics[k] for k in SUMMARY_KEYS if k in metrics} or None,
+        summary=job.summary,
         artifact=artifact,
         versions=job.versions,
         attempts=[AttemptRead.model_validate(a) for a in service.attempts_of(session, job)],
