@@ -63,10 +63,10 @@ class Settings(BaseSettings):
         0, ge=0, description="BLAS/torch threads per job; 0 shares the cores among the jobs."
     )
     worker_poll_seconds: float = Field(
-        0.2, gt=0, description="How often an idle worker looks for work (SQLite)."
-    )
-    worker_listen_poll_seconds: float = Field(
-        5.0, gt=0, description="Fallback poll when Postgres LISTEN/NOTIFY wakes workers."
+        5.0,
+        gt=0,
+        description="Fallback poll of an idle worker; new jobs wake it at once (Postgres "
+        "LISTEN/NOTIFY, a commit watch on SQLite).",
     )
     worker_plugins: list[str] = Field(
         default_factory=list, description="Modules that register extra trainers (tests, bench)."

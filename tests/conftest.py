@@ -245,8 +245,7 @@ def api(server: Server) -> Iterator[httpx.Client]:
 
 WORKER_ENV = {
     "RIDGELINE_LEASE_SECONDS": "4",
-    "RIDGELINE_WORKER_POLL_SECONDS": "0.1",
-    "RIDGELINE_WORKER_LISTEN_POLL_SECONDS": "1",
+    "RIDGELINE_WORKER_POLL_SECONDS": "1",
     "RIDGELINE_SHUTDOWN_GRACE_SECONDS": "2",
     "RIDGELINE_WORKER_PLUGINS": '["tests.worker.fault_trainers"]',
     "RIDGELINE_CHILD_MEMORY_MB": "2048",

@@ -36,7 +36,7 @@ from sklearn.utils.class_weight import compute_sample_weight
 from service.training import metrics as M
 from service.training.errors import SpecError, TrainingCancelled
 from service.training.linear import estimator_from_native
-from service.training.preprocessing import build_preprocessor, feature_names_out
+from service.training.preprocessing import build_preprocessor, feature_names_out, fit_transform
 from service.training.spec import LinearModelSpec, Penalty, Task, TrainingSpec, native_params
 from service.training.train import GivenSplit, predict_scores, prepare, split_metrics
 
@@ -178,7 +178,7 @@ def fit_path(
     progress(0.05)
 
     preprocessor = build_preprocessor(prepared.schema, spec.preprocessing)
-    X_train = preprocessor.fit_transform(prepared.frame.iloc[split_.train])
+    X_train = fit_transform(preprocessor, prepared.frame.iloc[split_.train])
     X_val = (
         preprocessor.transform(prepared.frame.iloc[split_.validation])
         if len(split_.validation)

@@ -29,6 +29,7 @@ __all__ = [
     "build_preprocessor",
     "column_values",
     "feature_names_out",
+    "fit_transform",
     "frame_from_rows",
     "frame_from_table",
     "summarize_table",
@@ -57,8 +58,14 @@ def arrow_column_dtype(type_: pa.DataType) -> ColumnDtype | None:
     return None
 
 
-def summarize_table(table: pa.Table) -> tuple[list[ColumnSummary], dict[str, str]]:
-    """Column summaries of the supported columns, and {name: arrow type} of the others."""
+def summarize_table(
+    table: pa.Table, *, target: str | None = None
+) -> tuple[list[ColumnSummary], dict[str, str]]:
+    """Column summaries of the supported columns, and {name: arrow type} of the others.
+
+    Distinct values (a hash of every value) are counted only where a spec needs them: the
+    target and categorical columns; a numeric feature's n_unique is None.
+    """
     summaries: list[ColumnSummary] = []
     unsupported: dict[str, str] = {}
     for name, column in zip(table.column_names, table.columns, strict=True):
@@ -70,9 +77,10 @@ def summarize_table(table: pa.Table) -> tuple[list[ColumnSummary], dict[str, str
             column = _finite_or_null(column)
         elif pa.types.is_dictionary(column.type):
             column = column.cast(column.type.value_type)
-        n_missing = column.null_count
-        n_unique = int(pc.count_distinct(column, mode="only_valid").as_py())
-        summaries.append(ColumnSummary(name, dtype, n_unique, int(n_missing)))
+        n_unique = None
+        if name == target or dtype == "categorical":
+            n_unique = int(pc.count_distinct(column, mode="only_valid").as_py())
+        summaries.append(ColumnSummary(name, dtype, n_unique, int(column.null_count)))
     return summaries, unsupported
 
 
@@ -161,6 +169,41 @@ def build_preprocessor(schema: Mapping[str, ColumnDtype], spec: PreprocessingSpe
         if spec.standardize:
             pipeline_steps.append(("scale", StandardScaler()))
     return Pipeline(pipeline_steps)
+
+
+def _median_or_zero(values: np.ndarray) -> float:
+    """A column's median by partition; 0 for an empty column, as keep_empty_features does."""
+    return float(np.median(values)) if len(values) else 0.0
+
+
+def fit_transform(preprocessor: Pipeline, frame: pd.DataFrame) -> np.ndarray:
+    """``preprocessor.fit_transform(frame)``, with numeric medians computed column by column.
+
+    SimpleImputer's own median sorts a masked copy of the whole matrix (1.3 s of a 1.5 s fit on
+    160k x 50); np.median per column gives the same statistics in a tenth of the time. The
+    strategy is set back afterwards, so the fitted pipeline is a plain SimpleImputer("median").
+    """
+    columns: ColumnTransformer = preprocessor.named_steps["columns"]
+    originals = _median_imputers(columns.transformers)
+    for imputer in originals:
+        imputer.set_params(strategy=_median_or_zero)
+    try:
+        return preprocessor.fit_transform(frame)
+    finally:
+        # ColumnTransformer fits clones: put the strategy back on those too.
+        for imputer in originals + _median_imputers(getattr(columns, "transformers_", [])):
+            imputer.set_params(strategy="median")
+
+
+def _median_imputers(transformers: Sequence[tuple[str, Any, Any]]) -> list[SimpleImputer]:
+    """The numeric branch's imputer where it imputes medians (either way it is set)."""
+    found = []
+    for name, transformer, _ in transformers:
+        if name == "num":
+            imputer = transformer.named_steps["impute"]
+            if imputer.strategy in ("median", _median_or_zero):
+                found.append(imputer)
+    return found
 
 
 def feature_names_out(preprocessor: Pipeline) -> list[str]:

@@ -318,7 +318,8 @@ class ColumnSummary:
 
     name: str
     dtype: ColumnDtype
-    n_unique: int
+    #: Distinct non-missing values; None where not counted (a numeric input never needs it).
+    n_unique: int | None
     n_missing: int
 
 
@@ -349,7 +350,7 @@ def estimate_n_inputs(columns: Sequence[ColumnSummary], polynomial_degree: int =
     """Model input width after one-hot and polynomial expansion (categories seen in all rows)."""
     base = 0
     for c in columns:
-        base += max(c.n_unique, 1) if c.dtype == "categorical" else 1
+        base += max(c.n_unique or 0, 1) if c.dtype == "categorical" else 1
     if polynomial_degree <= 1:
         return base
     return math.comb(base + polynomial_degree, polynomial_degree) - 1
@@ -454,6 +455,8 @@ def _resolve_task(
     """The task (auto or given), why, and problems of that task with this target."""
     problems: list[Problem] = []
     name, dtype, n_unique = target.name, target.dtype, target.n_unique
+    if n_unique is None:
+        raise ValueError(f"the distinct values of target '{name}' were not counted")
     task: Task
     if spec.task == "auto":
         if dtype in ("categorical", "boolean"):

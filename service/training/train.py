@@ -30,6 +30,7 @@ from service.training.preprocessing import (
     build_preprocessor,
     column_values,
     feature_names_out,
+    fit_transform,
     frame_from_table,
     summarize_table,
 )
@@ -149,7 +150,7 @@ def _resolve(
     table: pa.Table, spec: TrainingSpec, max_classes: int
 ) -> tuple[ResolvedSpec, list[ColumnSummary], dict[str, str]]:
     """resolve_spec on the table's own column summaries, naming columns of unusable types."""
-    summaries, unsupported = summarize_table(table)
+    summaries, unsupported = summarize_table(table, target=spec.target)
     problems: list[Problem] = []
     skip_fields: set[str] = set()
     if spec.target in unsupported:
@@ -537,7 +538,7 @@ def _learning_curve(
             continue
         else:
             preprocessor = build_preprocessor(prepared.schema, spec.preprocessing)
-            X_sub = preprocessor.fit_transform(frame.iloc[rows])
+            X_sub = fit_transform(preprocessor, frame.iloc[rows])
             X_val = preprocessor.transform(frame.iloc[split.validation])
             fitted = _fit(
                 spec,
@@ -612,7 +613,7 @@ def train(
 
     frame, y = prepared.frame, prepared.y
     preprocessor = build_preprocessor(prepared.schema, spec.preprocessing)
-    X_train = preprocessor.fit_transform(frame.iloc[split_.train])
+    X_train = fit_transform(preprocessor, frame.iloc[split_.train])
     X_val = (
         preprocessor.transform(frame.iloc[split_.validation]) if len(split_.validation) else None
     )

@@ -118,6 +118,7 @@ class AttemptRunner(threading.Thread):
         self.release_requested = threading.Event()
         self.process: multiprocessing.process.BaseProcess | None = None
         self.outcome = "lost"
+        self.child_ended: float | None = None
 
     def run(self) -> None:
         with job_context(self.claim.job_id):
@@ -176,6 +177,7 @@ class AttemptRunner(threading.Thread):
         }
 
     def _run(self) -> None:
+        began = time.monotonic()
         payload = self._payload()
         from service.worker.child import child_main
 
@@ -196,6 +198,17 @@ class AttemptRunner(threading.Thread):
             alive_w.close()
             receive.close()
             process.join(timeout=5)
+        ended = time.monotonic()
+        child_ended = self.child_ended or ended
+        logger.info(
+            "attempt %s/%s %s in %.2f s: %.2f s to prepare, %.2f s in the child, %.2f s to store",
+            *self._ids(),
+            self.outcome,
+            ended - began,
+            started - began,
+            child_ended - started,
+            ended - child_ended,
+        )
 
     def _supervise(
         self, process: Any, receive: Connection, started: float, max_seconds: float
@@ -211,7 +224,7 @@ class AttemptRunner(threading.Thread):
             if child_done and process.is_alive():
                 process.join(timeout=2)
             if child_done and not process.is_alive():
-                logger.debug("attempt %s/%s: child exited", *self._ids())
+                self.child_ended = time.monotonic()
                 self._flush(state)
                 self._complete(process, state)
                 return
