@@ -53,7 +53,11 @@ class Settings(BaseSettings):
     )
     n_unique_cap: int = Field(10_000, ge=1, description="Distinct values counted exactly.")
     blob_chunk_bytes: int = Field(4 * MiB, ge=64 * 1024, le=64 * MiB)
-    tmp_dir: Path | None = Field(None, description="Scratch space for uploads; system default.")
+    tmp_dir: Path | None = Field(
+        None,
+        description="Scratch space for uploads (system default): each API process keeps a "
+        "folder of its own there and, on start, removes those left by processes that died.",
+    )
 
     sqlite_busy_timeout_ms: int = Field(30_000, ge=0)
     key_cache_seconds: float = Field(2.0, ge=0, description="How long a verified key is trusted.")

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
+import anyio
 from fastapi import Depends, Request
 from sqlalchemy import DateTime, Engine, MetaData, create_engine, event
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
+from starlette.concurrency import run_in_threadpool
 
 from service.config import Settings
 
@@ -79,8 +81,9 @@ def make_engine(settings: Settings) -> Engine:
                 "check_same_thread": False,
                 "timeout": settings.sqlite_busy_timeout_ms / 1000,
             },
-            pool_size=8,
-            max_overflow=16,
+            # As many as the threadpool runs at once (40), so connections are reused, not churned.
+            pool_size=40,
+            max_overflow=8,
         )
         _configure_sqlite(engine, settings.sqlite_busy_timeout_ms)
         return engine
@@ -139,18 +142,34 @@ def get_database(request: Request) -> Database:
     return db
 
 
-def get_session(request: Request) -> Iterator[Session]:
-    """The request boundary: commit if the handler returned, roll back if it raised."""
+async def get_session(request: Request) -> AsyncIterator[Session]:
+    """The request boundary: commit if the handler returned, roll back if it raised.
+
+    A new Session does no I/O, so it is made here on the event loop; only its end, once a query
+    ran, takes a trip to a worker thread (shielded: a dropped client still returns the
+    connection to the pool).
+    """
     db = get_database(request)
     write = request.method not in ("GET", "HEAD", "OPTIONS")
-    factory = db.write_sessions if write else db.read_sessions
-    with factory() as session:
-        try:
-            yield session
+    session = (db.write_sessions if write else db.read_sessions)()
+    try:
+        yield session
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await run_in_threadpool(_end_session, session, commit=False)
+        raise
+    with anyio.CancelScope(shield=True):
+        await run_in_threadpool(_end_session, session, commit=True)
+
+
+def _end_session(session: Session, *, commit: bool) -> None:
+    try:
+        if commit:
             session.commit()
-        except BaseException:
+        else:
             session.rollback()
-            raise
+    finally:
+        session.close()
 
 
 DatabaseDep = Annotated[Database, Depends(get_database)]

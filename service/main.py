@@ -25,6 +25,7 @@ from service.migrate import schema_status
 from service.observability import install_observability
 from service.openapi import install_openapi
 from service.plots.router import router as plots_router
+from service.scratch import ScratchSpace
 from service.sweeps.router import router as sweeps_router
 
 logger = logging.getLogger("ridgeline.api")
@@ -75,6 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.db = db
         app.state.key_verifier = KeyVerifier(settings.key_cache_seconds)
         app.state.model_cache = ModelCache()
+        app.state.scratch = ScratchSpace(settings.tmp_dir)
         if settings.auth == "disabled":
             logger.warning(
                 "authentication is DISABLED (RIDGELINE_AUTH=disabled); every caller on %s "
@@ -84,6 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            app.state.scratch.close()
             db.dispose()
 
     app = FastAPIOffline(

@@ -38,7 +38,9 @@ def test_every_error_is_problem_json(spec: dict[str, Any]) -> None:
         for code, response in op["responses"].items():
             if code.startswith(("4", "5")):
                 assert list(response.get("content", {})) == ["application/problem+json"], (
-                    method, path, code,
+                    method,
+                    path,
+                    code,
                 )
         if path.startswith("/v1"):
             assert {"401", "422"} <= set(op["responses"]), (method, path)

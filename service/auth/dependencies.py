@@ -13,9 +13,10 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 
 from service.auth import sessions
-from service.auth.service import Principal
+from service.auth.service import Principal, hash_key
 from service.errors import Forbidden, Unauthorized
 
 LOCAL_TENANT = "local"
@@ -37,10 +38,14 @@ def session_principal(request: Request) -> Principal | None:
     session_token = sessions.read_token(secret, token)
     if session_token is None:
         return None
+    return principal_of_digest(request, session_token.key_digest)
+
+
+def principal_of_digest(request: Request, digest: str) -> Principal | None:
+    """The active key with this sha256 (a blocking database read unless recently verified)."""
+    app_state = request.app.state
     with app_state.db.read_sessions() as session:
-        principal: Principal | None = app_state.key_verifier.verify_digest(
-            session, session_token.key_digest
-        )
+        principal: Principal | None = app_state.key_verifier.verify_digest(session, digest)
     return principal
 
 
@@ -56,16 +61,17 @@ def check_csrf(request: Request, presented: str | None) -> None:
         )
 
 
-def authenticate(
+async def authenticate(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Principal:
+    """Async, so a recently verified key (the common case) costs no trip to a worker thread."""
     app_state = request.app.state
     if app_state.settings.auth == "disabled":
         return local_principal()
     has_header = "authorization" in request.headers
     if not has_header and sessions.SESSION_COOKIE in request.cookies:
-        principal = session_principal(request)
+        principal = await run_in_threadpool(session_principal, request)
         if principal is None:
             raise Unauthorized(
                 "the dashboard session has expired or its API key was revoked; sign in again "
@@ -81,8 +87,10 @@ def authenticate(
             "send an API key as 'Authorization: Bearer <key>'; create one with "
             "`ridgeline keys create --name NAME`"
         )
-    with app_state.db.read_sessions() as session:
-        principal = app_state.key_verifier.verify(session, credentials.credentials)
+    digest = hash_key(credentials.credentials)
+    principal = app_state.key_verifier.cached(digest)
+    if principal is None:
+        principal = await run_in_threadpool(principal_of_digest, request, digest)
     if principal is None:
         raise Unauthorized("the API key is unknown or revoked; check it or create a new one")
     request.state.principal = principal

@@ -87,16 +87,23 @@ class KeyVerifier:
     def verify(self, session: Session, plaintext: str) -> Principal | None:
         return self.verify_digest(session, hash_key(plaintext))
 
+    def cached(self, digest: str, *, now: float | None = None) -> Principal | None:
+        """The principal of a key verified in the last few seconds, without the database."""
+        with self._lock:
+            hit = self._cache.get(digest)
+        if hit is not None and (now or time.monotonic()) - hit[0] < self._cache_seconds:
+            return hit[1]
+        return None
+
     def verify_digest(self, session: Session, digest: str) -> Principal | None:
         """The principal of the active key with this sha256, or None (unknown or revoked).
 
         Session cookies carry the digest, never the key, and come back through here, so a
         revoked key ends its sessions as soon as the cache entry ages out."""
         now = time.monotonic()
-        with self._lock:
-            hit = self._cache.get(digest)
-        if hit is not None and now - hit[0] < self._cache_seconds:
-            return hit[1]
+        principal = self.cached(digest, now=now)
+        if principal is not None:
+            return principal
         key = session.scalar(select(ApiKey).where(ApiKey.key_hash == digest))
         if key is None or key.revoked_at is not None:
             with self._lock:

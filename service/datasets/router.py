@@ -15,6 +15,7 @@ from service.datasets.schemas import DatasetPreview, DatasetRead
 from service.db import DatabaseDep, SessionDep
 from service.ids import parse_id
 from service.pagination import MAX_LIMIT, Page
+from service.scratch import scratch_dir
 from service.uploads import receive_upload
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
@@ -79,12 +80,12 @@ async def upload_dataset(
         content_type=request.headers.get("content-type"),
         content_length=request.headers.get("content-length"),
         max_bytes=settings.max_upload_bytes,
-        tmp_dir=settings.tmp_dir,
+        tmp_dir=scratch_dir(request),
     )
     try:
         dataset = await anyio.to_thread.run_sync(
             lambda: service.create_dataset(
-                db, tenant_id=principal.tenant_id, upload=upload, tmp_dir=settings.tmp_dir
+                db, tenant_id=principal.tenant_id, upload=upload, tmp_dir=scratch_dir(request)
             ),
             limiter=_ingest_slots(request),
         )

@@ -31,6 +31,7 @@ from service.jobs.schemas import (
     PredictResponse,
 )
 from service.pagination import MAX_LIMIT, Page
+from service.scratch import scratch_dir
 from service.training.errors import PredictionInputError
 from service.uploads import receive_upload
 
@@ -278,7 +279,7 @@ async def _predict_rows(request: Request, db: Database) -> Any:
             content_type=request.headers.get("content-type"),
             content_length=request.headers.get("content-length"),
             max_bytes=db.settings.max_upload_bytes,
-            tmp_dir=db.settings.tmp_dir,
+            tmp_dir=scratch_dir(request),
         )
         try:
             return await anyio.to_thread.run_sync(lambda: _read_csv_rows(upload.path, max_rows))
