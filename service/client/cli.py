@@ -142,6 +142,14 @@ def _echo_json(value: Any) -> None:
     sys.stdout.flush()
 
 
+def _report(as_json: bool, value: Any, text: str) -> None:
+    """One outcome: JSON on stdout for scripts (--json), else a line for people."""
+    if as_json:
+        _echo_json(value)
+    else:
+        _stdout().print(text)
+
+
 def _fmt(value: Any, digits: int = 4) -> str:
     if value is None:
         return "—"
@@ -377,10 +385,8 @@ def datasets_download(
         raise typer.BadParameter("csv or parquet", param_hint="--format")
     with _session(url, api_key, as_json) as client:
         path = client.download(dataset_id, out, format)  # type: ignore[arg-type]
-        if as_json:
-            _echo_json({"path": str(path), "bytes": path.stat().st_size})
-        else:
-            _stdout().print(f"saved {path} ({_size(path.stat().st_size)})")
+        size = path.stat().st_size
+        _report(as_json, {"path": str(path), "bytes": size}, f"saved {path} ({_size(size)})")
 
 
 @datasets_app.command("delete")
@@ -393,10 +399,7 @@ def datasets_delete(
     """Delete a dataset (refused while a queued or running job uses it)."""
     with _session(url, api_key, as_json) as client:
         client.delete_dataset(dataset_id)
-        if as_json:
-            _echo_json({"deleted": dataset_id})
-        else:
-            _stdout().print(f"deleted dataset {dataset_id}")
+        _report(as_json, {"deleted": dataset_id}, f"deleted dataset {dataset_id}")
 
 
 # --- jobs -------------------------------------------------------------------------------------
@@ -590,10 +593,7 @@ def jobs_submit(
     with _session(url, api_key, as_json) as client:
         job = client.submit(spec, idempotency_key, dataset_id=dataset)
         if not watch:
-            if as_json:
-                _echo_json(job)
-            else:
-                _stdout().print(f"job {job.id} {job.status}")
+            _report(as_json, job, f"job {job.id} {job.status}")
             return
         if not as_json:
             _stderr().print(f"job {job.id} {job.status}")
@@ -675,10 +675,7 @@ def jobs_cancel(
     """Cancel a queued or running job."""
     with _session(url, api_key, as_json) as client:
         job = client.cancel(job_id)
-        if as_json:
-            _echo_json(job)
-        else:
-            _stdout().print(f"job {job.id} {job.status} (cancel requested)")
+        _report(as_json, job, f"job {job.id} {job.status} (cancel requested)")
 
 
 @jobs_app.command("delete")
@@ -691,10 +688,7 @@ def jobs_delete(
     """Delete a finished job and its artifact."""
     with _session(url, api_key, as_json) as client:
         client.delete_job(job_id)
-        if as_json:
-            _echo_json({"deleted": job_id})
-        else:
-            _stdout().print(f"deleted job {job_id}")
+        _report(as_json, {"deleted": job_id}, f"deleted job {job_id}")
 
 
 @jobs_app.command("metrics")
@@ -741,10 +735,12 @@ def jobs_download(
     """Download the model artifact, checked against its sha256."""
     with _session(url, api_key, as_json) as client:
         path = client.download_artifact(job_id, out)
-        if as_json:
-            _echo_json({"path": str(path), "bytes": path.stat().st_size})
-        else:
-            _stdout().print(f"saved {path} ({_size(path.stat().st_size)}, sha256 verified)")
+        size = path.stat().st_size
+        _report(
+            as_json,
+            {"path": str(path), "bytes": size},
+            f"saved {path} ({_size(size)}, sha256 verified)",
+        )
 
 
 @jobs_app.command("predict")
@@ -1063,10 +1059,7 @@ def sweeps_cancel(
     """Cancel a sweep and its remaining jobs."""
     with _session(url, api_key, as_json) as client:
         sweep = client.cancel_sweep(sweep_id)
-        if as_json:
-            _echo_json(sweep)
-        else:
-            _stdout().print(f"sweep {sweep.id} {sweep.status}")
+        _report(as_json, sweep, f"sweep {sweep.id} {sweep.status}")
 
 
 if __name__ == "__main__":

@@ -130,6 +130,19 @@ def get_dataset(session: Session, *, tenant_id: str, dataset_id: uuid.UUID) -> D
     return dataset
 
 
+def dataset_to_train_on(session: Session, *, tenant_id: str, dataset_id: uuid.UUID) -> Dataset:
+    """The dataset a job or sweep names; unknown is a 422 on the field, not a 404 of the URL."""
+    dataset = session.scalar(
+        select(Dataset).where(Dataset.id == dataset_id, Dataset.tenant_id == tenant_id)
+    )
+    if dataset is None:
+        raise InvalidInput(
+            f"no dataset with id {dataset_id}; upload one with POST /v1/datasets",
+            errors=[{"field": "dataset_id", "message": "unknown dataset"}],
+        )
+    return dataset
+
+
 def list_datasets(
     session: Session, *, tenant_id: str, limit: int, cursor: str | None
 ) -> tuple[list[Dataset], str | None]:

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from service import blobs
 from service.config import Settings
 from service.datasets.models import Dataset
+from service.datasets.service import dataset_to_train_on
 from service.db import Database, utcnow
 from service.errors import Conflict, InvalidInput, NotFound, TooManyRequests
 from service.jobs import callbacks, queue
@@ -99,14 +100,7 @@ def create_job(
         )
         if replayed is not None:
             return replayed, False
-    dataset = session.scalar(
-        select(Dataset).where(Dataset.id == body.dataset_id, Dataset.tenant_id == tenant_id)
-    )
-    if dataset is None:
-        raise InvalidInput(
-            f"no dataset with id {body.dataset_id}; upload one with POST /v1/datasets",
-            errors=[{"field": "dataset_id", "message": "unknown dataset"}],
-        )
+    dataset = dataset_to_train_on(session, tenant_id=tenant_id, dataset_id=body.dataset_id)
     spec = body.training_spec()
     check_tenant_limits(session, settings, tenant_id=tenant_id, new_jobs=1)
     check_epochs(settings, spec)

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from service.config import Settings
 from service.datasets.models import Dataset
+from service.datasets.service import dataset_to_train_on
 from service.db import Database, utcnow
 from service.errors import Conflict, InvalidInput, NotFound
 from service.jobs import queue
@@ -138,14 +139,7 @@ def create_sweep(
     session: Session, *, settings: Settings, tenant_id: str, body: SweepCreate
 ) -> Sweep:
     """Validate every configuration against the dataset, then queue its trial jobs."""
-    dataset = session.scalar(
-        select(Dataset).where(Dataset.id == body.dataset_id, Dataset.tenant_id == tenant_id)
-    )
-    if dataset is None:
-        raise InvalidInput(
-            f"no dataset with id {body.dataset_id}; upload one with POST /v1/datasets",
-            errors=[{"field": "dataset_id", "message": "unknown dataset"}],
-        )
+    dataset = dataset_to_train_on(session, tenant_id=tenant_id, dataset_id=body.dataset_id)
     base = body.base_spec()
     configs = expand(body)
     if len(configs) > settings.max_sweep_trials:
