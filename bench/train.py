@@ -8,8 +8,11 @@ On a 200k x 50 numeric classification table (binary target of a noisy logistic m
        target service <= 1.15 x direct + 0.3 s. Run twice: the first job on a dataset also copies
        it from the database into the worker's cache ("cold"); the second finds it there ("warm").
        Each "warm" job runs right after a direct fit in this process, and the job's child runs
-       0.3-0.6 s slower after one (with the same page faults; cause not found), so the L2 jobs
-       also run back to back at the end ("warm, back to back").
+       0.3-0.6 s slower after one, so the L2 jobs also run back to back at the end ("warm, back
+       to back"). The slowdown is all in first-touch copies (pandas block stacking, take,
+       astype: 10x slower, same guest page-fault count); this sandbox is a Firecracker VM with
+       free page reporting (page_reporting_order=11), so memory the direct fit frees goes back
+       to the host and costs host faults when the child touches it next.
   (a2) L1 logistic job, POST -> succeeded, against H2O-3's published 2.5 s for one L1 GLM of this
        size; the CSV upload (import + parse) against H2O's published 2.9 s.
   (b)  MLP [128, 64], batch 256, 5 epochs: seconds per epoch from the job's fit_seconds against a
