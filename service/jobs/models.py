@@ -35,6 +35,12 @@ ACTIVE = (QUEUED, RUNNING)
 CALLBACK_PENDING, CALLBACK_DELIVERED, CALLBACK_FAILED = "pending", "delivered", "failed"
 
 
+def summary_of(metrics: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The headline of the metrics: shown on the job and sent in its callback."""
+    metrics = metrics or {}
+    return {k: metrics[k] for k in SUMMARY_KEYS if k in metrics} or None
+
+
 class Job(Base):
     __tablename__ = "jobs"
     __table_args__ = (
@@ -84,9 +90,7 @@ class Job(Base):
 
     @property
     def summary(self) -> dict[str, Any] | None:
-        """The headline of the metrics: shown on the job and sent in its callback."""
-        metrics = self.metrics or {}
-        return {k: metrics[k] for k in SUMMARY_KEYS if k in metrics} or None
+        return summary_of(self.metrics)
 
     # Where a worker POSTs the job's end, signed; and how that delivery stands.
     callback_url: Mapped[str | None] = mapped_column(Text)

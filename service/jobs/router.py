@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Sequence
+from functools import partial
 from typing import Annotated, Any, Literal
 
 import anyio.to_thread
@@ -18,7 +20,7 @@ from service.db import Database, DatabaseDep, SessionDep
 from service.errors import Conflict, InvalidInput, PayloadTooLarge, UnsupportedMediaType
 from service.ids import parse_id
 from service.jobs import service
-from service.jobs.models import TERMINAL, Job
+from service.jobs.models import TERMINAL, Job, summary_of
 from service.jobs.schemas import (
     ArtifactInfo,
     AttemptRead,
@@ -40,7 +42,7 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 MAX_PREDICT_JSON_BYTES = 32 << 20
 
 
-def job_read(session: Session, job: Job) -> JobRead:
+def job_read(job: service.JobRow, attempts: Sequence[service.AttemptRow]) -> JobRead:
     artifact = None
     if job.artifact_sha256 and job.artifact_kind:
         artifact = ArtifactInfo(
@@ -63,16 +65,20 @@ def job_read(session: Session, job: Job) -> JobRead:
         task_reason=job.task_reason,
         spec=job.spec,
         native_params=job.native_params,
-        summary=job.summary,
+        summary=summary_of(job.metrics),
         artifact=artifact,
         versions=job.versions,
-        attempts=[AttemptRead.model_validate(a) for a in service.attempts_of(session, job)],
+        attempts=[AttemptRead.model_validate(a) for a in attempts],
         callback=service.callback_info(job),
         max_seconds=job.max_seconds,
         created_at=job.created_at,
         started_at=job.started_at,
         finished_at=job.finished_at,
     )
+
+
+def job_read_of(session: Session, job: Job) -> JobRead:
+    return job_read(job, service.attempts_of(session, job))
 
 
 def _job(session: Session, principal: PrincipalDep, job_id: str) -> Job:
@@ -107,7 +113,7 @@ def create_job(
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     if not created:
         response.status_code = status.HTTP_200_OK
-    return job_read(session, job)
+    return job_read_of(session, job)
 
 
 @router.get("", response_model=Page[JobRead], summary="List jobs, newest first")
@@ -127,12 +133,18 @@ def list_jobs(
         limit=limit,
         cursor=cursor,
     )
-    return Page[JobRead](items=[job_read(session, j) for j in items], next_cursor=next_cursor)
+    attempts = service.attempts_of_jobs(session, [job.id for job in items])
+    return Page[JobRead](
+        items=[job_read(job, attempts[job.id]) for job in items], next_cursor=next_cursor
+    )
 
 
 @router.get("/{job_id}", response_model=JobRead, summary="Get a job: status, progress, attempts")
-def get_job(job_id: str, session: SessionDep, principal: PrincipalDep) -> JobRead:
-    return job_read(session, _job(session, principal, job_id))
+async def get_job(job_id: str, db: DatabaseDep, principal: PrincipalDep) -> Response:
+    """The status poll: clients call it in a loop, so it skips the ORM and thread trips."""
+    read = partial(service.read_job, tenant_id=principal.tenant_id, job_id=parse_id(job_id, "job"))
+    job, attempts = await db.read(read)
+    return Response(job_read(job, attempts).model_dump_json(), media_type="application/json")
 
 
 @router.get(
@@ -421,7 +433,7 @@ async def job_events(
 @router.post("/{job_id}/cancel", response_model=JobRead, summary="Cancel a queued or running job")
 def cancel_job(job_id: str, session: SessionDep, principal: PrincipalDep) -> JobRead:
     job = service.cancel_job(session, tenant_id=principal.tenant_id, job_id=parse_id(job_id, "job"))
-    return job_read(session, job)
+    return job_read_of(session, job)
 
 
 @router.delete(

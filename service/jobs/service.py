@@ -13,7 +13,7 @@ from datetime import timedelta
 from typing import Any
 
 import pyarrow as pa
-from sqlalchemy import delete, exists, func, select, update
+from sqlalchemy import Connection, Row, bindparam, delete, exists, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -223,11 +223,47 @@ def list_jobs(
 
 
 def attempts_of(session: Session, job: Job) -> list[JobAttempt]:
-    return list(
-        session.scalars(
-            select(JobAttempt).where(JobAttempt.job_id == job.id).order_by(JobAttempt.attempt)
+    return attempts_of_jobs(session, [job.id]).get(job.id, [])
+
+
+def attempts_of_jobs(
+    session: Session, job_ids: list[uuid.UUID]
+) -> dict[uuid.UUID, list[JobAttempt]]:
+    """The attempts of many jobs in one query (a page of jobs is not one query per job)."""
+    by_job: dict[uuid.UUID, list[JobAttempt]] = {job_id: [] for job_id in job_ids}
+    if job_ids:
+        query = (
+            select(JobAttempt)
+            .where(JobAttempt.job_id.in_(job_ids))
+            .order_by(JobAttempt.job_id, JobAttempt.attempt)
         )
-    )
+        for attempt in session.scalars(query):
+            by_job[attempt.job_id].append(attempt)
+    return by_job
+
+
+# An ORM job or a Core row of the jobs table: what a JobRead is made from (same attribute names).
+JobRow = Job | Row[Any]
+AttemptRow = JobAttempt | Row[Any]
+
+_jobs, _attempts = Job.__table__, JobAttempt.__table__
+# Built once: building a statement costs more than running it on SQLite.
+_JOB_OF_TENANT = select(_jobs).where(
+    _jobs.c.id == bindparam("job_id"), _jobs.c.tenant_id == bindparam("tenant_id")
+)
+_ATTEMPTS_OF_JOB = (
+    select(_attempts).where(_attempts.c.job_id == bindparam("job_id")).order_by(_attempts.c.attempt)
+)
+
+
+def read_job(
+    connection: Connection, *, tenant_id: str, job_id: uuid.UUID
+) -> tuple[Row[Any], list[Row[Any]]]:
+    """A job and its attempts through SQLAlchemy Core: the status poll, the hottest read."""
+    job = connection.execute(_JOB_OF_TENANT, {"job_id": job_id, "tenant_id": tenant_id}).first()
+    if job is None:
+        raise NotFound(f"no job with id {job_id}")
+    return job, list(connection.execute(_ATTEMPTS_OF_JOB, {"job_id": job_id}))
 
 
 def epochs_of(session: Session, job: Job) -> list[JobEpoch]:
@@ -446,7 +482,7 @@ def _scored_csv(model: Any, table: pa.Table, *, header: bool) -> bytes:
     return sink.getvalue()
 
 
-def callback_info(job: Job) -> CallbackRead | None:
+def callback_info(job: JobRow) -> CallbackRead | None:
     """How the job's callback delivery stands, for GET /v1/jobs/{id}."""
     if job.callback_url is None or job.callback_status is None:
         return None
