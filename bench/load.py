@@ -69,6 +69,8 @@ def serve_bare(port: int, payload_path: str) -> None:
     import uvicorn
     from fastapi import FastAPI
 
+    from service.cli import UVICORN_SETTINGS
+
     payload: dict[str, Any] = json.loads(Path(payload_path).read_text())
     app = FastAPI()
 
@@ -76,7 +78,7 @@ def serve_bare(port: int, payload_path: str) -> None:
     def item() -> dict[str, Any]:
         return payload
 
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=10)
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", **UVICORN_SETTINGS)
 
 
 class BareServer:

@@ -246,7 +246,9 @@ class LimitsMiddleware:
             return
         has_body = bool(content_length) or _header(scope, b"transfer-encoding") is not None
 
-        if is_v1 and has_body and _is_json(content_type):
+        if not has_body:
+            await self.app(scope, receive, send)  # nothing to count
+        elif is_v1 and _is_json(content_type):
             await self._json(scope, receive, send)
         else:
             await self._streamed(scope, receive, send)

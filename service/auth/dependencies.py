@@ -9,6 +9,7 @@ on its own).
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -87,10 +88,15 @@ async def authenticate(
             "send an API key as 'Authorization: Bearer <key>'; create one with "
             "`ridgeline keys create --name NAME`"
         )
-    digest = hash_key(credentials.credentials)
-    principal = app_state.key_verifier.cached(digest)
-    if principal is None:
-        principal = await run_in_threadpool(principal_of_digest, request, digest)
+    verifier = app_state.key_verifier
+
+    async def lookup(digest: str) -> Principal | None:
+        principal: Principal | None = await app_state.db.read(
+            partial(verifier.verify_digest, digest=digest)
+        )
+        return principal
+
+    principal = await verifier.verify_digest_once(hash_key(credentials.credentials), lookup)
     if principal is None:
         raise Unauthorized("the API key is unknown or revoked; check it or create a new one")
     request.state.principal = principal

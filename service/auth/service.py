@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import re
@@ -9,9 +10,10 @@ import secrets
 import threading
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import Connection, bindparam, func, select
 from sqlalchemy.orm import Session
 
 from service.auth.models import ApiKey
@@ -76,6 +78,12 @@ def revoke_key(session: Session, *, name: str) -> ApiKey:
     return key
 
 
+_keys = ApiKey.__table__
+_KEY_BY_DIGEST = select(
+    _keys.c.name, _keys.c.tenant_id, _keys.c.key_hash, _keys.c.revoked_at
+).where(_keys.c.key_hash == bindparam("digest"))
+
+
 class KeyVerifier:
     """Checks bearer keys against the database, trusting a positive answer for a few seconds."""
 
@@ -83,8 +91,23 @@ class KeyVerifier:
         self._cache_seconds = cache_seconds
         self._cache: dict[str, tuple[float, Principal]] = {}
         self._lock = threading.Lock()
+        self._in_flight: dict[str, asyncio.Future[Principal | None]] = {}
 
-    def verify(self, session: Session, plaintext: str) -> Principal | None:
+    async def verify_digest_once(
+        self, digest: str, lookup: Callable[[str], Awaitable[Principal | None]]
+    ) -> Principal | None:
+        """Cached, else one `lookup` per key at a time (event loop only): when an entry ages out
+        under load, the requests in flight share one database check instead of sending one each."""
+        principal = self.cached(digest)
+        if principal is not None:
+            return principal
+        pending = self._in_flight.get(digest)
+        if pending is None:
+            pending = self._in_flight[digest] = asyncio.ensure_future(lookup(digest))
+            pending.add_done_callback(lambda _: self._in_flight.pop(digest, None))
+        return await asyncio.shield(pending)  # a caller that goes away leaves it to the others
+
+    def verify(self, session: Session | Connection, plaintext: str) -> Principal | None:
         return self.verify_digest(session, hash_key(plaintext))
 
     def cached(self, digest: str, *, now: float | None = None) -> Principal | None:
@@ -95,7 +118,7 @@ class KeyVerifier:
             return hit[1]
         return None
 
-    def verify_digest(self, session: Session, digest: str) -> Principal | None:
+    def verify_digest(self, session: Session | Connection, digest: str) -> Principal | None:
         """The principal of the active key with this sha256, or None (unknown or revoked).
 
         Session cookies carry the digest, never the key, and come back through here, so a
@@ -104,7 +127,7 @@ class KeyVerifier:
         principal = self.cached(digest, now=now)
         if principal is not None:
             return principal
-        key = session.scalar(select(ApiKey).where(ApiKey.key_hash == digest))
+        key = session.execute(_KEY_BY_DIGEST, {"digest": digest}).first()
         if key is None or key.revoked_at is not None:
             with self._lock:
                 self._cache.pop(digest, None)

@@ -17,7 +17,13 @@ from sqlalchemy.orm import Session
 from service import blobs
 from service.auth.dependencies import PrincipalDep
 from service.db import Database, DatabaseDep, SessionDep
-from service.errors import Conflict, InvalidInput, PayloadTooLarge, UnsupportedMediaType
+from service.errors import (
+    Conflict,
+    InvalidInput,
+    NotFound,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+)
 from service.ids import parse_id
 from service.jobs import service
 from service.jobs.models import TERMINAL, Job, summary_of
@@ -142,9 +148,11 @@ def list_jobs(
 @router.get("/{job_id}", response_model=JobRead, summary="Get a job: status, progress, attempts")
 async def get_job(job_id: str, db: DatabaseDep, principal: PrincipalDep) -> Response:
     """The status poll: clients call it in a loop, so it skips the ORM and thread trips."""
-    read = partial(service.read_job, tenant_id=principal.tenant_id, job_id=parse_id(job_id, "job"))
-    job, attempts = await db.read(read)
-    return Response(job_read(job, attempts).model_dump_json(), media_type="application/json")
+    job_uuid = parse_id(job_id, "job")
+    found = await db.read(partial(service.read_job, tenant_id=principal.tenant_id, job_id=job_uuid))
+    if found is None:
+        raise NotFound(f"no job with id {job_uuid}")
+    return Response(job_read(*found).model_dump_json(), media_type="application/json")
 
 
 @router.get(

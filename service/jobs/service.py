@@ -244,26 +244,33 @@ def attempts_of_jobs(
 
 # An ORM job or a Core row of the jobs table: what a JobRead is made from (same attribute names).
 JobRow = Job | Row[Any]
-AttemptRow = JobAttempt | Row[Any]
+AttemptRow = JobAttempt | dict[str, Any]
 
 _jobs, _attempts = Job.__table__, JobAttempt.__table__
-# Built once: building a statement costs more than running it on SQLite.
-_JOB_OF_TENANT = select(_jobs).where(
-    _jobs.c.id == bindparam("job_id"), _jobs.c.tenant_id == bindparam("tenant_id")
-)
-_ATTEMPTS_OF_JOB = (
-    select(_attempts).where(_attempts.c.job_id == bindparam("job_id")).order_by(_attempts.c.attempt)
+_ATTEMPT_FIELDS = ("attempt", "worker_id", "started_at", "finished_at", "outcome", "error")
+# Built once (building a statement costs more than running it on SQLite), and one statement, so
+# the job and its attempts come from one snapshot on either database without a transaction.
+_JOB_WITH_ATTEMPTS = (
+    select(_jobs, *(_attempts.c[name].label(f"attempt_{name}") for name in _ATTEMPT_FIELDS))
+    .outerjoin(_attempts, _attempts.c.job_id == _jobs.c.id)
+    .where(_jobs.c.id == bindparam("job_id"), _jobs.c.tenant_id == bindparam("tenant_id"))
+    .order_by(_attempts.c.attempt)
 )
 
 
 def read_job(
     connection: Connection, *, tenant_id: str, job_id: uuid.UUID
-) -> tuple[Row[Any], list[Row[Any]]]:
+) -> tuple[Row[Any], list[dict[str, Any]]] | None:
     """A job and its attempts through SQLAlchemy Core: the status poll, the hottest read."""
-    job = connection.execute(_JOB_OF_TENANT, {"job_id": job_id, "tenant_id": tenant_id}).first()
-    if job is None:
-        raise NotFound(f"no job with id {job_id}")
-    return job, list(connection.execute(_ATTEMPTS_OF_JOB, {"job_id": job_id}))
+    rows = connection.execute(_JOB_WITH_ATTEMPTS, {"job_id": job_id, "tenant_id": tenant_id}).all()
+    if not rows:
+        return None
+    attempts = [
+        {name: row._mapping[f"attempt_{name}"] for name in _ATTEMPT_FIELDS}
+        for row in rows
+        if row.attempt_attempt is not None
+    ]
+    return rows[0], attempts
 
 
 def epochs_of(session: Session, job: Job) -> list[JobEpoch]:
