@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.auth.models import ApiKey
-from service.auth.service import KeyVerifier, create_key, hash_key, revoke_key
+from service.auth.service import KeyVerifier, Principal, create_key, hash_key, revoke_key
 from service.errors import Conflict, InvalidInput, NotFound
 
 
@@ -41,3 +43,48 @@ def test_revoked_keys_stop_verifying(session: Session) -> None:
     assert verifier.verify(session, plaintext) is None
     with pytest.raises(NotFound):
         revoke_key(session, name="nobody")
+
+
+def test_requests_in_flight_share_one_lookup_of_a_key() -> None:
+    verifier = KeyVerifier(cache_seconds=60)
+    calls: list[str] = []
+    release = asyncio.Event()
+
+    async def lookup(digest: str) -> Principal | None:
+        calls.append(digest)
+        await release.wait()
+        return Principal(key_name="k", tenant_id="t")
+
+    async def main() -> list[Principal | None]:
+        waiting = [
+            asyncio.ensure_future(verifier.verify_digest_once("d", lookup)) for _ in range(5)
+        ]
+        await asyncio.sleep(0)
+        waiting[0].cancel()  # a client that went away leaves the lookup to the others
+        release.set()
+        return await asyncio.gather(*waiting[1:])
+
+    assert asyncio.run(main()) == [Principal(key_name="k", tenant_id="t")] * 4
+    assert calls == ["d"]
+
+
+def test_a_failed_lookup_reaches_every_waiter_and_is_tried_again() -> None:
+    verifier = KeyVerifier(cache_seconds=60)
+    outcomes = iter([RuntimeError("database down"), None])
+
+    async def lookup(digest: str) -> Principal | None:
+        await asyncio.sleep(0)
+        outcome = next(outcomes)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    async def main() -> tuple[list[BaseException | Principal | None], Principal | None]:
+        first = await asyncio.gather(
+            *(verifier.verify_digest_once("d", lookup) for _ in range(3)), return_exceptions=True
+        )
+        return first, await verifier.verify_digest_once("d", lookup)
+
+    first, again = asyncio.run(main())
+    assert all(isinstance(outcome, RuntimeError) for outcome in first)
+    assert again is None

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
+from functools import partial
 
 import pytest
 from sqlalchemy import delete, update
@@ -14,6 +16,7 @@ from service import blobs
 from service.datasets.models import Dataset
 from service.db import Database, utcnow
 from service.jobs import queue
+from service.jobs import service as jobs_service
 from service.jobs.models import FAILED, QUEUED, RUNNING, SUCCEEDED, Job, JobAttempt
 
 
@@ -165,3 +168,33 @@ def test_running_limit_per_tenant(db: Database, empty_queue: uuid.UUID) -> None:
             return queue.claim(session, worker_id="w", lease_seconds=30, max_running_per_tenant=1)
 
     assert [c.job_id for c in iter(claim_capped, None)] == [first, other]
+
+
+def test_the_status_poll_reads_a_job_with_its_attempts_in_order(
+    db: Database, empty_queue: uuid.UUID
+) -> None:
+    job_id, untried_id = _job(db, empty_queue), _job(db, empty_queue)
+    assert _claim(db, "w1") is not None
+    _expire(db, job_id)
+    with db.transaction() as session:
+        queue.reap_expired(session)
+    fresh = _claim(db, "w2")
+    assert fresh is not None and fresh.job_id == job_id
+    with db.transaction() as session:
+        assert queue.finish(session, fresh, status=SUCCEEDED, metrics={"final": {"ok": 1}})
+
+    found = asyncio.run(db.read(partial(jobs_service.read_job, tenant_id="a", job_id=job_id)))
+    assert found is not None
+    job, attempts = found
+    assert (job.status, job.attempt, job.metrics) == (SUCCEEDED, 2, {"final": {"ok": 1}})
+    assert [(a["attempt"], a["worker_id"], a["outcome"]) for a in attempts] == [
+        (1, "w1", "lost"),
+        (2, "w2", SUCCEEDED),
+    ]
+    untried = asyncio.run(db.read(partial(jobs_service.read_job, tenant_id="a", job_id=untried_id)))
+    assert untried is not None and untried[1] == []
+    other_tenant = partial(jobs_service.read_job, tenant_id="b", job_id=job_id)
+    assert asyncio.run(db.read(other_tenant)) is None
+    with db.transaction(write=False) as session:
+        by_job = jobs_service.attempts_of_jobs(session, [job_id, untried_id])
+    assert [a.outcome for a in by_job[job_id]] == ["lost", SUCCEEDED] and by_job[untried_id] == []
