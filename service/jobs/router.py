@@ -145,9 +145,9 @@ def list_jobs(
     )
 
 
+# The status poll: clients call it in a loop, so it skips the ORM, the session and thread trips.
 @router.get("/{job_id}", response_model=JobRead, summary="Get a job: status, progress, attempts")
 async def get_job(job_id: str, db: DatabaseDep, principal: PrincipalDep) -> Response:
-    """The status poll: clients call it in a loop, so it skips the ORM and thread trips."""
     job_uuid = parse_id(job_id, "job")
     found = await db.read(partial(service.read_job, tenant_id=principal.tenant_id, job_id=job_uuid))
     if found is None:
