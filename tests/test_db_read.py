@@ -31,29 +31,25 @@ def test_each_read_sees_what_was_committed_before_it(db: Database) -> None:
             session.execute(delete(ApiKey).where(ApiKey.name == name))
 
 
-def test_sqlite_reads_reuse_one_connection_and_leave_no_transaction_open(db: Database) -> None:
-    if not db.settings.is_sqlite:
-        pytest.skip("Postgres reads go to a worker thread on a pooled connection")
-    seen: list[Connection] = []
+def test_sqlite_reads_stay_on_the_loop_and_postgres_reads_leave_it(db: Database) -> None:
+    """SQLite: the loop's own connection, reused, no transaction left open; Postgres: a thread."""
+    seen: list[tuple[Connection, int]] = []
 
     def remember(connection: Connection) -> int:
-        seen.append(connection)
+        seen.append((connection, threading.get_ident()))
         return int(connection.execute(text("SELECT 1")).scalar_one())
 
     async def twice() -> list[int]:
         return [await db.read(remember), await db.read(remember)]
 
     assert asyncio.run(twice()) == [1, 1]
-    assert seen[0] is seen[1]
-    assert not seen[1].in_transaction()
-
-
-def test_postgres_reads_run_off_the_event_loop(db: Database) -> None:
+    loop_thread = threading.get_ident()  # asyncio.run runs the loop in this thread
     if db.settings.is_sqlite:
-        pytest.skip("SQLite reads run on the event loop")
-    loop_thread = threading.get_ident()
-    ran_on = read(db, lambda c: (c.execute(text("SELECT 1")), threading.get_ident())[1])
-    assert ran_on != loop_thread
+        assert [thread for _, thread in seen] == [loop_thread, loop_thread]
+        assert seen[0][0] is seen[1][0]
+        assert not seen[1][0].in_transaction()
+    else:
+        assert loop_thread not in [thread for _, thread in seen]
 
 
 def test_a_failed_read_closes_its_connection_and_the_next_one_works(db: Database) -> None:
