@@ -14,7 +14,6 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from starlette.concurrency import run_in_threadpool
 
 from service.auth import sessions
 from service.auth.service import Principal, hash_key
@@ -29,24 +28,33 @@ def local_principal() -> Principal:
     return Principal(key_name="local", tenant_id=LOCAL_TENANT)
 
 
-def session_principal(request: Request) -> Principal | None:
-    """The principal of a valid, unexpired session cookie whose key is still active."""
+def session_digest(request: Request) -> str | None:
+    """The key digest a valid, unexpired session cookie stands for (no database)."""
     token = request.cookies.get(sessions.SESSION_COOKIE)
     if not token:
         return None
-    app_state = request.app.state
-    secret = sessions.session_secret(app_state.settings)
-    session_token = sessions.read_token(secret, token)
-    if session_token is None:
+    session_token = sessions.read_token(sessions.session_secret(request.app.state.settings), token)
+    return None if session_token is None else session_token.key_digest
+
+
+def session_principal(request: Request) -> Principal | None:
+    """The session cookie's key if still active: the dashboard's pages (a blocking read)."""
+    digest = session_digest(request)
+    if digest is None:
         return None
-    return principal_of_digest(request, session_token.key_digest)
-
-
-def principal_of_digest(request: Request, digest: str) -> Principal | None:
-    """The active key with this sha256 (a blocking database read unless recently verified)."""
     app_state = request.app.state
     with app_state.db.read_sessions() as session:
         principal: Principal | None = app_state.key_verifier.verify_digest(session, digest)
+    return principal
+
+
+async def active_key(request: Request, digest: str) -> Principal | None:
+    """The active key with this digest: recently verified, else one read per key at a time."""
+    app_state = request.app.state
+    verifier = app_state.key_verifier
+    principal: Principal | None = await verifier.verify_digest_once(
+        digest, lambda d: app_state.db.read(partial(verifier.verify_digest, digest=d))
+    )
     return principal
 
 
@@ -72,7 +80,8 @@ async def authenticate(
         return local_principal()
     has_header = "authorization" in request.headers
     if not has_header and sessions.SESSION_COOKIE in request.cookies:
-        principal = await run_in_threadpool(session_principal, request)
+        digest = session_digest(request)
+        principal = None if digest is None else await active_key(request, digest)
         if principal is None:
             raise Unauthorized(
                 "the dashboard session has expired or its API key was revoked; sign in again "
@@ -88,15 +97,7 @@ async def authenticate(
             "send an API key as 'Authorization: Bearer <key>'; create one with "
             "`ridgeline keys create --name NAME`"
         )
-    verifier = app_state.key_verifier
-
-    async def lookup(digest: str) -> Principal | None:
-        principal: Principal | None = await app_state.db.read(
-            partial(verifier.verify_digest, digest=digest)
-        )
-        return principal
-
-    principal = await verifier.verify_digest_once(hash_key(credentials.credentials), lookup)
+    principal = await active_key(request, hash_key(credentials.credentials))
     if principal is None:
         raise Unauthorized("the API key is unknown or revoked; check it or create a new one")
     request.state.principal = principal

@@ -223,7 +223,7 @@ def list_jobs(
 
 
 def attempts_of(session: Session, job: Job) -> list[JobAttempt]:
-    return attempts_of_jobs(session, [job.id]).get(job.id, [])
+    return attempts_of_jobs(session, [job.id])[job.id]
 
 
 def attempts_of_jobs(
