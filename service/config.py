@@ -52,6 +52,20 @@ class Settings(BaseSettings):
         4, ge=1, description="Uploads parsed and stored at once per API process; others wait."
     )
     n_unique_cap: int = Field(10_000, ge=1, description="Distinct values counted exactly.")
+    max_cell_bytes: int = Field(
+        1 * MiB, ge=1024, description="Longest text value of one cell an upload may hold."
+    )
+    max_row_group_bytes: int = Field(
+        1 * GiB, ge=MiB, description="Largest decompressed size of one Parquet row group."
+    )
+    max_decompressed_bytes: int = Field(
+        8 * GiB, ge=MiB, description="Largest decompressed size of a whole Parquet upload."
+    )
+    ingest_memory_mb: int = Field(
+        2048,
+        ge=0,
+        description="RLIMIT_DATA of the child process that parses one upload; 0 no limit.",
+    )
     blob_chunk_bytes: int = Field(4 * MiB, ge=64 * 1024, le=64 * MiB)
     tmp_dir: Path | None = Field(
         None,

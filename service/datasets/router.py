@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 
 from service.auth.dependencies import PrincipalDep
-from service.datasets import service
+from service.datasets import export, service
 from service.datasets.schemas import DatasetPreview, DatasetRead
 from service.db import DatabaseDep, SessionDep
 from service.ids import parse_id
@@ -149,6 +149,7 @@ def download_dataset(
     db: DatabaseDep,
     principal: PrincipalDep,
     format: Literal["csv", "parquet"] = "csv",
+    escape_formulas: Annotated[bool, Query(description=export.ESCAPE_FORMULAS_DOC)] = True,
 ) -> StreamingResponse:
     dataset = service.get_dataset(
         session, tenant_id=principal.tenant_id, dataset_id=parse_id(dataset_id, "dataset")
@@ -156,7 +157,8 @@ def download_dataset(
     if format == "parquet":
         body, media_type = service.iter_parquet(db, dataset), "application/vnd.apache.parquet"
     else:
-        body, media_type = service.iter_csv(db, dataset), "text/csv; charset=utf-8"
+        body = service.iter_csv(db, dataset, escape_formulas=escape_formulas)
+        media_type = "text/csv; charset=utf-8"
     filename = f"dataset-{dataset.id}.{format}"
     return StreamingResponse(
         body,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import math
 import tempfile
 import uuid
@@ -10,13 +9,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pyarrow.csv as pa_csv
-import pyarrow.parquet as pq
+import pyarrow as pa
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from service import blobs
-from service.datasets.ingest import ingest
+from service.config import Settings
+from service.datasets import export
+from service.datasets.ingest import SizeLimits
+from service.datasets.isolated import ingest_in_child
 from service.datasets.models import Dataset
 from service.db import Database
 from service.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
@@ -62,14 +63,16 @@ def create_dataset(
     delimiter = _clean_delimiter(upload.fields.get("delimiter"))
     with tempfile.TemporaryDirectory(prefix="ridgeline-ingest-", dir=tmp_dir) as work:
         parquet_path = Path(work) / "data.parquet"
-        result = ingest(
+        result = ingest_in_child(
             upload.path,
             parquet_path,
+            memory_limit_mb=settings.ingest_memory_mb,
             filename=upload.filename,
             delimiter=delimiter,
             max_columns=settings.max_columns,
             max_rows=settings.max_rows,
             unique_cap=settings.n_unique_cap,
+            sizes=size_limits(settings),
         )
         check_quota(db, tenant_id=tenant_id, adding=parquet_path.stat().st_size)
         with parquet_path.open("rb") as source:
@@ -100,6 +103,15 @@ def create_dataset(
     except BaseException:
         blobs.delete_blob(db.transaction, blob.id)
         raise
+
+
+def size_limits(settings: Settings) -> SizeLimits:
+    """The decompressed-size limits of an upload, from the settings."""
+    return SizeLimits(
+        max_cell_bytes=settings.max_cell_bytes,
+        max_row_group_bytes=settings.max_row_group_bytes,
+        max_decompressed_bytes=settings.max_decompressed_bytes,
+    )
 
 
 def check_quota(db: Database, *, tenant_id: str, adding: int) -> None:
@@ -178,50 +190,27 @@ def _json_safe(value: Any) -> Any:
 
 
 def preview_rows(db: Database, dataset: Dataset, *, limit: int) -> list[dict[str, Any]]:
-    """The first rows, read lazily: only the Parquet footer and first row group are fetched."""
-    reader = blobs.BlobReader(lambda: db.transaction(write=False), dataset.blob_id)
-    parquet = pq.ParquetFile(io.BufferedReader(reader, buffer_size=1 << 20))
+    """The first rows, read lazily: only the footer and the first row group are fetched."""
+    parquet = export.open_stored(db, dataset.blob_id, size_limits(db.settings))
     rows: list[dict[str, Any]] = []
-    for batch in parquet.iter_batches(batch_size=limit):
-        rows.extend(batch.to_pylist())
+    for batch in export.bounded_batches(parquet):
+        rows.extend(batch.slice(0, limit - len(rows)).to_pylist())
         if len(rows) >= limit:
             break
-    return [{k: _json_safe(v) for k, v in row.items()} for row in rows[:limit]]
+    return [{k: _json_safe(v) for k, v in row.items()} for row in rows]
 
 
 def iter_parquet(db: Database, dataset: Dataset) -> Iterator[bytes]:
     return blobs.iter_blob(lambda: db.transaction(write=False), dataset.blob_id)
 
 
-class _Drain(io.RawIOBase):
-    """A write-only sink whose bytes are handed out as they are produced."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.parts: list[bytes] = []
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: Any) -> int:
-        self.parts.append(bytes(data))
-        return len(data)
-
-    def take(self) -> bytes:
-        out, self.parts = b"".join(self.parts), []
-        return out
-
-
-def iter_csv(db: Database, dataset: Dataset) -> Iterator[bytes]:
-    """Convert the stored Parquet back to CSV batch by batch, never holding the whole table."""
-    reader = blobs.BlobReader(lambda: db.transaction(write=False), dataset.blob_id)
-    parquet = pq.ParquetFile(io.BufferedReader(reader, buffer_size=4 << 20))
-    sink = _Drain()
-    delimiter = dataset.delimiter or ","
-    with pa_csv.CSVWriter(
-        sink, parquet.schema_arrow, write_options=pa_csv.WriteOptions(delimiter=delimiter)
-    ) as writer:
-        for batch in parquet.iter_batches(batch_size=64 * 1024):
-            writer.write_batch(batch)
-            yield sink.take()
-    yield sink.take()
+def iter_csv(db: Database, dataset: Dataset, *, escape_formulas: bool) -> Iterator[bytes]:
+    """The stored Parquet back as CSV, in bounded batches, never holding the whole table."""
+    parquet = export.open_stored(db, dataset.blob_id, size_limits(db.settings))
+    tables = (pa.Table.from_batches([batch]) for batch in export.bounded_batches(parquet))
+    return export.csv_stream(
+        tables,
+        parquet.schema_arrow,
+        delimiter=dataset.delimiter or ",",
+        formulas=escape_formulas,
+    )

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from service import blobs
 from service.auth.dependencies import PrincipalDep
+from service.datasets import export
 from service.db import Database, DatabaseDep, SessionDep
 from service.errors import (
     Conflict,
@@ -340,7 +341,11 @@ def _read_csv_rows(path: Any, max_rows: int) -> Any:
     responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}},
 )
 async def predict(
-    job_id: str, request: Request, db: DatabaseDep, principal: PrincipalDep
+    job_id: str,
+    request: Request,
+    db: DatabaseDep,
+    principal: PrincipalDep,
+    escape_formulas: Annotated[bool, Query(description=export.ESCAPE_FORMULAS_DOC)] = True,
 ) -> PredictResponse | StreamingResponse:
     job = await anyio.to_thread.run_sync(lambda: _load_job(db, principal, job_id))
     service.require_succeeded(job)
@@ -350,7 +355,12 @@ async def predict(
         dataset_id = rows
         stream = await anyio.to_thread.run_sync(
             lambda: service.score_dataset(
-                db, cache, job, tenant_id=principal.tenant_id, dataset_id=dataset_id
+                db,
+                cache,
+                job,
+                tenant_id=principal.tenant_id,
+                dataset_id=dataset_id,
+                escape_formulas=escape_formulas,
             )
         )
         return StreamingResponse(

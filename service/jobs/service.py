@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import threading
 import uuid
@@ -418,11 +417,18 @@ SCORE_BATCH_ROWS = 16_384
 
 
 def score_dataset(
-    db: Database, cache: ModelCache, job: Job, *, tenant_id: str, dataset_id: uuid.UUID
+    db: Database,
+    cache: ModelCache,
+    job: Job,
+    *,
+    tenant_id: str,
+    dataset_id: uuid.UUID,
+    escape_formulas: bool,
 ) -> Iterator[bytes]:
-    """A stored dataset's rows as CSV with the model's predictions, batch by batch from its
+    """A stored dataset's rows as CSV with the model's predictions, in bounded batches from its
     Parquet; the first batch is scored before this returns, so bad input is still a 4xx."""
-    import pyarrow.parquet as pq
+    from service.datasets import export
+    from service.datasets.service import size_limits
 
     with db.transaction(write=False) as session:
         blob_id = session.scalar(
@@ -434,8 +440,7 @@ def score_dataset(
             errors=[{"field": "dataset_id", "message": "unknown dataset"}],
         )
     model = cache.get(db, job)
-    reader = blobs.BlobReader(lambda: db.transaction(write=False), blob_id)
-    parquet = pq.ParquetFile(io.BufferedReader(reader, buffer_size=4 << 20))
+    parquet = export.open_stored(db, blob_id, size_limits(db.settings))
     missing = [name for name in model.feature_schema if name not in parquet.schema_arrow.names]
     if missing:
         raise InvalidInput(
@@ -443,26 +448,22 @@ def score_dataset(
             "that the model was trained on",
             errors=[{"field": name, "message": "missing column"} for name in missing],
         )
-    batches = parquet.iter_batches(batch_size=SCORE_BATCH_ROWS)
+    batches = export.bounded_batches(parquet, max_rows=SCORE_BATCH_ROWS)
     first = next(batches, None)
-    head = _scored_csv(
-        model,
-        pa.Table.from_batches([first]) if first else parquet.schema_arrow.empty_table(),
-        header=True,
+    head = _scored(
+        model, pa.Table.from_batches([first]) if first else parquet.schema_arrow.empty_table()
     )
 
-    def stream() -> Iterator[bytes]:
+    def tables() -> Iterator[pa.Table]:
         yield head
         for batch in batches:
-            yield _scored_csv(model, pa.Table.from_batches([batch]), header=False)
+            yield _scored(model, pa.Table.from_batches([batch])).cast(head.schema)
 
-    return stream()
+    return export.csv_stream(tables(), head.schema, delimiter=",", formulas=escape_formulas)
 
 
-def _scored_csv(model: Any, table: pa.Table, *, header: bool) -> bytes:
-    """One batch as CSV: its columns, then `prediction` and one `proba_<label>` per class."""
-    import pyarrow.csv as pa_csv
-
+def _scored(model: Any, table: pa.Table) -> pa.Table:
+    """One batch with its columns, then `prediction` and one `proba_<label>` per class."""
     from service.training.errors import PredictionInputError
 
     try:
@@ -484,9 +485,7 @@ def _scored_csv(model: Any, table: pa.Table, *, header: bool) -> bytes:
     out = table.select([name for name in table.column_names if name not in added])
     for name, values in added.items():
         out = out.append_column(name, values)
-    sink = io.BytesIO()
-    pa_csv.write_csv(out, sink, pa_csv.WriteOptions(include_header=header))
-    return sink.getvalue()
+    return out
 
 
 def callback_info(job: JobRow) -> CallbackRead | None:

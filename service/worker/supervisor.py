@@ -9,7 +9,6 @@ import os
 import signal
 import socket
 import sqlite3
-import sys
 import threading
 import time
 import uuid
@@ -18,6 +17,7 @@ from datetime import timedelta
 from sqlalchemy import exists, make_url, select
 
 from service import blobs
+from service.childproc import forkserver_context
 from service.config import Settings
 from service.db import Database
 from service.jobs import callbacks, queue
@@ -35,14 +35,7 @@ SQLITE_WATCH_SECONDS = 0.02
 
 def warm_context(settings: Settings) -> multiprocessing.context.BaseContext:
     """A forkserver with numpy, scikit-learn, pyarrow and torch imported once, up front."""
-    # Children run service.worker.child and need nothing from __main__ (the CLI); without this,
-    # multiprocessing re-executes the main module in every child, a third of a second each.
-    main = sys.modules["__main__"]
-    main.__spec__ = None
-    if hasattr(main, "__file__"):
-        del main.__file__
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["service.worker.preload", *settings.worker_plugins])
+    context = forkserver_context(["service.worker.preload", *settings.worker_plugins])
     probe = context.Process(target=os.getpid)
     probe.start()
     probe.join()
