@@ -36,8 +36,10 @@ from service.db import Database
 from service.errors import Conflict, PayloadTooLarge
 
 MiB = 1 << 20
+Piece = bytes | memoryview
 READ_BATCH_BYTES = 8 * MiB
 READ_BUFFER_BYTES = 4 * MiB
+PIECE_BYTES = 1 * MiB
 FORMULA_START = r"^([=+\-@\t\r])"
 FORMULA_CHARACTERS = ("=", "+", "-", "@", "\t", "\r")
 ESCAPE_FORMULAS_DOC = (
@@ -68,6 +70,23 @@ def bounded_batches(
     rows = batch_rows_for(parquet.metadata, READ_BATCH_BYTES, max_rows)
     for group in range(parquet.num_row_groups):
         yield from parquet.iter_batches(batch_size=rows, row_groups=[group])
+
+
+def shorten_text(batch: pa.RecordBatch, max_chars: int) -> pa.RecordBatch:
+    """Text values longer than `max_chars` cut to that many characters, ending in an ellipsis."""
+    columns = []
+    for col in batch.columns:
+        if pa.types.is_string(col.type):
+            lengths = pc.utf8_length(col)
+            if (pc.max(lengths).as_py() or 0) > max_chars:
+                cut = pc.utf8_slice_codeunits(col, 0, max_chars - 1)
+                col = pc.if_else(
+                    pc.greater(lengths, max_chars),
+                    pc.binary_join_element_wise(cut, "\u2026", ""),
+                    col,
+                )
+        columns.append(col)
+    return pa.RecordBatch.from_arrays(columns, schema=batch.schema)
 
 
 def escape_formulas(table: pa.Table) -> pa.Table:
@@ -107,7 +126,7 @@ class _Drain(io.RawIOBase):
 
 def csv_stream(
     tables: Iterator[pa.Table], schema: pa.Schema, *, delimiter: str, formulas: bool
-) -> Iterator[bytes]:
+) -> Iterator[Piece]:
     """CSV text of each table as it comes (header first), never more than one table at once."""
     if formulas:
         schema = escape_formulas(schema.empty_table()).schema
@@ -117,4 +136,6 @@ def csv_stream(
         yield sink.take()  # the header
         for table in tables:
             writer.write_table(escape_formulas(table) if formulas else table)
-            yield sink.take()
+            text = memoryview(sink.take())
+            for start in range(0, len(text), PIECE_BYTES):  # small writes for the transport
+                yield text[start : start + PIECE_BYTES]

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Annotated, Literal
 
-import anyio
 import anyio.to_thread
 from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
@@ -16,7 +16,7 @@ from service.db import DatabaseDep, SessionDep
 from service.ids import parse_id
 from service.pagination import MAX_LIMIT, Page
 from service.scratch import scratch_dir
-from service.uploads import receive_upload
+from service.uploads import ingest_slots, receive_upload
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
@@ -53,15 +53,6 @@ UPLOAD_BODY = {
 }
 
 
-def _ingest_slots(request: Request) -> anyio.CapacityLimiter:
-    """Parsing and storing hold tens of MiB each: bound how many run at once per process."""
-    state = request.app.state
-    if getattr(state, "ingest_slots", None) is None:
-        state.ingest_slots = anyio.CapacityLimiter(state.settings.max_concurrent_ingests)
-    limiter: anyio.CapacityLimiter = state.ingest_slots
-    return limiter
-
-
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
@@ -87,7 +78,7 @@ async def upload_dataset(
             lambda: service.create_dataset(
                 db, tenant_id=principal.tenant_id, upload=upload, tmp_dir=scratch_dir(request)
             ),
-            limiter=_ingest_slots(request),
+            limiter=ingest_slots(request),
         )
     finally:
         upload.discard()
@@ -154,6 +145,7 @@ def download_dataset(
     dataset = service.get_dataset(
         session, tenant_id=principal.tenant_id, dataset_id=parse_id(dataset_id, "dataset")
     )
+    body: Iterator[export.Piece]
     if format == "parquet":
         body, media_type = service.iter_parquet(db, dataset), "application/vnd.apache.parquet"
     else:

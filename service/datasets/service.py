@@ -25,6 +25,8 @@ from service.pagination import page_of, paginate
 from service.uploads import ReceivedUpload
 
 MAX_NAME = 255
+PREVIEW_CELL_CHARS = 4096
+PREVIEW_BYTES = 8 << 20
 
 
 def _clean_name(name: str | None, filename: str | None) -> str:
@@ -190,11 +192,17 @@ def _json_safe(value: Any) -> Any:
 
 
 def preview_rows(db: Database, dataset: Dataset, *, limit: int) -> list[dict[str, Any]]:
-    """The first rows, read lazily: only the footer and the first row group are fetched."""
+    """The first rows, long text cut short, read lazily from the first row group(s) only."""
     parquet = export.open_stored(db, dataset.blob_id, size_limits(db.settings))
     rows: list[dict[str, Any]] = []
+    budget = PREVIEW_BYTES
     for batch in export.bounded_batches(parquet):
-        rows.extend(batch.slice(0, limit - len(rows)).to_pylist())
+        part = export.shorten_text(batch.slice(0, limit - len(rows)), PREVIEW_CELL_CHARS)
+        if part.nbytes > budget:  # a preview of wide or long rows stops early, one row at least
+            part = part.slice(0, max(0 if rows else 1, part.num_rows * budget // part.nbytes))
+            limit = len(rows) + part.num_rows
+        budget -= part.nbytes
+        rows.extend(part.to_pylist())
         if len(rows) >= limit:
             break
     return [{k: _json_safe(v) for k, v in row.items()} for row in rows]
@@ -204,7 +212,7 @@ def iter_parquet(db: Database, dataset: Dataset) -> Iterator[bytes]:
     return blobs.iter_blob(lambda: db.transaction(write=False), dataset.blob_id)
 
 
-def iter_csv(db: Database, dataset: Dataset, *, escape_formulas: bool) -> Iterator[bytes]:
+def iter_csv(db: Database, dataset: Dataset, *, escape_formulas: bool) -> Iterator[export.Piece]:
     """The stored Parquet back as CSV, in bounded batches, never holding the whole table."""
     parquet = export.open_stored(db, dataset.blob_id, size_limits(db.settings))
     tables = (pa.Table.from_batches([batch]) for batch in export.bounded_batches(parquet))

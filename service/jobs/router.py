@@ -6,9 +6,12 @@ import json
 import uuid
 from collections.abc import Sequence
 from functools import partial
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import anyio.to_thread
+import pyarrow as pa
+import pyarrow.csv as pa_csv
 from fastapi import APIRouter, Header, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
@@ -42,7 +45,7 @@ from service.jobs.schemas import (
 from service.pagination import MAX_LIMIT, Page
 from service.scratch import scratch_dir
 from service.training.errors import PredictionInputError
-from service.uploads import receive_upload
+from service.uploads import ingest_slots, receive_upload
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -299,33 +302,49 @@ async def _predict_rows(request: Request, db: Database) -> Any:
             request.stream(),
             content_type=request.headers.get("content-type"),
             content_length=request.headers.get("content-length"),
-            max_bytes=db.settings.max_upload_bytes,
+            max_bytes=db.settings.max_request_bytes,
             tmp_dir=scratch_dir(request),
+            limit_setting="RIDGELINE_MAX_REQUEST_BYTES",
         )
         try:
-            return await anyio.to_thread.run_sync(lambda: _read_csv_rows(upload.path, max_rows))
+            return await anyio.to_thread.run_sync(
+                lambda: _read_csv_rows(upload.path, max_rows), limiter=ingest_slots(request)
+            )
         finally:
             upload.discard()
     raise UnsupportedMediaType("send application/json rows or a multipart/form-data CSV 'file'")
 
 
-def _read_csv_rows(path: Any, max_rows: int) -> Any:
-    import pyarrow as pa
-    import pyarrow.csv as pa_csv
-
+def _read_csv_rows(path: Path, max_rows: int) -> pa.Table:
+    """The CSV's rows, types inferred over the file, once a streamed count kept to the limit."""
     try:
+        _count_csv_rows(path, max_rows)
         table = pa_csv.read_csv(path)
     except pa.ArrowInvalid as exc:
         raise InvalidInput(f"the CSV could not be parsed: {exc}") from exc
-    try:
-        table.column_names  # noqa: B018  (pyarrow decodes the header lazily)
-    except UnicodeDecodeError as exc:
+    except UnicodeDecodeError as exc:  # pyarrow decodes the header lazily
         raise InvalidInput("the CSV header is not UTF-8; save the file as UTF-8") from exc
     if table.num_rows == 0:
         raise InvalidInput("the CSV has no rows to score")
-    if table.num_rows > max_rows:
-        raise InvalidInput(f"{table.num_rows} rows is over the limit of {max_rows} per request")
     return table
+
+
+def _count_csv_rows(path: Path, max_rows: int) -> None:
+    """Read the CSV as text block by block, stopping as soon as it passes the row limit."""
+    names = pa_csv.open_csv(path).schema.names
+    reader = pa_csv.open_csv(
+        path, convert_options=pa_csv.ConvertOptions(column_types=dict.fromkeys(names, pa.string()))
+    )
+    rows = 0
+    for batch in reader:
+        rows += batch.num_rows
+        if rows > max_rows:
+            reader.close()
+            raise InvalidInput(
+                f"the CSV has more than {max_rows} rows, the limit of one request "
+                "(RIDGELINE_MAX_PREDICT_ROWS); send fewer rows, or score a stored dataset with "
+                '{"dataset_id": ...}'
+            )
 
 
 @router.post(

@@ -18,8 +18,9 @@ from sqlalchemy.orm import Session
 
 from service import blobs
 from service.config import Settings
+from service.datasets import export
 from service.datasets.models import Dataset
-from service.datasets.service import dataset_to_train_on
+from service.datasets.service import dataset_to_train_on, size_limits
 from service.db import Database, utcnow
 from service.errors import Conflict, InvalidInput, NotFound, TooManyRequests
 from service.jobs import callbacks, queue
@@ -424,12 +425,9 @@ def score_dataset(
     tenant_id: str,
     dataset_id: uuid.UUID,
     escape_formulas: bool,
-) -> Iterator[bytes]:
+) -> Iterator[export.Piece]:
     """A stored dataset's rows as CSV with the model's predictions, in bounded batches from its
     Parquet; the first batch is scored before this returns, so bad input is still a 4xx."""
-    from service.datasets import export
-    from service.datasets.service import size_limits
-
     with db.transaction(write=False) as session:
         blob_id = session.scalar(
             select(Dataset.blob_id).where(Dataset.id == dataset_id, Dataset.tenant_id == tenant_id)

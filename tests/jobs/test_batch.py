@@ -128,8 +128,9 @@ def test_batches_are_read_and_sent_one_at_a_time(
         with database.transaction(write=False) as session:
             job = session.get_one(Job, uuid.UUID(job_id))
             tenant = job.tenant_id
-        chunks = list(
-            service.score_dataset(
+        chunks = [
+            bytes(chunk)
+            for chunk in service.score_dataset(
                 database,
                 service.ModelCache(),
                 job,
@@ -137,7 +138,7 @@ def test_batches_are_read_and_sent_one_at_a_time(
                 dataset_id=uuid.UUID(dataset_id),
                 escape_formulas=False,
             )
-        )
+        ]
     finally:
         database.dispose()
     header, *scored_chunks = chunks
