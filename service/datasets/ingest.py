@@ -466,9 +466,9 @@ def _ingest_parquet(
         pf = pq.ParquetFile(src, buffer_size=READ_BUFFER)
         schema = pf.schema_arrow
         n_rows = pf.metadata.num_rows
-    except MemoryError:
-        raise
     except (pa.ArrowException, OSError) as exc:
+        if is_out_of_memory(exc):
+            raise
         raise InvalidInput(
             f"the Parquet file is corrupt or truncated ({exc}); write it again and re-upload"
         ) from None
@@ -494,9 +494,9 @@ def _ingest_parquet(
                 batch = next(reader)
             except StopIteration:
                 return
-            except MemoryError:  # pyarrow's is an ArrowException too
-                raise
             except (pa.ArrowException, OSError) as exc:  # only reading errors: bad input
+                if is_out_of_memory(exc):
+                    raise
                 raise InvalidInput(
                     f"the Parquet file is corrupt: reading after row {done:,} failed "
                     f"({' '.join(str(exc).split())}); "
@@ -515,6 +515,15 @@ def _ingest_parquet(
         n_columns=len(names),
         columns=[acc.result() for acc in sink.accs],
         delimiter=None,
+    )
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether an error means memory ran out, however pyarrow or its C++ reported it."""
+    # ArrowMemoryError is a MemoryError; Thrift's bad_alloc becomes an OSError, and a thread
+    # pool that cannot map a stack under RLIMIT_DATA raises a bare ArrowException.
+    return isinstance(exc, MemoryError) or any(
+        sign in str(exc) for sign in ("bad_alloc", "Failed to launch worker thread")
     )
 
 

@@ -24,8 +24,10 @@ from multiprocessing.context import ForkServerContext
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+
 from service.childproc import forkserver_context, isolate, kill_group, limit_memory
-from service.datasets.ingest import IngestResult, SizeLimits, ingest
+from service.datasets.ingest import IngestResult, SizeLimits, ingest, is_out_of_memory
 from service.errors import InvalidInput, PayloadTooLarge, ServiceError, UnsupportedMediaType
 
 logger = logging.getLogger("ridgeline.ingest")
@@ -38,6 +40,7 @@ FILE_ERRORS: dict[str, type[ServiceError]] = {
 #: Deaths that mean the allocator gave up (the kernel's OOM killer, an abort on bad_alloc).
 OUT_OF_MEMORY_SIGNALS = frozenset({signal.SIGKILL, signal.SIGABRT})
 POLL_SECONDS = 0.5
+MAX_THREADS = 8
 
 _context: ForkServerContext | None = None
 _context_lock = threading.Lock()
@@ -131,6 +134,7 @@ def child_main(conn: Connection, alive: Connection, payload: dict[str, Any]) -> 
     isolate(alive)
     message: dict[str, Any]
     try:
+        pa.set_cpu_count(min(pa.cpu_count(), MAX_THREADS))  # each thread's stack counts too
         limit_memory(int(payload["memory_limit_mb"]))
         options = dict(payload["options"])
         options["sizes"] = SizeLimits(**options["sizes"])
@@ -143,10 +147,11 @@ def child_main(conn: Connection, alive: Connection, payload: dict[str, Any]) -> 
             "detail": exc.detail,
             "errors": exc.errors,
         }
-    except MemoryError:
-        message = {"type": "memory"}
-    except BaseException:
-        message = {"type": "crash", "traceback": traceback.format_exc()[-4000:]}
+    except BaseException as exc:
+        if is_out_of_memory(exc):
+            message = {"type": "memory"}
+        else:
+            message = {"type": "crash", "traceback": traceback.format_exc()[-4000:]}
     try:
         conn.send_bytes(json.dumps(message).encode())
         conn.close()
