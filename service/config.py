@@ -9,7 +9,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 logger = logging.getLogger("ridgeline.config")
@@ -175,6 +175,30 @@ class Settings(BaseSettings):
         1.0, gt=0, description="Wait before the first retry; doubled after each failure."
     )
     callback_timeout_seconds: float = Field(10.0, gt=0, le=300)
+    outbound_allow_loopback: bool = Field(
+        False,
+        description="Let outbound requests (callbacks) reach loopback addresses: for tests and "
+        "single-machine set-ups.",
+    )
+    outbound_allowed_networks: list[str] = Field(
+        default_factory=list,
+        description="Networks (CIDR) that outbound requests may reach although they are not "
+        "public, e.g. [\"10.20.0.0/16\"]; everything else private, link-local or reserved is "
+        "refused.",
+    )
+
+    @field_validator("outbound_allowed_networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for network in value:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError as exc:
+                raise ValueError(
+                    f"RIDGELINE_OUTBOUND_ALLOWED_NETWORKS: {network!r} is not a network such "
+                    "as 10.20.0.0/16"
+                ) from exc
+        return value
 
 
 @lru_cache
