@@ -122,6 +122,12 @@ class Settings(BaseSettings):
     rate_limit_per_minute: int = Field(
         600, ge=0, description="Requests a minute per API key on /v1, per API process; 0 off."
     )
+    auth_failures_per_minute: int = Field(
+        60,
+        ge=0,
+        description="Failed authentications (unknown, revoked or signed-out credentials) a "
+        "minute per client address, per API process, before 429; 0 off.",
+    )
     max_request_bytes: int = Field(32 * MiB, ge=1024, description="Largest non-upload body.")
     max_json_depth: int = Field(32, ge=2, le=512, description="Deepest JSON nesting accepted.")
     cors_origins: list[str] = Field(

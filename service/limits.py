@@ -78,6 +78,13 @@ class TokenBucketLimiter:
         self.clock = clock
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
 
+    def wait(self, key: str) -> float:
+        """Seconds until `key` has a token (0.0: it has one now), taking none."""
+        now = self.clock()
+        tokens, last = self._buckets.get(key, (self.capacity, now))
+        tokens = min(self.capacity, tokens + (now - last) * self.rate)
+        return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self.rate
+
     def acquire(self, key: str) -> float:
         """Take a token: 0.0 if allowed, else the seconds until the next token."""
         now = self.clock()

@@ -20,7 +20,7 @@ from service.db import Database
 from service.errors import install_error_handlers, problem, problem_response
 from service.jobs.router import router as jobs_router
 from service.jobs.service import ModelCache
-from service.limits import install_limits
+from service.limits import TokenBucketLimiter, install_limits
 from service.migrate import schema_status
 from service.observability import install_observability
 from service.openapi import install_openapi
@@ -98,6 +98,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_tags=TAGS,
     )
     app.state.settings = settings
+    app.state.auth_failures = (
+        TokenBucketLimiter(settings.auth_failures_per_minute)
+        if settings.auth_failures_per_minute
+        else None
+    )
     install_error_handlers(app)
     install_limits(app, settings)
     install_observability(app, settings)

@@ -285,3 +285,37 @@ def test_cors_only_when_origins_are_configured() -> None:
     with serve_app(_cors_app([])) as base, httpx.Client(base_url=base) as client:
         plain = client.get("/v1/ping", headers={"Origin": origin})
         assert "access-control-allow-origin" not in plain.headers
+
+
+def test_failed_authentications_are_limited_per_client_address(
+    settings: HardenedSettings,
+) -> None:
+    """Random bearer tokens each get a rate-limit bucket of their own, so the per-key limit
+    never sees them; failed authentications are counted per client address instead."""
+    guarded = settings.model_copy(update={"auth_failures_per_minute": 5, "key_cache_seconds": 600})
+    good = new_key(settings.database_url)
+    with serve_app(hardened_app(guarded)) as base:
+        with _client(base, good) as verified:
+            assert verified.get("/v1/jobs").status_code == 200  # verified before the attack
+        with httpx.Client(base_url=base, timeout=30) as attacker:
+            statuses = [
+                attacker.get(
+                    "/v1/jobs", headers={"Authorization": f"Bearer rl_{uuid.uuid4().hex}"}
+                ).status_code
+                for _ in range(40)
+            ]
+            assert statuses[:5] == [401] * 5 and set(statuses[5:]) == {429}, statuses
+            refused = attacker.get("/v1/jobs", headers={"Authorization": "Bearer rl_guess"})
+            body = assert_problem(refused, 429)
+            assert "failed authentications a minute from this address" in body["detail"]
+            assert 1 <= int(refused.headers["retry-after"]) <= 20
+            with httpx.Client(base_url=base, cookies={"ridgeline_session": "forged"}) as browser:
+                assert browser.get("/v1/jobs").status_code == 429
+            signin = attacker.post("/signin", data={"key": "rl_another_guess"})
+            assert signin.status_code == 429
+        with _client(base, good) as verified:
+            assert verified.get("/v1/jobs").status_code == 200  # a key verified lately still works
+        other_address = httpx.HTTPTransport(local_address="127.0.0.2")
+        with httpx.Client(base_url=base, transport=other_address, timeout=30) as neighbour:
+            wrong = neighbour.get("/v1/jobs", headers={"Authorization": "Bearer rl_typo"})
+            assert wrong.status_code == 401, "another address has its own count"

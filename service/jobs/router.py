@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Sequence
 from functools import partial
@@ -18,7 +19,7 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from service import blobs
-from service.auth.dependencies import PrincipalDep
+from service.auth.dependencies import PrincipalDep, still_authorized
 from service.datasets import export
 from service.db import Database, DatabaseDep, SessionDep
 from service.errors import (
@@ -435,11 +436,18 @@ async def job_events(
 ) -> StreamingResponse:
     job = await anyio.to_thread.run_sync(lambda: _load_job(db, principal, job_id))
     after = last_event_id or 0
+    recheck = max(db.settings.key_cache_seconds, EVENT_POLL_SECONDS)
 
     async def stream() -> Any:
         nonlocal after
         idle = 0.0
+        checked = time.monotonic()
         while not await request.is_disconnected():
+            if time.monotonic() - checked >= recheck:  # the verifier's cadence
+                if not await still_authorized(request):
+                    yield ": the credential was revoked or signed out; the stream ends\n\n"
+                    return
+                checked = time.monotonic()
             events, status_now = await anyio.to_thread.run_sync(
                 service.events_after, db, job.id, after
             )
