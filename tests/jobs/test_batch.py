@@ -179,3 +179,16 @@ def test_dataset_scoring_errors(server: Server, api: httpx.Client) -> None:
     finally:
         api.post(f"/v1/jobs/{queued['id']}/cancel")
         wait_for_job(api, queued["id"], timeout=30)
+
+
+def test_scored_csv_escapes_formulas_unless_asked_not_to(api: httpx.Client) -> None:
+    job_id = _train(api, _upload(api, _frame(200, seed=8)))
+    formulas = ["=1+1", "+2", "-3-3", "@A1", "plain"]
+    rows = _frame(len(formulas), seed=9).drop(columns="y").assign(note=formulas)
+    dataset_id = _upload(api, rows)
+    url = f"/v1/jobs/{job_id}/predict"
+    escaped = pd.read_csv(io.StringIO(api.post(url, json={"dataset_id": dataset_id}).text))
+    assert escaped["note"].tolist() == ["'=1+1", "'+2", "'-3-3", "'@A1", "plain"]
+    assert escaped["x"].tolist() == pytest.approx(rows["x"].tolist(), nan_ok=True)
+    exact = api.post(url, params={"escape_formulas": "false"}, json={"dataset_id": dataset_id})
+    assert pd.read_csv(io.StringIO(exact.text))["note"].tolist() == formulas
