@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import unicodedata
 import uuid
 from collections.abc import Sequence
 from functools import partial
@@ -297,7 +298,7 @@ async def _predict_rows(request: Request, db: Database) -> Any:
             raise InvalidInput(
                 f"{len(payload.rows)} rows is over the limit of {max_rows} per request"
             )
-        return payload.rows
+        return [{_nfc(name): value for name, value in row.items()} for row in payload.rows]
     if content_type.startswith("multipart/form-data"):
         upload = await receive_upload(
             request.stream(),
@@ -327,7 +328,12 @@ def _read_csv_rows(path: Path, max_rows: int) -> pa.Table:
         raise InvalidInput("the CSV header is not UTF-8; save the file as UTF-8") from exc
     if table.num_rows == 0:
         raise InvalidInput("the CSV has no rows to score")
-    return table
+    return table.rename_columns([_nfc(name) for name in table.column_names])
+
+
+def _nfc(name: str) -> str:
+    """Column names compare in Unicode NFC form, the form datasets store them in."""
+    return unicodedata.normalize("NFC", name)
 
 
 def _count_csv_rows(path: Path, max_rows: int) -> None:

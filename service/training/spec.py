@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
@@ -288,6 +289,14 @@ class TrainingSpec(BaseModel):
         default=None,
         description="Classification only: 'balanced' weighs classes inversely to frequency.",
     )
+
+    @field_validator("target", "features")
+    @classmethod
+    def _nfc(cls, value: str | list[str] | None) -> str | list[str] | None:
+        """Column names compare in Unicode NFC form, the form datasets store them in."""
+        if isinstance(value, str):
+            return unicodedata.normalize("NFC", value)
+        return None if value is None else [unicodedata.normalize("NFC", v) for v in value]
     model: ModelSpec = Field(
         default_factory=LinearModelSpec, description="Model family and its options."
     )
