@@ -11,7 +11,9 @@ It never buffers: response messages pass straight through, so SSE and downloads 
 
 `GET /metrics` serves the app's own registry (one per app instance) plus gauges read from the
 database at scrape time (jobs per status, queue depth and age, lease health, retried attempts),
-cached for a few seconds so a scrape costs a handful of indexed counts at most every 5 s.
+cached for a few seconds so a scrape costs a handful of indexed counts at most every 5 s. With
+`metrics_token` set it needs `Authorization: Bearer <token>`; without one it is open only when
+the API binds a loopback address, and refused (403) on any other.
 
 Worker process: counters and histograms live in the worker (`observe_job_finished`,
 `observe_heartbeat`) and are served by `start_worker_metrics(settings)` on a port of its own.
@@ -53,6 +55,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.config import is_loopback
 from service.errors import problem, problem_response
 
 logger = logging.getLogger("ridgeline.observability")
@@ -575,9 +578,27 @@ def install_observability(app: FastAPI, settings: Any) -> None:
     app.build_middleware_stack = build_with_observability  # type: ignore[method-assign]
 
     token = _secret(_setting(settings, "metrics_token", ""))
+    host = str(_setting(settings, "host", "127.0.0.1"))
+    closed = not token and not is_loopback(host)
+    if closed:
+        logger.warning(
+            "GET /metrics is refused: the API binds %s, not a loopback address, and "
+            "RIDGELINE_METRICS_TOKEN is not set",
+            host,
+        )
 
     @app.get("/metrics", include_in_schema=False)
     def prometheus_metrics(request: Request) -> Response:
+        if closed:
+            return problem_response(
+                problem(
+                    403,
+                    "Forbidden",
+                    "this server binds a non-loopback address, where /metrics needs a token: "
+                    "set RIDGELINE_METRICS_TOKEN and send it as 'Authorization: Bearer <token>'",
+                    "forbidden",
+                )
+            )
         if token:
             scheme, _, given = request.headers.get("authorization", "").partition(" ")
             if scheme.lower() != "bearer" or not hmac.compare_digest(
