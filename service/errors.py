@@ -11,11 +11,13 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 logger = logging.getLogger("ridgeline.errors")
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 DATABASE_RETRY_AFTER_SECONDS = 5
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
 class ServiceError(Exception):
@@ -148,6 +150,18 @@ def _field_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     return out
 
 
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route of the app serves on the request's path, in a fixed order."""
+    return [
+        method
+        for method in HTTP_METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] == Match.FULL
+            for route in request.app.router.routes
+        )
+    ]
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Route every error, ours or the framework's, through the one problem+json shape."""
 
@@ -167,11 +181,20 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         title = {404: "Not Found", 405: "Method Not Allowed"}.get(exc.status_code, "Error")
         detail = exc.detail if isinstance(exc.detail, str) else title
+        headers = dict(exc.headers or {})
         if exc.status_code == 404 and detail == "Not Found":
             detail = f"No route matches {request.method} {request.url.path}."
+        if exc.status_code == 405:
+            # The router names the methods of the first route whose path matched; a path
+            # served by several routes (GET and DELETE /v1/jobs/{id}) allows all of theirs.
+            allowed = allowed_methods(request)
+            headers["Allow"] = ", ".join(allowed)
+            detail = (
+                f"{request.method} is not allowed on {request.url.path}; use {headers['Allow']}."
+            )
         return problem_response(
             problem(exc.status_code, title, detail, title.lower().replace(" ", "-")),
-            dict(exc.headers or {}),
+            headers,
         )
 
     @app.exception_handler(OperationalError)
