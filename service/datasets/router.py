@@ -14,7 +14,7 @@ from service.datasets import export, service
 from service.datasets.schemas import DatasetPreview, DatasetRead
 from service.db import DatabaseDep, SessionDep
 from service.ids import parse_id
-from service.pagination import MAX_LIMIT, Page
+from service.pagination import MAX_LIMIT, Cursor, Page
 from service.scratch import scratch_dir
 from service.uploads import ingest_slots, receive_upload
 
@@ -91,7 +91,7 @@ def list_datasets(
     session: SessionDep,
     principal: PrincipalDep,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
-    cursor: str | None = None,
+    cursor: Cursor = "",
 ) -> Page[DatasetRead]:
     items, next_cursor = service.list_datasets(
         session, tenant_id=principal.tenant_id, limit=limit, cursor=cursor

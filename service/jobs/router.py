@@ -44,7 +44,7 @@ from service.jobs.schemas import (
     PredictRequest,
     PredictResponse,
 )
-from service.pagination import MAX_LIMIT, Page
+from service.pagination import MAX_LIMIT, Cursor, Page
 from service.scratch import scratch_dir
 from service.training.errors import PredictionInputError
 from service.uploads import ingest_slots, receive_upload
@@ -135,7 +135,7 @@ def list_jobs(
     status_filter: Annotated[JobStatus | None, Query(alias="status")] = None,
     dataset_id: uuid.UUID | None = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
-    cursor: str | None = None,
+    cursor: Cursor = "",
 ) -> Page[JobRead]:
     items, next_cursor = service.list_jobs(
         session,
@@ -438,10 +438,13 @@ async def job_events(
     request: Request,
     db: DatabaseDep,
     principal: PrincipalDep,
-    last_event_id: Annotated[int | None, Header(ge=0, le=2**63 - 1)] = None,
+    last_event_id: Annotated[
+        int,
+        Header(ge=0, le=2**63 - 1, description="Resume after this event id (0: from the start)."),
+    ] = 0,
 ) -> StreamingResponse:
     job = await anyio.to_thread.run_sync(lambda: _load_job(db, principal, job_id))
-    after = last_event_id or 0
+    after = last_event_id
     recheck = max(db.settings.key_cache_seconds, EVENT_POLL_SECONDS)
 
     async def stream() -> Any:

@@ -31,6 +31,8 @@ IMAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
     409: {"description": "The data for this plot does not exist yet."},
 }
 MAX_OVERLAY = 10
+# 1 to MAX_OVERLAY non-empty items between commas (the schema says so; so does the route).
+JOB_LIST = rf"^\s*[^\s,]+\s*(,\s*[^\s,]+\s*){{0,{MAX_OVERLAY - 1}}}$"
 
 
 class PlotCache:
@@ -216,7 +218,14 @@ def loss_curves(
     request: Request,
     session: SessionDep,
     principal: PrincipalDep,
-    job_ids: Annotated[str, Query(alias="jobs", description="Comma-separated job ids.")],
+    job_ids: Annotated[
+        str,
+        Query(
+            alias="jobs",
+            pattern=JOB_LIST,
+            description=f"1 to {MAX_OVERLAY} comma-separated job ids.",
+        ),
+    ],
     format: Format = "svg",
 ) -> Response:
     ids = [part.strip() for part in job_ids.split(",") if part.strip()]

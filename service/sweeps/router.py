@@ -11,7 +11,7 @@ from service.auth.dependencies import PrincipalDep
 from service.db import DatabaseDep, SessionDep
 from service.ids import parse_id
 from service.jobs.models import TERMINAL
-from service.pagination import MAX_LIMIT, Page
+from service.pagination import MAX_LIMIT, Cursor, Page
 from service.sweeps import service
 from service.sweeps.models import Sweep
 from service.sweeps.schemas import LeaderboardRow, SweepCreate, SweepRead
@@ -74,7 +74,7 @@ def list_sweeps(
     session: SessionDep,
     principal: PrincipalDep,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
-    cursor: str | None = None,
+    cursor: Cursor = "",
 ) -> Page[SweepRead]:
     items, next_cursor = service.list_sweeps(
         session, tenant_id=principal.tenant_id, limit=limit, cursor=cursor
