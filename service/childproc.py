@@ -38,6 +38,13 @@ def forkserver_context(preload: list[str]) -> multiprocessing.context.ForkServer
     return context
 
 
+def start_forkserver(context: multiprocessing.context.ForkServerContext) -> None:
+    """Start the forkserver now (it imports its preload) by forking one child that does nothing."""
+    probe = context.Process(target=os.getpid)
+    probe.start()
+    probe.join()
+
+
 def _die_with_parent() -> None:
     """Ask the kernel to SIGKILL us when our parent goes (Linux); the watchdog covers the rest."""
     try:

@@ -15,6 +15,7 @@ from service import __version__
 from service.auth.service import KeyVerifier
 from service.config import Settings, get_settings
 from service.dashboard.router import router as dashboard_router
+from service.datasets import isolated
 from service.datasets.router import router as datasets_router
 from service.db import Database
 from service.errors import install_error_handlers, problem, problem_response
@@ -77,6 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.key_verifier = KeyVerifier(settings.key_cache_seconds)
         app.state.model_cache = ModelCache()
         app.state.scratch = ScratchSpace(settings.tmp_dir)
+        isolated.prewarm()
         if settings.auth == "disabled":
             logger.warning(
                 "authentication is DISABLED (RIDGELINE_AUTH=disabled); every caller on %s "

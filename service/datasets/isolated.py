@@ -26,7 +26,13 @@ from typing import Any
 
 import pyarrow as pa
 
-from service.childproc import forkserver_context, isolate, kill_group, limit_memory
+from service.childproc import (
+    forkserver_context,
+    isolate,
+    kill_group,
+    limit_memory,
+    start_forkserver,
+)
 from service.datasets.ingest import IngestResult, SizeLimits, ingest, is_out_of_memory
 from service.errors import InvalidInput, PayloadTooLarge, ServiceError, UnsupportedMediaType
 
@@ -47,12 +53,21 @@ _context_lock = threading.Lock()
 
 
 def _warm_context() -> ForkServerContext:
-    """The process's forkserver for ingest children, made on the first upload."""
+    """The process's forkserver for ingest children, made on first use."""
     global _context
     with _context_lock:
         if _context is None:
             _context = forkserver_context(PRELOAD)
         return _context
+
+
+def prewarm() -> None:
+    """Start the forkserver now (it imports pyarrow and pandas, about a second), in a thread,
+    so that the first upload does not wait for it."""
+
+    threading.Thread(
+        target=lambda: start_forkserver(_warm_context()), name="ingest-forkserver", daemon=True
+    ).start()
 
 
 def ingest_in_child(src: Path, dest: Path, *, memory_limit_mb: int, **options: Any) -> IngestResult:

@@ -17,7 +17,7 @@ from datetime import timedelta
 from sqlalchemy import exists, make_url, select
 
 from service import blobs
-from service.childproc import forkserver_context
+from service.childproc import forkserver_context, start_forkserver
 from service.config import Settings
 from service.db import Database
 from service.jobs import callbacks, queue
@@ -36,9 +36,7 @@ SQLITE_WATCH_SECONDS = 0.02
 def warm_context(settings: Settings) -> multiprocessing.context.BaseContext:
     """A forkserver with numpy, scikit-learn, pyarrow and torch imported once, up front."""
     context = forkserver_context(["service.worker.preload", *settings.worker_plugins])
-    probe = context.Process(target=os.getpid)
-    probe.start()
-    probe.join()
+    start_forkserver(context)
     return context
 
 
