@@ -9,9 +9,8 @@ error middleware, so a 500 carries the request id too) in a pure ASGI middleware
 - writes one access log line per request (uvicorn's own access log is turned off).
 It never buffers: response messages pass straight through, so SSE and downloads still stream.
 
-`GET /metrics` serves the app's own registry (one per app instance) plus gauges read from the
-database at scrape time (jobs per status, queue depth and age, lease health, retried attempts),
-cached for a few seconds so a scrape costs a handful of indexed counts at most every 5 s.
+`GET /metrics` serves the app's own registry (`app.state.metrics_registry`, one per app instance),
+to which create_app adds the domains' collectors (the job gauges of service/jobs/gauges.py).
 
 Worker process: counters and histograms live in the worker (`observe_job_finished`,
 `observe_heartbeat`) and are served by `start_worker_metrics(settings)` on a port of its own.
@@ -28,10 +27,9 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -49,11 +47,10 @@ from prometheus_client import (
     generate_latest,
     start_http_server,
 )
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import problem, problem_response
+from service.errors import problem
+from service.exception_handlers import problem_response
 
 logger = logging.getLogger("ridgeline.observability")
 access_logger = logging.getLogger("ridgeline.access")
@@ -395,140 +392,6 @@ class ObservabilityMiddleware:
         )
 
 
-# --- Database gauges, computed at scrape time ---------------------------------------------------
-
-JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
-
-
-@dataclass
-class _Snapshot:
-    up: bool = False
-    jobs: dict[str, int] = field(default_factory=dict)
-    oldest_queued_age: float = 0.0
-    heartbeat_age: float = 0.0
-    expired_leases: int = 0
-    retried_attempts: int = 0
-
-
-def read_job_gauges(db: Any, lease_seconds: float) -> _Snapshot:
-    """A handful of cheap queries on the jobs tables (the status counts use an index)."""
-    from sqlalchemy import func, select, type_coerce
-
-    from service.db import UTCDateTime
-    from service.jobs.models import QUEUED, RUNNING, Job, JobAttempt
-    from service.jobs.queue import db_now
-
-    snap = _Snapshot(up=True, jobs=dict.fromkeys(JOB_STATUSES, 0))
-    with db.transaction(write=False) as session:
-        now: datetime = session.scalar(select(type_coerce(db_now(session), UTCDateTime())))
-        for status, count in session.execute(select(Job.status, func.count()).group_by(Job.status)):
-            snap.jobs[status] = int(count)
-        oldest = session.scalar(select(func.min(Job.created_at)).where(Job.status == QUEUED))
-        if oldest is not None:
-            snap.oldest_queued_age = max(0.0, (now - oldest).total_seconds())
-        # A lease is renewed to now + lease_seconds on each heartbeat, so the stalest running
-        # lease tells how long ago the slowest heartbeat was.
-        expiries = session.scalars(
-            select(Job.lease_expires_at).where(
-                Job.status == RUNNING, Job.lease_expires_at.is_not(None)
-            )
-        ).all()
-        if expiries:
-            stalest = min(expiries)
-            snap.heartbeat_age = max(0.0, (now - stalest).total_seconds() + lease_seconds)
-            snap.expired_leases = sum(1 for expiry in expiries if expiry < now)
-        snap.retried_attempts = int(
-            session.scalar(
-                select(func.count()).select_from(JobAttempt).where(JobAttempt.attempt > 1)
-            )
-            or 0
-        )
-    return snap
-
-
-class DatabaseCollector(Collector):
-    """Job gauges read from the database when scraped, cached for `ttl` seconds."""
-
-    def __init__(
-        self,
-        get_db: Callable[[], Any],
-        *,
-        lease_seconds: float,
-        ttl: float = 5.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.get_db = get_db
-        self.lease_seconds = lease_seconds
-        self.ttl = ttl
-        self.clock = clock
-        self._lock = threading.Lock()
-        self._cached: _Snapshot | None = None
-        self._taken_at = 0.0
-
-    def snapshot(self) -> _Snapshot | None:
-        with self._lock:
-            now = self.clock()
-            if self._cached is not None and now - self._taken_at < self.ttl:
-                return self._cached
-            db = self.get_db()
-            if db is None:  # not started (no lifespan): nothing to report
-                return None
-            try:
-                snap = read_job_gauges(db, self.lease_seconds)
-            except Exception as exc:
-                logger.warning("metrics: could not read the job gauges: %s", exc)
-                snap = _Snapshot(up=False)
-            self._cached, self._taken_at = snap, now
-            return snap
-
-    def collect(self) -> Iterable[GaugeMetricFamily]:
-        snap = self.snapshot()
-        if snap is None:
-            return
-        yield GaugeMetricFamily(
-            "ridgeline_database_up",
-            "1 if the last scrape could read the job gauges from the database, else 0.",
-            value=1 if snap.up else 0,
-        )
-        if not snap.up:
-            return
-        jobs = GaugeMetricFamily(
-            "ridgeline_jobs", "Jobs in the database, by status.", labels=["status"]
-        )
-        for status, count in sorted(snap.jobs.items()):
-            jobs.add_metric([status], count)
-        yield jobs
-        yield GaugeMetricFamily(
-            "ridgeline_queue_depth", "Jobs waiting for a worker.", value=snap.jobs.get("queued", 0)
-        )
-        yield GaugeMetricFamily(
-            "ridgeline_queue_oldest_age_seconds",
-            "Age of the oldest queued job (0 when none waits).",
-            value=snap.oldest_queued_age,
-        )
-        yield GaugeMetricFamily(
-            "ridgeline_running_leases",
-            "Running attempts holding a lease.",
-            value=snap.jobs.get("running", 0),
-        )
-        yield GaugeMetricFamily(
-            "ridgeline_worker_heartbeat_age_seconds",
-            "Seconds since the stalest lease renewal among running jobs (0 when none runs); "
-            "renewals come every third of RIDGELINE_LEASE_SECONDS.",
-            value=snap.heartbeat_age,
-        )
-        yield GaugeMetricFamily(
-            "ridgeline_expired_leases",
-            "Running jobs whose lease has run out: a lost worker, until a worker reaps them.",
-            value=snap.expired_leases,
-        )
-        yield GaugeMetricFamily(
-            "ridgeline_job_attempts_retried",
-            "Job attempts that were retries (attempt > 1), from the database.",
-            value=snap.retried_attempts,
-        )
-
-
 def _setting(settings: Any, name: str, default: Any) -> Any:
     value = getattr(settings, name, default)
     return default if value is None else value
@@ -557,12 +420,6 @@ def install_observability(app: FastAPI, settings: Any) -> None:
     metrics = HttpMetrics(registry)
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
-    collector = DatabaseCollector(
-        lambda: getattr(app.state, "db", None),
-        lease_seconds=float(_setting(settings, "lease_seconds", 30.0)),
-        ttl=min(5.0, float(_setting(settings, "metrics_cache_seconds", 5.0))),
-    )
-    registry.register(collector)
     app.state.metrics_registry = registry
     app.state.http_metrics = metrics
     routes = RouteTemplates(app)

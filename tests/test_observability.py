@@ -27,7 +27,8 @@ from pydantic import Field
 from service.auth.service import create_key
 from service.config import MiB, Settings
 from service.db import Database
-from service.errors import install_error_handlers
+from service.exception_handlers import install_error_handlers
+from service.jobs.gauges import read_job_gauges
 from service.jobs.models import FAILED, QUEUED, RUNNING, SUCCEEDED, Job, JobAttempt
 from service.limits import install_limits
 from service.main import create_app
@@ -38,7 +39,6 @@ from service.observability import (
     job_context,
     observe_heartbeat,
     observe_job_finished,
-    read_job_gauges,
     start_worker_metrics,
 )
 from tests.conftest import dispose_database_url, free_port, new_database_url, wait_for

@@ -17,11 +17,10 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import RedirectResponse
 
 from service.auth import sessions
-from service.auth.dependencies import local_principal, session_principal
 from service.auth.service import Principal, hash_key
 from service.dashboard import queries
 from service.dashboard.templating import ASSETS, SECURITY_HEADERS, render
-from service.db import SessionDep
+from service.deps import SessionDep, local_principal, session_principal
 from service.errors import NotFound
 from service.ids import parse_id
 from service.jobs import service as jobs_service

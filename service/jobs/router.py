@@ -15,8 +15,8 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from service import blobs
-from service.auth.dependencies import PrincipalDep
-from service.db import Database, DatabaseDep, SessionDep
+from service.db import Database
+from service.deps import DatabaseDep, PrincipalDep, SessionDep
 from service.errors import (
     Conflict,
     InvalidInput,
@@ -40,7 +40,6 @@ from service.jobs.schemas import (
 )
 from service.pagination import MAX_LIMIT, Page
 from service.scratch import scratch_dir
-from service.training.errors import PredictionInputError
 from service.uploads import receive_upload
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -363,13 +362,7 @@ async def predict(
 
     def run() -> PredictResponse:
         model = cache.get(db, job)
-        try:
-            result = model.predict(rows)
-        except PredictionInputError as exc:
-            raise InvalidInput(
-                "; ".join(f"{p['field']}: {p['message']}" for p in exc.problems),
-                errors=list(exc.problems),
-            ) from exc
+        result = model.predict(rows)
         return PredictResponse(
             job_id=job.id,
             predictions=result.predictions,

@@ -40,7 +40,6 @@ from service.jobs.models import (
 )
 from service.jobs.schemas import CallbackRead, JobCreate
 from service.pagination import page_of, paginate
-from service.training.errors import SpecError
 from service.training.spec import (
     ColumnSummary,
     TrainingSpec,
@@ -104,18 +103,12 @@ def create_job(
     spec = body.training_spec()
     check_tenant_limits(session, settings, tenant_id=tenant_id, new_jobs=1)
     check_epochs(settings, spec)
-    try:
-        resolved = resolve_spec(
-            spec,
-            column_summaries(dataset),
-            max_classes=settings.max_classes,
-            max_mlp_parameters=settings.max_mlp_parameters,
-        )
-    except SpecError as exc:
-        raise InvalidInput(
-            "; ".join(f"{p['field']}: {p['message']}" for p in exc.problems),
-            errors=list(exc.problems),
-        ) from exc
+    resolved = resolve_spec(
+        spec,
+        column_summaries(dataset),
+        max_classes=settings.max_classes,
+        max_mlp_parameters=settings.max_mlp_parameters,
+    )
     callback_url = None
     if body.callback_url is not None:
         callback_url = callbacks.validate_callback_url(settings, body.callback_url)
@@ -336,10 +329,12 @@ def delete_job(session: Session, *, tenant_id: str, job_id: uuid.UUID) -> None:
         session.execute(delete(blobs.Blob).where(blobs.Blob.id == blob_id))
 
 
-def dataset_in_use(session: Session, dataset_id: uuid.UUID) -> bool:
-    return bool(
-        session.scalar(select(exists().where(Job.dataset_id == dataset_id, Job.status.in_(ACTIVE))))
+def dataset_in_use(session: Session, dataset_id: uuid.UUID) -> str | None:
+    """Why a dataset cannot be deleted yet, as far as jobs are concerned."""
+    active = session.scalar(
+        select(exists().where(Job.dataset_id == dataset_id, Job.status.in_(ACTIVE)))
     )
+    return "used by a queued or running job" if active else None
 
 
 class ModelCache:
@@ -463,15 +458,7 @@ def _scored_csv(model: Any, table: pa.Table, *, header: bool) -> bytes:
     """One batch as CSV: its columns, then `prediction` and one `proba_<label>` per class."""
     import pyarrow.csv as pa_csv
 
-    from service.training.errors import PredictionInputError
-
-    try:
-        result = model.predict(table.select(list(model.feature_schema)))
-    except PredictionInputError as exc:
-        raise InvalidInput(
-            "; ".join(f"{p['field']}: {p['message']}" for p in exc.problems),
-            errors=list(exc.problems),
-        ) from exc
+    result = model.predict(table.select(list(model.feature_schema)))
     added: dict[str, pa.Array] = {}
     if result.classes is None:
         added["prediction"] = pa.array(result.predictions, pa.float64())

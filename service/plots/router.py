@@ -11,8 +11,7 @@ from fastapi import APIRouter, Query, Request, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service.auth.dependencies import PrincipalDep
-from service.db import SessionDep
+from service.deps import PrincipalDep, SessionDep
 from service.errors import Conflict, InvalidInput, NotFound
 from service.ids import parse_id
 from service.jobs import service as jobs

@@ -7,8 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response, status
 from sqlalchemy.orm import Session
 
-from service.auth.dependencies import PrincipalDep
-from service.db import DatabaseDep, SessionDep
+from service.deps import DatabaseDep, PrincipalDep, SessionDep
 from service.ids import parse_id
 from service.jobs.models import TERMINAL
 from service.pagination import MAX_LIMIT, Page

@@ -34,7 +34,6 @@ from service.jobs.service import check_epochs, check_tenant_limits, column_summa
 from service.pagination import page_of, paginate
 from service.sweeps.models import Sweep
 from service.sweeps.schemas import SweepCreate
-from service.training.errors import SpecError
 from service.training.spec import TrainingSpec, native_params, resolve_spec, split_sizes
 
 LOWER_IS_BETTER = {"log_loss", "loss", "rmse", "mae"}
@@ -152,18 +151,12 @@ def create_sweep(
     columns = column_summaries(dataset)
     task = None
     for config in configs:
-        try:
-            resolved = resolve_spec(
-                trial_spec(base, config),
-                columns,
-                max_classes=settings.max_classes,
-                max_mlp_parameters=settings.max_mlp_parameters,
-            )
-        except SpecError as exc:
-            raise InvalidInput(
-                "; ".join(f"{p['field']}: {p['message']}" for p in exc.problems),
-                errors=list(exc.problems),
-            ) from exc
+        resolved = resolve_spec(
+            trial_spec(base, config),
+            columns,
+            max_classes=settings.max_classes,
+            max_mlp_parameters=settings.max_mlp_parameters,
+        )
         task = resolved.task
     assert task is not None
     metric, lower = resolve_metric(body.metric, task)

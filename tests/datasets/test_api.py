@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import Server, run_cli
+from tests.conftest import Server, run_cli, upload_tiny
 
 
 def _frame(n: int = 500) -> pd.DataFrame:
@@ -200,3 +200,16 @@ def test_same_tenant_keys_share_datasets(server: Server) -> None:
     with server.client(server.new_key(tenant)) as one, server.client(server.new_key(tenant)) as two:
         dataset_id = _upload(one, b"a,b\n1,2\n").json()["id"]
         assert two.get(f"/v1/datasets/{dataset_id}").status_code == 200
+
+
+def test_dataset_in_use_by_a_queued_job_cannot_be_deleted(api: httpx.Client) -> None:
+    dataset_id = upload_tiny(api)
+    job = api.post("/v1/jobs", json={"dataset_id": dataset_id, "target": "y"})
+    assert job.status_code == 202, job.text  # no worker beside this server: it stays queued
+    refused = api.delete(f"/v1/datasets/{dataset_id}")
+    assert refused.status_code == 409
+    assert "used by a queued or running job" in refused.json()["detail"]
+    assert api.get(f"/v1/datasets/{dataset_id}").status_code == 200
+    assert api.post(f"/v1/jobs/{job.json()['id']}/cancel").status_code == 200
+    assert api.delete(f"/v1/datasets/{dataset_id}").status_code == 204
+    assert api.get(f"/v1/datasets/{dataset_id}").status_code == 404
