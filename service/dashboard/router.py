@@ -26,7 +26,6 @@ from service.ids import parse_id
 from service.jobs import service as jobs_service
 from service.jobs.models import SUCCEEDED, TERMINAL, Job
 from service.sweeps import service as sweeps_service
-from service.sweeps.router import sweep_read
 
 logger = logging.getLogger("ridgeline.dashboard")
 
@@ -353,7 +352,7 @@ def sweep_page(sweep_id: str, request: Request, session: SessionDep) -> Response
         )
     except NotFound as exc:
         return _not_found(request, viewer, exc.detail)
-    read = sweep_read(session, sweep)
+    read = sweeps_service.read_sweep(session, sweep)
     names = queries.dataset_names(session, viewer.tenant_id, [sweep.dataset_id])
     best = read.best or {}
     rows = [row.model_dump() for row in read.leaderboard]

@@ -38,7 +38,7 @@ from service.jobs.models import (
     JobEpoch,
     JobEvent,
 )
-from service.jobs.schemas import CallbackRead, JobCreate
+from service.jobs.schemas import JobCreate
 from service.pagination import page_of, paginate
 from service.training.spec import (
     ColumnSummary,
@@ -234,10 +234,6 @@ def attempts_of_jobs(
             by_job[attempt.job_id].append(attempt)
     return by_job
 
-
-# An ORM job or a Core row of the jobs table: what a JobRead is made from (same attribute names).
-JobRow = Job | Row[Any]
-AttemptRow = JobAttempt | dict[str, Any]
 
 _jobs, _attempts = Job.__table__, JobAttempt.__table__
 _ATTEMPT_FIELDS = ("attempt", "worker_id", "started_at", "finished_at", "outcome", "error")
@@ -474,19 +470,6 @@ def _scored_csv(model: Any, table: pa.Table, *, header: bool) -> bytes:
     sink = io.BytesIO()
     pa_csv.write_csv(out, sink, pa_csv.WriteOptions(include_header=header))
     return sink.getvalue()
-
-
-def callback_info(job: JobRow) -> CallbackRead | None:
-    """How the job's callback delivery stands, for GET /v1/jobs/{id}."""
-    if job.callback_url is None or job.callback_status is None:
-        return None
-    return CallbackRead(
-        url=job.callback_url,
-        status=job.callback_status,
-        attempts=job.callback_attempts,
-        next_at=job.callback_next_at,
-        last_error=job.callback_last_error,
-    )
 
 
 def require_succeeded(job: Job) -> None:

@@ -33,7 +33,7 @@ from service.jobs.models import (
 from service.jobs.service import check_epochs, check_tenant_limits, column_summaries
 from service.pagination import page_of, paginate
 from service.sweeps.models import Sweep
-from service.sweeps.schemas import SweepCreate
+from service.sweeps.schemas import SweepCreate, SweepRead, sweep_read
 from service.training.spec import TrainingSpec, native_params, resolve_spec, split_sizes
 
 LOWER_IS_BETTER = {"log_loss", "loss", "rmse", "mae"}
@@ -441,3 +441,12 @@ def best_with_test(session: Session, sweep: Sweep) -> dict[str, Any] | None:
                 best["test_metrics"] = test
             best["refit_status"] = refit.status
     return best
+
+
+def read_sweep(session: Session, sweep: Sweep) -> SweepRead:
+    """A sweep as the API shows it: a finished one's stored leaderboard, else one computed now."""
+    if sweep.status in TERMINAL and sweep.leaderboard is not None:
+        rows, failed = sweep.leaderboard, sweep.failed_trials or []
+    else:
+        rows, failed = leaderboard(sweep, trial_jobs(session, sweep))
+    return sweep_read(sweep, rows, failed, best_with_test(session, sweep))
