@@ -12,8 +12,8 @@ from typing import Any, TypeVar
 
 import anyio
 from pydantic_core import from_json
-from sqlalchemy import Connection, DateTime, Engine, MetaData, create_engine, event
-from sqlalchemy.engine import Dialect
+from sqlalchemy import Connection, CursorResult, DateTime, Engine, MetaData, create_engine, event
+from sqlalchemy.engine import Dialect, Result
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -55,6 +55,12 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def rowcount(result: Result[Any]) -> int:
+    """Rows an UPDATE or DELETE matched (typed `Result` hides the cursor's count)."""
+    assert isinstance(result, CursorResult)
+    return result.rowcount
 
 
 def utcnow() -> datetime:

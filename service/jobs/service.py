@@ -21,7 +21,7 @@ from service import blobs
 from service.config import Settings
 from service.datasets.models import Dataset
 from service.datasets.service import dataset_to_train_on
-from service.db import Database, utcnow
+from service.db import Database, rowcount, utcnow
 from service.errors import Conflict, InvalidInput, NotFound, TooManyRequests
 from service.jobs import callbacks, queue
 from service.jobs.models import (
@@ -301,7 +301,7 @@ def cancel_job(session: Session, *, tenant_id: str, job_id: uuid.UUID) -> Job:
             .values(status=CANCELLED, finished_at=utcnow(), error="cancelled by request")
             .execution_options(synchronize_session=False)
         )
-        if result.rowcount:  # type: ignore[attr-defined]
+        if rowcount(result):
             queue.add_event(session, job.id, job.attempt, "status", status=CANCELLED)
             session.refresh(job)
             return job

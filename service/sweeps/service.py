@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from service.config import Settings
 from service.datasets.models import Dataset
 from service.datasets.service import dataset_to_train_on
-from service.db import Database, utcnow
+from service.db import Database, rowcount, utcnow
 from service.errors import Conflict, InvalidInput, NotFound
 from service.jobs import queue
 from service.jobs.models import (
@@ -369,7 +369,7 @@ def after_trial(db: Database, sweep_id: uuid.UUID) -> None:
             .values(status=RUNNING)
             .execution_options(synchronize_session=False)
         )
-        if not claimed.rowcount:  # type: ignore[attr-defined]
+        if not rowcount(claimed):
             return
         sweep.leaderboard = rows
         sweep.failed_trials = failed
