@@ -28,6 +28,7 @@ test-fast: install
 lint: install
 	$(VENV)/bin/ruff check service tests bench examples
 	$(VENV)/bin/mypy service
+	$(VENV)/bin/lint-imports
 
 bench: install
 	$(PY) bench/run.py

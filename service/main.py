@@ -20,12 +20,12 @@ from service.datasets.service import register_in_use_check
 from service.db import Database
 from service.errors import problem
 from service.exception_handlers import install_error_handlers, problem_response
+from service.http_observability import install_observability
 from service.jobs.gauges import JobGauges
 from service.jobs.router import router as jobs_router
 from service.jobs.service import ModelCache, dataset_in_use
 from service.limits import install_limits
 from service.migrate import schema_status
-from service.observability import install_observability
 from service.openapi import install_openapi
 from service.plots.router import router as plots_router
 from service.scratch import ScratchSpace
