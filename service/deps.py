@@ -23,7 +23,7 @@ from service.auth import sessions
 from service.auth.service import Principal, hash_key
 from service.config import Settings
 from service.db import Database
-from service.errors import Forbidden, Unauthorized
+from service.errors import Forbidden, SignInRequired, Unauthorized
 
 
 def get_database(request: Request) -> Database:
@@ -163,3 +163,21 @@ async def authenticate(
 
 
 PrincipalDep = Annotated[Principal, Depends(authenticate)]
+
+
+def signed_in_viewer(request: Request) -> Principal | None:
+    """Who is looking at the dashboard: the session cookie's key, the local principal, or no one."""
+    if request.app.state.settings.auth == "disabled":
+        return local_principal()
+    return session_principal(request)
+
+
+def dashboard_viewer(request: Request) -> Principal:
+    """A dashboard page's viewer; without one, the page answers with a redirect to sign in."""
+    principal = signed_in_viewer(request)
+    if principal is None:
+        raise SignInRequired
+    return principal
+
+
+ViewerDep = Annotated[Principal, Depends(dashboard_viewer)]

@@ -96,6 +96,10 @@ class ServiceUnavailable(ServiceError):
     type_slug = "unavailable"
 
 
+class SignInRequired(Exception):
+    """A dashboard page was asked for without a session: answered with a redirect to sign in."""
+
+
 def problem(
     status: int,
     title: str,

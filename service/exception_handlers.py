@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import logging
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.errors import PROBLEM_MEDIA_TYPE, InvalidInput, ServiceError, problem
+from service.errors import (
+    PROBLEM_MEDIA_TYPE,
+    InvalidInput,
+    ServiceError,
+    SignInRequired,
+    problem,
+)
 from service.training.errors import PredictionInputError, SpecError
 
 logger = logging.getLogger("ridgeline.errors")
@@ -78,6 +85,12 @@ async def _database_unavailable(request: Request, exc: Exception) -> JSONRespons
     )
 
 
+async def _sign_in(request: Request, exc: Exception) -> RedirectResponse:
+    """A dashboard page without a session: to the sign-in form, and back here afterwards."""
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return RedirectResponse(f"/signin?next={quote(target, safe='')}", status_code=303)
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     logger.exception("unhandled error on %s %s", request.method, request.url.path)
     return problem_response(
@@ -100,4 +113,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(OperationalError, _database_unavailable)
     app.add_exception_handler(SQLAlchemyTimeoutError, _database_unavailable)
+    app.add_exception_handler(SignInRequired, _sign_in)
     app.add_exception_handler(Exception, _unexpected)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import RedirectResponse
@@ -20,7 +20,7 @@ from service.auth import sessions
 from service.auth.service import Principal, hash_key
 from service.dashboard import queries
 from service.dashboard.templating import ASSETS, SECURITY_HEADERS, render
-from service.deps import SessionDep, local_principal, session_principal
+from service.deps import SessionDep, ViewerDep, signed_in_viewer
 from service.errors import NotFound
 from service.ids import parse_id
 from service.jobs import service as jobs_service
@@ -43,12 +43,6 @@ def _auth_disabled(request: Request) -> bool:
     return bool(request.app.state.settings.auth == "disabled")
 
 
-def _viewer(request: Request) -> Principal | None:
-    if _auth_disabled(request):
-        return local_principal()
-    return session_principal(request)
-
-
 def _csrf(request: Request) -> str:
     token = request.cookies.get(sessions.SESSION_COOKIE)
     if not token:
@@ -64,11 +58,6 @@ def _safe_next(value: str | None) -> str:
     if parts.scheme or parts.netloc:
         return DEFAULT_PAGE
     return value
-
-
-def _to_signin(request: Request) -> RedirectResponse:
-    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-    return RedirectResponse(f"/signin?next={quote(target, safe='')}", status_code=303)
 
 
 def _page(
@@ -127,7 +116,7 @@ def _signin_page(request: Request, next_url: str, error: str | None, status_code
 @router.get("/signin")
 def signin_form(request: Request, next: str | None = None) -> Response:
     next_url = _safe_next(next)
-    if _viewer(request) is not None:
+    if signed_in_viewer(request) is not None:
         return RedirectResponse(next_url, status_code=303)
     return _signin_page(request, next_url, None, 200)
 
@@ -196,19 +185,18 @@ async def signout(request: Request) -> Response:
 
 
 @router.get("/")
-def home(request: Request) -> Response:
-    if _viewer(request) is None:
-        return RedirectResponse("/signin", status_code=303)
+def home(viewer: ViewerDep) -> Response:
     return RedirectResponse(DEFAULT_PAGE, status_code=303)
 
 
 @router.get("/jobs")
 def jobs_page(
-    request: Request, session: SessionDep, trials: bool = False, status: str | None = None
+    request: Request,
+    session: SessionDep,
+    viewer: ViewerDep,
+    trials: bool = False,
+    status: str | None = None,
 ) -> Response:
-    viewer = _viewer(request)
-    if viewer is None:
-        return _to_signin(request)
     if status not in (None, "", "queued", "running", "succeeded", "failed", "cancelled"):
         status = None
     jobs = queries.recent_jobs(session, viewer.tenant_id, include_trials=trials, status=status)
@@ -227,10 +215,9 @@ def jobs_page(
 
 
 @router.get("/jobs/new")
-def new_job_page(request: Request, session: SessionDep, dataset_id: str | None = None) -> Response:
-    viewer = _viewer(request)
-    if viewer is None:
-        return _to_signin(request)
+def new_job_page(
+    request: Request, session: SessionDep, viewer: ViewerDep, dataset_id: str | None = None
+) -> Response:
     datasets = queries.recent_datasets(session, viewer.tenant_id)
     choices = [
         {
@@ -255,10 +242,7 @@ def new_job_page(request: Request, session: SessionDep, dataset_id: str | None =
 
 
 @router.get("/jobs/{job_id}")
-def job_page(job_id: str, request: Request, session: SessionDep) -> Response:
-    viewer = _viewer(request)
-    if viewer is None:
-        return _to_signin(request)
+def job_page(job_id: str, request: Request, session: SessionDep, viewer: ViewerDep) -> Response:
     try:
         job = jobs_service.get_job(
             session, tenant_id=viewer.tenant_id, job_id=parse_id(job_id, "job")
@@ -306,10 +290,9 @@ def job_page(job_id: str, request: Request, session: SessionDep) -> Response:
 
 
 @router.get("/datasets")
-def datasets_page(request: Request, session: SessionDep, uploaded: str | None = None) -> Response:
-    viewer = _viewer(request)
-    if viewer is None:
-        return _to_signin(request)
+def datasets_page(
+    request: Request, session: SessionDep, viewer: ViewerDep, uploaded: str | None = None
+) -> Response:
     datasets = queries.recent_datasets(session, viewer.tenant_id)
     return _page(
         request,
@@ -323,10 +306,7 @@ def datasets_page(request: Request, session: SessionDep, uploaded: str | None = 
 
 
 @router.get("/sweeps")
-def sweeps_page(request: Request, session: SessionDep) -> Response:
-    viewer = _viewer(request)
-    if viewer is None:
-        return _to_signin(request)
+def sweeps_page(request: Request, session: SessionDep, viewer: ViewerDep) -> Response:
     sweeps = queries.recent_sweeps(session, viewer.tenant_id)
     names = queries.dataset_names(session, viewer.tenant_id, (s.dataset_id for s in sweeps))
     return _page(
@@ -342,10 +322,7 @@ def sweeps_page(request: Request, session: SessionDep) -> Response:
 
 
 @router.get("/sweeps/{sweep_id}")
-def sweep_page(sweep_id: str, request: Request, session: SessionDep) -> Response:
-    viewer = _viewer(request)
-    if viewer is None:
-        return _to_signin(request)
+def sweep_page(sweep_id: str, request: Request, session: SessionDep, viewer: ViewerDep) -> Response:
     try:
         sweep = sweeps_service.get_sweep(
             session, tenant_id=viewer.tenant_id, sweep_id=parse_id(sweep_id, "sweep")
