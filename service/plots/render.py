@@ -278,6 +278,34 @@ def _group_label(row: dict[str, Any]) -> str:
     return label
 
 
+def _validation_group(ax: Axes, label: str, members: list[dict[str, Any]], color: str) -> bool:
+    """One penalty's line (validation solid with error bars, train dashed); False if empty."""
+    on_axis = sorted(
+        (r for r in members if (_num(r.get("strength")) or 0.0) > 0),
+        key=lambda r: float(r["strength"]),
+    )
+    plotted = False
+    xs, means, stds = [], [], []
+    for r in on_axis:
+        mean = _num(r.get("mean"))
+        if mean is not None:
+            xs.append(float(r["strength"]))
+            means.append(mean)
+            stds.append(_num(r.get("std")) or 0.0)
+    if xs:
+        ax.errorbar(xs, means, yerr=stds, fmt="-o", color=color, markersize=4, capsize=3)
+        ax.plot([], [], "-", color=color, label=label)
+        tx, train = _xy(on_axis, "strength", "train_mean")
+        ax.plot(tx, train, "--", color=color, alpha=0.8)
+        plotted = True
+    for r in members:
+        mean = _num(r.get("mean"))
+        if (_num(r.get("strength")) or 0.0) <= 0 and mean is not None:
+            ax.axhline(mean, color=color, linestyle="-.", linewidth=1, label=f"{label} (mean)")
+            plotted = True
+    return plotted
+
+
 def validation_curve(
     leaderboard: Sequence[dict[str, Any]],
     metric: str,
@@ -303,30 +331,7 @@ def validation_curve(
     fig, ax = _figure(fmt)
     plotted = False
     for i, (label, members) in enumerate(groups.items()):
-        color = f"C{i % 10}"
-        on_axis = sorted(
-            (r for r in members if (_num(r.get("strength")) or 0.0) > 0),
-            key=lambda r: float(r["strength"]),
-        )
-        flat = [r for r in members if (_num(r.get("strength")) or 0.0) <= 0]
-        xs, means, stds = [], [], []
-        for r in on_axis:
-            mean = _num(r.get("mean"))
-            if mean is not None:
-                xs.append(float(r["strength"]))
-                means.append(mean)
-                stds.append(_num(r.get("std")) or 0.0)
-        if xs:
-            ax.errorbar(xs, means, yerr=stds, fmt="-o", color=color, markersize=4, capsize=3)
-            ax.plot([], [], "-", color=color, label=label)
-            tx, train = _xy(on_axis, "strength", "train_mean")
-            ax.plot(tx, train, "--", color=color, alpha=0.8)
-            plotted = True
-        for r in flat:
-            mean = _num(r.get("mean"))
-            if mean is not None:
-                ax.axhline(mean, color=color, linestyle="-.", linewidth=1, label=f"{label} (mean)")
-                plotted = True
+        plotted = _validation_group(ax, label, members, f"C{i % 10}") or plotted
     if not plotted:
         raise ValueError(f"no leaderboard row has a finite mean {metric!r} to plot")
     if best is not None:
