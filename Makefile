@@ -31,6 +31,7 @@ lint: install
 	$(VENV)/bin/lint-imports
 
 bench: install
+	$(PIP) install --quiet -c constraints.txt -e '.[dev,bench]'
 	$(PY) bench/run.py
 
 clean:

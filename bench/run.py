@@ -15,12 +15,20 @@ import traceback
 import common
 import ingest
 import load
+import peers
 import sweep
 import train
 import worker
 from common import Figure
 
-BENCHMARKS = {"ingest": ingest, "train": train, "worker": worker, "sweep": sweep, "load": load}
+BENCHMARKS = {
+    "ingest": ingest,
+    "train": train,
+    "worker": worker,
+    "sweep": sweep,
+    "load": load,
+    "peers": peers,
+}
 
 
 def main() -> int:
