@@ -147,8 +147,8 @@ class H2OSide:
 
     def warm_up(self) -> None:
         """One small fit of each kind first: the JVM compiles its hot paths on first use."""
-        for model in (self.glm(1.0, lambda_=[STRENGTH]), self.mlp()):
-            del model
+        self.glm(1.0, lambda_=[STRENGTH])
+        self.mlp()
 
     def upload(self) -> Side:
         seconds, frame = timed(lambda: self.h2o.import_file(str(self.data.csv)))
