@@ -7,9 +7,8 @@ import json
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
-from fastapi import Query
 from pydantic import BaseModel, Field
 from sqlalchemy import Select, and_, or_
 from sqlalchemy.orm import InstrumentedAttribute
@@ -19,17 +18,6 @@ from service.errors import InvalidInput
 T = TypeVar("T")
 
 MAX_LIMIT = 200
-#: A list route's `cursor`: the alphabet of the cursors issued (unpadded base64url), or empty.
-Cursor = Annotated[
-    str,
-    Query(
-        pattern=r"^[A-Za-z0-9_-]*$",
-        max_length=512,
-        description="Opaque: pass the `next_cursor` of the previous page (empty or absent: the "
-        "first page). Only a cursor this service issued is valid: any other string, even one "
-        "of the right alphabet, is a 422.",
-    ),
-]
 
 
 class Page(BaseModel, Generic[T]):

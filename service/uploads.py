@@ -5,14 +5,12 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-import anyio
 from python_multipart.multipart import MultipartParser, parse_options_header
-from starlette.requests import Request
 
 from service.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 
@@ -42,15 +40,6 @@ def _limit_message(limit: int, setting: str) -> str:
     )
 
 
-def ingest_slots(request: Request) -> anyio.CapacityLimiter:
-    """Parsing an uploaded file holds tens of MiB: bound how many run at once per process."""
-    state = request.app.state
-    if getattr(state, "ingest_slots", None) is None:
-        state.ingest_slots = anyio.CapacityLimiter(state.settings.max_concurrent_ingests)
-    limiter: anyio.CapacityLimiter = state.ingest_slots
-    return limiter
-
-
 class _Receiver:
     """multipart parser callbacks: the file part goes to disk, other parts to a small dict."""
 
@@ -72,7 +61,7 @@ class _Receiver:
         self._part_is_file = False
         self._part_data = bytearray()
 
-    def callbacks(self) -> dict:
+    def callbacks(self) -> dict[str, Callable[..., None]]:
         return {
             "on_part_begin": self.on_part_begin,
             "on_part_data": self.on_part_data,

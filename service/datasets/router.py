@@ -9,14 +9,13 @@ import anyio.to_thread
 from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 
-from service.auth.dependencies import PrincipalDep
 from service.datasets import export, service
 from service.datasets.schemas import DatasetPreview, DatasetRead
-from service.db import DatabaseDep, SessionDep
+from service.deps import Cursor, DatabaseDep, PrincipalDep, SessionDep, ingest_slots
 from service.ids import parse_id
-from service.pagination import MAX_LIMIT, Cursor, Page
+from service.pagination import MAX_LIMIT, Page
 from service.scratch import scratch_dir
-from service.uploads import ingest_slots, receive_upload
+from service.uploads import receive_upload
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
