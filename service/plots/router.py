@@ -20,6 +20,10 @@ from service.jobs.models import SUCCEEDED, TERMINAL, Job
 from service.plots import render
 from service.sweeps import service as sweeps
 from service.sweeps.models import Sweep
+from service.training.kinds import registry
+from service.training.kinds.base import ModelKind
+from service.training.metrics import PRIMARY_METRIC
+from service.training.results import EpochRecord, JobMetrics, PathMetrics
 
 router = APIRouter(tags=["plots"])
 
@@ -67,16 +71,16 @@ def _image(data: bytes, fmt: Format) -> Response:
 
 def _history(session: Session, job: Job) -> list[dict[str, Any]]:
     rows = [
-        {
-            "epoch": e.epoch,
-            "train_loss": e.train_loss,
-            "val_loss": e.val_loss,
-            "train_metric": e.train_metric,
-            "val_metric": e.val_metric,
-        }
-        for e in jobs.epochs_of(session, job)
+        EpochRecord.model_validate(e, from_attributes=True) for e in jobs.epochs_of(session, job)
     ]
-    return rows or list((job.metrics or {}).get("history") or [])
+    return [
+        row.to_json() for row in rows or JobMetrics.model_validate(job.metrics or {}).history or []
+    ]
+
+
+def _kinds_with(has: Callable[[ModelKind[Any]], bool]) -> str:
+    """The registered kinds with a property, for a message: "'mlp'"."""
+    return " or ".join(f"'{k.name}'" for k in registry.kinds() if has(k)) or "none"
 
 
 def _job_version(session: Session, job: Job) -> tuple[Any, ...]:
@@ -98,25 +102,31 @@ def job_plot(
     format: Format = "svg",
 ) -> Response:
     job = jobs.get_job(session, tenant_id=principal.tenant_id, job_id=parse_id(job_id, "job"))
-    metrics = job.metrics or {}
+    metrics = JobMetrics.model_validate(job.metrics or {})
     title = job.name or f"job {str(job.id)[:8]}"
     make: Callable[[], bytes]
     if kind == "loss-curve":
         history = _history(session, job)
         if not history:
             if job.status == SUCCEEDED:
-                raise NotFound("this job has no per-epoch history: loss curves exist for MLP jobs")
+                raise NotFound(
+                    "this job has no per-epoch history: loss curves exist for model kinds "
+                    + _kinds_with(lambda k: k.has_history)
+                )
             raise Conflict(f"job {job.id} is {job.status} and has no epoch yet; retry later")
 
         def make() -> bytes:
-            return render.loss_curve(history, metrics.get("best_epoch"), title, fmt=format)
+            return render.loss_curve(history, metrics.best_epoch, title, fmt=format)
 
     elif kind == "coefficients":
         if job.status not in TERMINAL:
             raise Conflict(f"job {job.id} is {job.status}; coefficients exist once it succeeded")
-        coefs = metrics.get("coefficients")
+        coefs = [c.to_json() for c in metrics.coefficients or []]
         if not coefs:
-            raise NotFound("this job has no coefficients: they exist for succeeded linear jobs")
+            raise NotFound(
+                "this job has no coefficients: they exist for succeeded jobs of model kinds "
+                "whose weights are coefficients"
+            )
 
         def make() -> bytes:
             return render.coefficients(coefs, title=title, fmt=format)
@@ -124,13 +134,13 @@ def job_plot(
     else:
         if job.status not in TERMINAL:
             raise Conflict(f"job {job.id} is {job.status}; its learning curve comes at the end")
-        points = metrics.get("learning_curve")
+        points = [p.to_json() for p in metrics.learning_curve or []]
         if not points:
             raise NotFound(
                 'this job recorded no learning curve; ask for one with "learning_curve": '
                 '{"sizes": [0.1, 0.25, 0.5, 1.0]} in the spec'
             )
-        metric = "accuracy" if job.task == "classification" else "r2"
+        metric = PRIMARY_METRIC[job.task]
 
         def make() -> bytes:
             return render.learning_curve(points, metric, title, fmt=format)
@@ -150,7 +160,7 @@ def _sweep_paths(session: Session, sweep: Sweep, penalty: str | None) -> list[di
     for job in sorted(candidates, key=lambda j: (j.params or {}).get("fold", 0)):
         params = job.params or {}
         if wanted is None or params.get("penalty") == wanted:
-            return list((job.metrics or {}).get("path") or [])
+            return [p.to_json() for p in PathMetrics.model_validate(job.metrics or {}).path]
     return []
 
 
@@ -193,7 +203,8 @@ def sweep_plot(
         if not path:
             if sweep.status in TERMINAL:
                 raise NotFound(
-                    "this sweep has no regularization path: paths are fitted for linear models"
+                    "this sweep has no regularization path: paths are fitted for model kinds "
+                    + _kinds_with(lambda k: k.supports_path)
                     + (f" with penalty {penalty!r}" if penalty else "")
                 )
             raise Conflict(f"sweep {sweep.id} has no finished path yet; retry later")
@@ -231,7 +242,10 @@ def loss_curves(
         job = jobs.get_job(session, tenant_id=principal.tenant_id, job_id=parse_id(raw, "job"))
         history = _history(session, job)
         if not history:
-            raise Conflict(f"job {job.id} has no per-epoch history (yet); loss curves need MLPs")
+            raise Conflict(
+                f"job {job.id} has no per-epoch history (yet); loss curves need a model kind "
+                "that trains by epochs"
+            )
         series.append((job.name or str(job.id)[:8], history))
         version.extend(_job_version(session, job))
 

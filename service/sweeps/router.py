@@ -15,6 +15,8 @@ from service.pagination import MAX_LIMIT, Page
 from service.sweeps import service
 from service.sweeps.models import Sweep
 from service.sweeps.schemas import LeaderboardRow, SweepCreate, SweepRead
+from service.training.kinds import registry
+from service.training.metrics import metric
 
 router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"])
 
@@ -32,7 +34,8 @@ def sweep_read(session: Session, sweep: Sweep) -> SweepRead:
         progress=sweep.progress,
         task=sweep.task,
         metric=sweep.metric,
-        lower_is_better=sweep.lower_is_better,
+        greater_is_better=metric(sweep.metric).greater_is_better,
+        lower_is_better=not metric(sweep.metric).greater_is_better,
         n_configs=sweep.n_configs,
         n_jobs=sweep.n_jobs,
         leaderboard=[LeaderboardRow.model_validate(r) for r in rows],
@@ -51,9 +54,11 @@ def sweep_read(session: Session, sweep: Sweep) -> SweepRead:
     status_code=status.HTTP_202_ACCEPTED,
     response_model=SweepRead,
     summary="Search regularization settings",
-    description="Expands the search into trials (linear models: one warm-started path per "
-    "penalty and fold; MLPs: one job per configuration, folds inside), runs them on all "
-    "workers, ranks them by the cross-validated metric and, with refit, trains the winner.",
+    description="Expands the search into trials (model kinds that fit warm-started paths, "
+    + ", ".join(f"'{k.name}'" for k in registry.kinds() if k.supports_path)
+    + ": one path per penalty and fold; other kinds: one job per configuration, folds inside), "
+    "runs them on all workers, ranks them by the cross-validated metric and, with refit, trains "
+    "the winner.",
 )
 def create_sweep(
     body: SweepCreate,

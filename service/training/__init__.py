@@ -1,7 +1,8 @@
 """Pure ML training core: a pyarrow Table and a spec in, metrics and an artifact out.
 
 Names are imported lazily, so validating a spec (service.training.spec) costs only pydantic,
-and torch loads only when an MLP is trained or loaded.
+and torch loads only when an MLP is trained or loaded. Model kinds live in
+service.training.kinds, one module each, found through its registry.
 """
 
 from __future__ import annotations
@@ -28,14 +29,16 @@ if TYPE_CHECKING:
         UntrustedArtifactError,
     )
     from service.training.folds import SweepSplits, sweep_splits
+    from service.training.kinds.linear import LinearModelSpec
+    from service.training.kinds.mlp import MLPModelSpec
     from service.training.paths import fit_path
     from service.training.preprocessing import summarize_table
+    from service.training.resolve import resolve_spec, split_sizes
+    from service.training.results import JobMetrics
     from service.training.spec import (
         ColumnSummary,
         EarlyStopping,
         LearningCurveSpec,
-        LinearModelSpec,
-        MLPModelSpec,
         ModelSpec,
         Penalty,
         PreprocessingSpec,
@@ -43,9 +46,6 @@ if TYPE_CHECKING:
         ResolvedSpec,
         TrainingSpec,
         ValidationSpec,
-        native_params,
-        resolve_spec,
-        split_sizes,
     )
     from service.training.train import TrainingResult, train
 
@@ -54,8 +54,8 @@ _EXPORTS: dict[str, str] = {
     "ColumnSummary": "spec",
     "EarlyStopping": "spec",
     "LearningCurveSpec": "spec",
-    "LinearModelSpec": "spec",
-    "MLPModelSpec": "spec",
+    "LinearModelSpec": "kinds.linear",
+    "MLPModelSpec": "kinds.mlp",
     "ModelSpec": "spec",
     "Penalty": "spec",
     "PreprocessingSpec": "spec",
@@ -63,9 +63,9 @@ _EXPORTS: dict[str, str] = {
     "ResolvedSpec": "spec",
     "TrainingSpec": "spec",
     "ValidationSpec": "spec",
-    "native_params": "spec",
-    "resolve_spec": "spec",
-    "split_sizes": "spec",
+    "resolve_spec": "resolve",
+    "split_sizes": "resolve",
+    "JobMetrics": "results",
     # errors (no dependencies)
     "ArtifactError": "errors",
     "ArtifactIntegrityError": "errors",
@@ -94,6 +94,7 @@ __all__ = [
     "ArtifactIntegrityError",
     "ColumnSummary",
     "EarlyStopping",
+    "JobMetrics",
     "LearningCurveSpec",
     "LinearModelSpec",
     "LoadedModel",
@@ -116,7 +117,6 @@ __all__ = [
     "diagnose",
     "fit_path",
     "load_model",
-    "native_params",
     "resolve_spec",
     "sha256_hex",
     "split_sizes",

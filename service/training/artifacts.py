@@ -1,6 +1,8 @@
-"""Model artifacts without pickle: skops for scikit-learn, safetensors plus JSON for the MLP.
+"""Model artifacts without pickle: what every kind's format shares, and loading by content.
 
-Loading verifies the sha256 first, then refuses any skops content whose types are outside an
+Each model kind writes and reads its own format (service.training.kinds: skops for the linear
+kind's pipelines, safetensors plus JSON for the MLP). Loading verifies the sha256 first, finds
+the kind whose format the archive has, and refuses any skops content whose types are outside an
 explicit allowlist, so a stored artifact can never run code of its own choosing.
 """
 
@@ -10,12 +12,11 @@ import hashlib
 import hmac
 import importlib.metadata
 import io
-import json
 import platform
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -28,11 +29,9 @@ from service.training.errors import (
     PredictionInputError,
     UntrustedArtifactError,
 )
+from service.training.kinds import registry
 from service.training.preprocessing import frame_from_rows
 from service.training.spec import ColumnDtype
-
-if TYPE_CHECKING:
-    from service.training.mlp import MLPEstimator
 
 __all__ = [
     "ARTIFACT_FORMAT",
@@ -43,15 +42,14 @@ __all__ = [
     "PredictionInputError",
     "PredictionResult",
     "UntrustedArtifactError",
-    "dump_mlp",
-    "dump_sklearn",
     "load_model",
     "sha256_hex",
+    "skops_load",
     "versions",
+    "zip_write",
 ]
 
 ARTIFACT_FORMAT = "ridgeline/1"
-ArtifactKind = Literal["skops", "mlp-zip"]
 
 #: Types skops does not trust by default that our own pipelines legitimately contain. Anything
 #: else skops reports as untrusted makes load_model refuse the artifact.
@@ -61,7 +59,6 @@ TRUSTED_SKOPS_TYPES: frozenset[str] = frozenset(
     }
 )
 
-_MLP_MEMBERS = ("architecture.json", "weights.safetensors", "preprocessing.skops")
 #: Refuse archives that would unpack to more than this (a zip bomb guard).
 MAX_UNPACKED_BYTES = 8 * 1024**3
 # A fixed timestamp keeps identical models byte-identical.
@@ -94,7 +91,7 @@ def versions() -> dict[str, str | None]:
     }
 
 
-def _skops_load(data: bytes) -> Any:
+def skops_load(data: bytes) -> Any:
     """skops.io.loads, after checking every untrusted type against our allowlist."""
     try:
         untrusted = sio.get_untrusted_types(data=data)
@@ -106,41 +103,11 @@ def _skops_load(data: bytes) -> Any:
     return sio.loads(data, trusted=list(untrusted))
 
 
-def dump_sklearn(pipeline: Pipeline, metadata: Mapping[str, Any]) -> bytes:
-    """A skops file holding the fitted pipeline and its metadata as a JSON string."""
-    meta = {**metadata, "format": ARTIFACT_FORMAT, "artifact_kind": "skops"}
-    payload = {"metadata_json": json.dumps(meta, sort_keys=True), "pipeline": pipeline}
-    return sio.dumps(payload, compression=zipfile.ZIP_DEFLATED)
-
-
-def _zip_write(zf: zipfile.ZipFile, name: str, data: bytes) -> None:
+def zip_write(zf: zipfile.ZipFile, name: str, data: bytes) -> None:
+    """One member with a fixed timestamp, deflated."""
     info = zipfile.ZipInfo(name, date_time=_ZIP_DATE)
     info.compress_type = zipfile.ZIP_DEFLATED
     zf.writestr(info, data)
-
-
-def dump_mlp(estimator: MLPEstimator, preprocessor: Pipeline, metadata: Mapping[str, Any]) -> bytes:
-    """A zip of weights.safetensors, architecture.json (with metadata) and preprocessing.skops."""
-    from safetensors.torch import save as save_tensors
-
-    weights = save_tensors(estimator.state_tensors(), metadata={"format": "pt"})
-    preprocessing = sio.dumps(preprocessor, compression=zipfile.ZIP_DEFLATED)
-    record = {
-        **metadata,
-        "format": ARTIFACT_FORMAT,
-        "artifact_kind": "mlp-zip",
-        "architecture": estimator.architecture(),
-        "members": {
-            "weights.safetensors": sha256_hex(weights),
-            "preprocessing.skops": sha256_hex(preprocessing),
-        },
-    }
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as zf:
-        _zip_write(zf, "architecture.json", json.dumps(record, indent=2, sort_keys=True).encode())
-        _zip_write(zf, "weights.safetensors", weights)
-        _zip_write(zf, "preprocessing.skops", preprocessing)
-    return buffer.getvalue()
 
 
 @dataclass
@@ -156,7 +123,8 @@ class PredictionResult:
 class LoadedModel:
     """A model ready to predict, with what it was trained on."""
 
-    kind: ArtifactKind
+    #: The artifact format (the job's artifact_kind), e.g. 'skops'.
+    kind: str
     metadata: dict[str, Any]
     preprocessor: Pipeline
     estimator: Any
@@ -164,6 +132,12 @@ class LoadedModel:
 
     def __post_init__(self) -> None:
         self.feature_schema = dict(self.metadata["feature_schema"])
+
+    @property
+    def model_kind(self) -> str:
+        """The model kind that trained it, from the spec saved with it."""
+        spec = self.metadata.get("spec") or {}
+        return str((spec.get("model") or {}).get("kind") or "")
 
     @property
     def task(self) -> str:
@@ -222,52 +196,19 @@ def _verify_sha(data: bytes, sha256: str | None) -> None:
         )
 
 
-def _load_skops_model(data: bytes) -> LoadedModel:
-    obj = _skops_load(data)
-    if not isinstance(obj, dict) or "metadata_json" not in obj or "pipeline" not in obj:
-        raise ArtifactError("skops artifact does not hold a Ridgeline model")
-    metadata = json.loads(obj["metadata_json"])
-    pipeline = obj["pipeline"]
-    if not isinstance(pipeline, Pipeline) or "preprocess" not in pipeline.named_steps:
-        raise ArtifactError("skops artifact does not hold a Ridgeline pipeline")
-    return LoadedModel("skops", metadata, pipeline.named_steps["preprocess"], pipeline[-1])
-
-
-def _load_mlp_model(zf: zipfile.ZipFile) -> LoadedModel:
-    from safetensors.torch import load as load_tensors
-
-    from service.training.mlp import MLPEstimator
-
-    if sum(info.file_size for info in zf.infolist()) > MAX_UNPACKED_BYTES:
-        raise ArtifactError("MLP artifact unpacks to more than the allowed size")
-    missing = [m for m in _MLP_MEMBERS if m not in zf.namelist()]
-    if missing:
-        raise ArtifactError(f"MLP artifact lacks {', '.join(missing)}")
-    record = json.loads(zf.read("architecture.json"))
-    members = {name: zf.read(name) for name in _MLP_MEMBERS[1:]}
-    for name, blob in members.items():
-        expected = record.get("members", {}).get(name)
-        if expected is None or not hmac.compare_digest(sha256_hex(blob), expected):
-            raise ArtifactIntegrityError(f"MLP artifact member {name} fails its sha256 check")
-    preprocessor = _skops_load(members["preprocessing.skops"])
-    if not isinstance(preprocessor, Pipeline):
-        raise ArtifactError("MLP artifact's preprocessing is not a scikit-learn Pipeline")
-    tensors = load_tensors(members["weights.safetensors"])
-    estimator = MLPEstimator.from_saved(record["architecture"], tensors, record.get("classes"))
-    return LoadedModel("mlp-zip", record, preprocessor, estimator)
+def _known_formats() -> str:
+    return ", ".join(f"{k.artifact.name} ({k.artifact.description})" for k in registry.kinds())
 
 
 def load_model(data: bytes, *, sha256: str | None = None) -> LoadedModel:
     """Load artifact bytes after checking their sha256 (when given) and every type they hold."""
     _verify_sha(data, sha256)
     try:
-        zf = zipfile.ZipFile(io.BytesIO(data))
+        archive = zipfile.ZipFile(io.BytesIO(data))
     except zipfile.BadZipFile as exc:
-        raise ArtifactError("artifact is neither a skops file nor an MLP zip") from exc
-    with zf:
-        names = set(zf.namelist())
-        if "architecture.json" in names:
-            return _load_mlp_model(zf)
-        if "schema.json" not in names:
-            raise ArtifactError("artifact is neither a skops file nor an MLP zip")
-    return _load_skops_model(data)
+        raise ArtifactError(f"artifact is not in a known format: {_known_formats()}") from exc
+    with archive:
+        kind = registry.kind_for_artifact(set(archive.namelist()))
+        if kind is None:
+            raise ArtifactError(f"artifact is not in a known format: {_known_formats()}")
+        return kind.load(data, archive)

@@ -17,7 +17,6 @@ into probabilities in double, as the service does.
 
 from __future__ import annotations
 
-import io
 import json
 import warnings
 from collections.abc import Mapping
@@ -26,28 +25,42 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
-from sklearn.linear_model import ElasticNet, Lasso, LinearRegression, LogisticRegression, Ridge
 from sklearn.pipeline import Pipeline
 
 from service.training.errors import TrainingError
+from service.training.kinds import registry
 
 if TYPE_CHECKING:
     from service.training.artifacts import LoadedModel
+    from service.training.kinds.base import ModelKind
 
-__all__ = ["ONNX_OPSET", "OnnxExportError", "export_onnx"]
+__all__ = [
+    "DOUBLE",
+    "FLOAT",
+    "HEAD_PREFIX",
+    "MLP_PREFIX",
+    "ONNX_OPSET",
+    "SKL_PREFIX",
+    "OnnxExportError",
+    "convert_sklearn",
+    "export_onnx",
+    "finish_classifier",
+    "finish_regressor",
+    "set_outputs",
+]
 
 #: The highest opsets the graph may use (onnxruntime >= 1.14 runs them); skl2onnx declares the
 #: lowest its nodes need, and the MLP's network is exported at that same one so the two merge.
 ONNX_OPSET = 17
 ONNX_ML_OPSET = 3
-#: Linear estimators skl2onnx converts in double precision (what the training core fits).
-EXPORTABLE_LINEAR = (LogisticRegression, LinearRegression, Ridge, Lasso, ElasticNet)
 MISSING_CATEGORY = ""
+#: Element types of the graph's tensors.
+DOUBLE, FLOAT = TensorProto.DOUBLE, TensorProto.FLOAT
 
 #: The graph's outputs (skl2onnx's names), and prefixes that keep every inner name apart from
 #: the inputs, which are the feature columns' own names.
 LABEL, PROBABILITIES, VARIABLE = "label", "probabilities", "variable"
-_SKL, _MLP, _HEAD = "ridgeline.skl.", "ridgeline.mlp.", "ridgeline.head."
+SKL_PREFIX, MLP_PREFIX, HEAD_PREFIX = "ridgeline.skl.", "ridgeline.mlp.", "ridgeline.head."
 
 
 class OnnxExportError(TrainingError):
@@ -124,7 +137,7 @@ def _convert_imputer(scope: Any, operator: Any, container: Any) -> None:
     )
 
 
-def _convert_sklearn(
+def convert_sklearn(
     pipeline: Pipeline, schema: Mapping[str, str], *, classifier: Any
 ) -> onnx.ModelProto:
     """skl2onnx on the pipeline, raw columns in, our imputer converter in place of its own."""
@@ -148,7 +161,7 @@ def _convert_sklearn(
         raise
     except Exception as exc:
         raise OnnxExportError(f"skl2onnx could not convert the pipeline: {exc}") from exc
-    compose.add_prefix_graph(onx.graph, _SKL, rename_inputs=False, inplace=True)
+    compose.add_prefix_graph(onx.graph, SKL_PREFIX, rename_inputs=False, inplace=True)
     # skl2onnx makes input names C identifiers ("mean radius" -> "mean_radius"): give each input
     # its column's own name back, in the order of the feature schema.
     raw = {v.onnx_name: v.raw_name for v in topology.scopes[0].variables.values()}
@@ -167,48 +180,9 @@ def _rename_inputs(graph: onnx.GraphProto, names: dict[str, str], order: list[st
     graph.input.extend(reordered)
 
 
-def _torch_graph(model: LoadedModel, opset: int) -> onnx.ModelProto:
-    """The MLP's network, in eval mode, outputs in the units the service predicts in (float32)."""
-    import torch
-
-    net = model.estimator.module_
-    regression = model.task != "classification"
-
-    class Exported(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.net = net
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            out = self.net(x)
-            if regression:
-                out = out * self.net.target_scale + self.net.target_mean
-            return out
-
-    module = Exported().eval()
-    buffer = io.BytesIO()
-    sample = torch.zeros(2, int(model.estimator.n_features_in_))
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                module,
-                (sample,),
-                buffer,  # type: ignore[arg-type]  # the TorchScript exporter writes to files too
-                dynamo=False,
-                input_names=["x"],
-                output_names=["y"],
-                dynamic_axes={"x": {0: "N"}, "y": {0: "N"}},
-                opset_version=opset,
-            )
-    except Exception as exc:
-        raise OnnxExportError(f"torch.onnx could not export the network: {exc}") from exc
-    return onnx.load_from_string(buffer.getvalue())
-
-
 def _label_tensor(classes: list[Any]) -> onnx.TensorProto:
     """The class labels as a constant of their own type (Gather on an index returns them)."""
-    name = _HEAD + "classes"
+    name = HEAD_PREFIX + "classes"
     if all(isinstance(c, bool) for c in classes):
         return numpy_helper.from_array(np.array(classes, dtype=np.bool_), name)
     if all(isinstance(c, int) and not isinstance(c, bool) for c in classes):
@@ -218,7 +192,7 @@ def _label_tensor(classes: list[Any]) -> onnx.TensorProto:
     return numpy_helper.from_array(np.array([str(c) for c in classes], dtype=object), name)
 
 
-def _finish_classifier(
+def finish_classifier(
     graph: onnx.GraphProto,
     scores: str,
     classes: list[Any],
@@ -231,29 +205,30 @@ def _finish_classifier(
     ``seen`` lists the classes the estimator knew (a class absent from the training split has
     probability 0, as in the service); ``logits`` means softmax in double, as the MLP does.
     """
+    h = HEAD_PREFIX
     nodes: list[onnx.NodeProto] = []
     probabilities = scores
     if logits:
-        nodes.append(helper.make_node("Cast", [scores], [_HEAD + "logits"], to=TensorProto.DOUBLE))
-        nodes.append(helper.make_node("Softmax", [_HEAD + "logits"], [_HEAD + "softmax"], axis=1))
-        probabilities = _HEAD + "softmax"
+        nodes.append(helper.make_node("Cast", [scores], [h + "logits"], to=TensorProto.DOUBLE))
+        nodes.append(helper.make_node("Softmax", [h + "logits"], [h + "softmax"], axis=1))
+        probabilities = h + "softmax"
     if seen is not None and len(seen) != len(classes):
         place = np.zeros((len(seen), len(classes)))
         place[np.arange(len(seen)), seen] = 1.0
-        graph.initializer.append(numpy_helper.from_array(place, _HEAD + "place"))
-        nodes.append(helper.make_node("MatMul", [probabilities, _HEAD + "place"], [_HEAD + "all"]))
-        probabilities = _HEAD + "all"
+        graph.initializer.append(numpy_helper.from_array(place, h + "place"))
+        nodes.append(helper.make_node("MatMul", [probabilities, h + "place"], [h + "all"]))
+        probabilities = h + "all"
     labels = _label_tensor(classes)
     graph.initializer.append(labels)
     nodes += [
         helper.make_node("Identity", [probabilities], [PROBABILITIES]),
         helper.make_node(
-            "ArgMax", [PROBABILITIES], [_HEAD + "index"], axis=1, keepdims=0, select_last_index=0
+            "ArgMax", [PROBABILITIES], [h + "index"], axis=1, keepdims=0, select_last_index=0
         ),
-        helper.make_node("Gather", [labels.name, _HEAD + "index"], [LABEL], axis=0),
+        helper.make_node("Gather", [labels.name, h + "index"], [LABEL], axis=0),
     ]
     graph.node.extend(nodes)
-    _set_outputs(
+    set_outputs(
         graph,
         [
             helper.make_tensor_value_info(LABEL, labels.data_type, [None]),
@@ -262,59 +237,29 @@ def _finish_classifier(
     )
 
 
-def _finish_regressor(graph: onnx.GraphProto, values: str, elem_type: int) -> None:
+def finish_regressor(graph: onnx.GraphProto, values: str, elem_type: int) -> None:
     """Append the double [N, 1] output of a regressor."""
     if elem_type == TensorProto.DOUBLE:
         graph.node.append(helper.make_node("Identity", [values], [VARIABLE]))
     else:
         graph.node.append(helper.make_node("Cast", [values], [VARIABLE], to=TensorProto.DOUBLE))
-    _set_outputs(graph, [helper.make_tensor_value_info(VARIABLE, TensorProto.DOUBLE, [None, 1])])
+    set_outputs(graph, [helper.make_tensor_value_info(VARIABLE, TensorProto.DOUBLE, [None, 1])])
 
 
-def _set_outputs(graph: onnx.GraphProto, outputs: list[onnx.ValueInfoProto]) -> None:
+def set_outputs(graph: onnx.GraphProto, outputs: list[onnx.ValueInfoProto]) -> None:
     del graph.output[:]
     graph.output.extend(outputs)
 
 
-def _linear_model(model: LoadedModel) -> onnx.ModelProto:
-    estimator = model.estimator
-    if not isinstance(estimator, EXPORTABLE_LINEAR):
-        raise OnnxExportError(f"there is no ONNX converter for {type(estimator).__name__}")
-    classification = model.task == "classification"
-    pipeline = Pipeline([("preprocess", model.preprocessor), ("model", estimator)])
-    onx = _convert_sklearn(
-        pipeline, model.feature_schema, classifier=estimator if classification else None
-    )
-    if classification:
-        seen = [int(c) for c in estimator.classes_]
-        _finish_classifier(
-            onx.graph, _SKL + "probabilities", model.classes or [], seen, logits=False
-        )
-    else:
-        _finish_regressor(onx.graph, _SKL + "variable", TensorProto.DOUBLE)
-    return onx
-
-
-def _mlp_model(model: LoadedModel) -> onnx.ModelProto:
-    from onnx import compose
-
-    pre = _convert_sklearn(model.preprocessor, model.feature_schema, classifier=None)
-    (preprocessed,) = [o.name for o in pre.graph.output]
-    features = _HEAD + "features"
-    pre.graph.node.append(
-        helper.make_node("Cast", [preprocessed], [features], to=TensorProto.FLOAT)
-    )
-    _set_outputs(pre.graph, [helper.make_tensor_value_info(features, TensorProto.FLOAT, None)])
-    # skl2onnx declares the lowest opset its nodes need; the two graphs must declare the same.
-    opset = next(o.version for o in pre.opset_import if o.domain in ("", "ai.onnx"))
-    net = _torch_graph(model, opset)
-    net.ir_version = pre.ir_version
-    merged = compose.merge_models(pre, net, io_map=[(features, "x")], prefix2=_MLP)
-    if model.task == "classification":
-        _finish_classifier(merged.graph, _MLP + "y", model.classes or [], None, logits=True)
-    else:
-        _finish_regressor(merged.graph, _MLP + "y", TensorProto.FLOAT)
-    return merged
+def _kind_of(model: LoadedModel) -> ModelKind[Any]:
+    """The kind that trained the model (from its saved spec), else the one its format names."""
+    name = model.model_kind
+    if name in registry.names():
+        return registry.get(name)
+    for kind in registry.kinds():
+        if kind.artifact.name == model.kind:
+            return kind
+    raise OnnxExportError(f"no ONNX export for a model of kind {name or model.kind!r}")
 
 
 def export_onnx(model: LoadedModel, *, name: str = "ridgeline") -> bytes:
@@ -325,12 +270,7 @@ def export_onnx(model: LoadedModel, *, name: str = "ridgeline") -> bytes:
             f"the feature column {taken[0]!r} has the name of an ONNX output of the model; "
             "rename the column in the data and train again to export it"
         )
-    if model.kind == "mlp-zip":
-        onx = _mlp_model(model)
-    elif model.kind == "skops":
-        onx = _linear_model(model)
-    else:
-        raise OnnxExportError(f"no ONNX export for artifacts of kind {model.kind!r}")
+    onx = _kind_of(model).onnx_graph(model)
     onx.graph.name = name
     # torch leaves source locations in doc strings (paths of this server, varying per export);
     # without them the same model always exports to the same bytes.
