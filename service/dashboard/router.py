@@ -264,7 +264,20 @@ def new_job_page(request: Request, session: SessionDep, dataset_id: str | None =
         datasets=choices,
         selected=selected,
         default_target=_default_target(selected),
+        kinds=[
+            {"name": k.name, "title": k.title, "fields": sorted(_FORM_FIELDS & _settable(k))}
+            for k in registry.kinds()
+        ],
     )
+
+
+#: The model and regularization options the new-job form has inputs for.
+_FORM_FIELDS = frozenset({"hidden_layers", "epochs", "dropout", "early_stopping"})
+
+
+def _settable(kind: ModelKind[Any]) -> set[str]:
+    """The kind's model fields and the regularization options it honours."""
+    return set(kind.spec_class.model_fields) | set(kind.options)
 
 
 @router.get("/jobs/{job_id}")

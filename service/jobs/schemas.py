@@ -182,7 +182,8 @@ class JobMetricsRead(BaseModel):
     weights: WeightStats | None = None
     coefficients: list[Coefficient] | None = None
     history: list[EpochRead] = Field(
-        default_factory=list, description="Per-epoch curves (MLP) of the latest attempt."
+        default_factory=list,
+        description="Per-epoch curves (kinds that train by epochs) of the latest attempt.",
     )
     best_epoch: int | None = None
     fit_seconds: float | None = None

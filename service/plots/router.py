@@ -79,7 +79,7 @@ def _history(session: Session, job: Job) -> list[dict[str, Any]]:
 
 
 def _kinds_with(has: Callable[[ModelKind[Any]], bool]) -> str:
-    """The registered kinds with a property, for a message: "'mlp'"."""
+    """The registered kinds with a property, for a message: "'a' or 'b'"."""
     return " or ".join(f"'{k.name}'" for k in registry.kinds() if has(k)) or "none"
 
 

@@ -1,8 +1,8 @@
 """Pure ML training core: a pyarrow Table and a spec in, metrics and an artifact out.
 
 Names are imported lazily, so validating a spec (service.training.spec) costs only pydantic,
-and torch loads only when an MLP is trained or loaded. Model kinds live in
-service.training.kinds, one module each, found through its registry.
+and torch loads only when a kind that needs it trains or loads a model. Model kinds (their
+spec classes too) live in service.training.kinds, one module each, found through its registry.
 """
 
 from __future__ import annotations
@@ -29,8 +29,6 @@ if TYPE_CHECKING:
         UntrustedArtifactError,
     )
     from service.training.folds import SweepSplits, sweep_splits
-    from service.training.kinds.linear import LinearModelSpec
-    from service.training.kinds.mlp import MLPModelSpec
     from service.training.paths import fit_path
     from service.training.preprocessing import summarize_table
     from service.training.resolve import resolve_spec, split_sizes
@@ -54,8 +52,6 @@ _EXPORTS: dict[str, str] = {
     "ColumnSummary": "spec",
     "EarlyStopping": "spec",
     "LearningCurveSpec": "spec",
-    "LinearModelSpec": "kinds.linear",
-    "MLPModelSpec": "kinds.mlp",
     "ModelSpec": "spec",
     "Penalty": "spec",
     "PreprocessingSpec": "spec",
@@ -96,9 +92,7 @@ __all__ = [
     "EarlyStopping",
     "JobMetrics",
     "LearningCurveSpec",
-    "LinearModelSpec",
     "LoadedModel",
-    "MLPModelSpec",
     "ModelSpec",
     "Penalty",
     "PredictionInputError",

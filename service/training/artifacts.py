@@ -1,9 +1,9 @@
 """Model artifacts without pickle: what every kind's format shares, and loading by content.
 
-Each model kind writes and reads its own format (service.training.kinds: skops for the linear
-kind's pipelines, safetensors plus JSON for the MLP). Loading verifies the sha256 first, finds
-the kind whose format the archive has, and refuses any skops content whose types are outside an
-explicit allowlist, so a stored artifact can never run code of its own choosing.
+Each model kind writes and reads its own format (ModelKind.artifact, dump and load in
+service.training.kinds). Loading verifies the sha256 first, finds the kind whose format the
+archive has, and refuses any skops content whose types are outside an explicit allowlist, so a
+stored artifact can never run code of its own choosing.
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ class PredictionResult:
 class LoadedModel:
     """A model ready to predict, with what it was trained on."""
 
-    #: The artifact format (the job's artifact_kind), e.g. 'skops'.
+    #: The artifact's format: the job's artifact_kind (ArtifactFormat.name).
     kind: str
     metadata: dict[str, Any]
     preprocessor: Pipeline

@@ -18,9 +18,9 @@ majority class / class shares for classification, the training mean for regressi
      ``LOSS_FLOOR`` makes no ratio: the accuracy gap speaks);
    - the validation calibration slope is below ``1 - max(CALIBRATION_MARGIN, NOISE_Z * se)``:
      predictions are more extreme than new rows bear out;
-   - MLP without restored best weights: the validation loss *turned up*: its last value is at
-     least ``VAL_LOSS_RISE`` (relative) above its minimum while the training loss kept falling
-     after that epoch (reported as ``val_loss_turned_up_after_epoch``).
+   - a per-epoch history without restored best weights: the validation loss *turned up*: its
+     last value is at least ``VAL_LOSS_RISE`` (relative) above its minimum while the training
+     loss kept falling after that epoch (reported as ``val_loss_turned_up_after_epoch``).
 3. Otherwise ``"underfitting"`` when any of:
    - the model barely beats the baseline on its own training rows: score skill
      ``(train - baseline) / (1 - baseline)`` (accuracy; r2 for regression, whose baseline is 0)
@@ -33,8 +33,9 @@ majority class / class shares for classification, the training mean for regressi
 4. Otherwise ``"good fit"``.
 
 Suggestions name the spec field to change and the value to set: for overfitting more
-strength (x``STRENGTH_STEP``), dropout, early stopping, a lower polynomial degree or a smaller
-net; for underfitting the opposite. They are starting points for a sweep, not guarantees.
+strength (x``STRENGTH_STEP``), the model kind's own hints (ModelKind.overfitting_hints: dropout,
+early stopping, a smaller net...) and a lower polynomial degree; for underfitting the opposite.
+They are starting points for a sweep, not guarantees.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ from service.training.results import (
     JobMetrics,
     SplitMetrics,
     Suggestion,
+    Verdict,
 )
 from service.training.spec import TrainingSpec, effective_penalty
 
@@ -81,7 +83,7 @@ OVERFIT_LOSS_GAP = 0.05
 #: Training losses below this are "zero" for the loss ratio (a memorised training set is caught
 #: by the score gap instead).
 LOSS_FLOOR = 1e-3
-#: Relative rise of the MLP validation loss above its minimum that counts as turning up.
+#: Relative rise of a per-epoch validation loss above its minimum that counts as turning up.
 VAL_LOSS_RISE = 0.1
 #: Share of the way from the baseline score to a perfect score below which the model underfits.
 UNDERFIT_SCORE_SKILL = 0.1
@@ -379,49 +381,42 @@ def _underfitting_reasons(e: Evidence) -> list[str]:
 def diagnose(metrics: JobMetrics, spec: TrainingSpec, task: str) -> Diagnosis:
     """The verdict, its evidence and suggested spec changes, from a job's metrics (see above)."""
     evidence = _training_evidence(metrics, task)
-    thresholds = dict(THRESHOLDS)
     final = metrics.final
     if final is None or not final.validation:
-        return Diagnosis(
-            verdict="unknown",
-            evidence=evidence,
-            reasons=["no validation split, so overfitting cannot be measured"],
-            suggestions=[
-                Suggestion(
-                    field="validation.fraction",
-                    value=0.2,
-                    message="hold out a validation split: set validation.fraction to 0.2",
-                )
-            ],
-            thresholds=thresholds,
-        )
-    turned = _turned_up(metrics.history or [])
-    _validation_evidence(evidence, task, final.train or {}, final.validation, turned)
-    over = _overfitting_reasons(evidence, task, turned)
-    if over:
-        return Diagnosis(
-            verdict="overfitting",
-            evidence=evidence,
-            reasons=over,
-            suggestions=_suggestions(spec, more=True, turned=turned),
-            thresholds=thresholds,
-        )
-    under = _underfitting_reasons(evidence)
-    if under:
-        return Diagnosis(
-            verdict="underfitting",
-            evidence=evidence,
-            reasons=under,
-            suggestions=_suggestions(spec, more=False, turned=None),
-            thresholds=thresholds,
-        )
+        verdict: Verdict = "unknown"
+        reasons = ["no validation split, so overfitting cannot be measured"]
+        suggestions = [
+            Suggestion(
+                field="validation.fraction",
+                value=0.2,
+                message="hold out a validation split: set validation.fraction to 0.2",
+            )
+        ]
+    else:
+        turned = _turned_up(metrics.history or [])
+        _validation_evidence(evidence, task, final.train or {}, final.validation, turned)
+        verdict, reasons, suggestions = _verdict(evidence, task, spec, turned)
     return Diagnosis(
-        verdict="good fit",
+        verdict=verdict,
         evidence=evidence,
-        reasons=[
-            "training and validation rows agree within the noise and the model clearly beats "
-            "the baseline"
-        ],
-        suggestions=[],
-        thresholds=thresholds,
+        reasons=reasons,
+        suggestions=suggestions,
+        thresholds=dict(THRESHOLDS),
     )
+
+
+def _verdict(
+    e: Evidence, task: str, spec: TrainingSpec, turned: _TurnUp | None
+) -> tuple[Verdict, list[str], list[Suggestion]]:
+    """Rules 2 to 4 on a job with a validation split: the verdict, why, and what to change."""
+    over = _overfitting_reasons(e, task, turned)
+    if over:
+        return "overfitting", over, _suggestions(spec, more=True, turned=turned)
+    under = _underfitting_reasons(e)
+    if under:
+        return "underfitting", under, _suggestions(spec, more=False, turned=None)
+    reason = (
+        "training and validation rows agree within the noise and the model clearly beats the "
+        "baseline"
+    )
+    return "good fit", [reason], []

@@ -2,7 +2,7 @@
 
 Each split reports a ``loss`` in the units of the training objective's data term: the log-loss
 (classification) or half the mean squared error (regression), both unweighted. The generalization
-gap and the MLP curves use that same loss, so all three agree.
+gap and the per-epoch curves use that same loss, so all three agree.
 
 ``METRICS`` is the one place a metric is named, in the manner of scikit-learn's scorers
 (``sklearn/metrics/_scorer.py``): the task that reports it, whether a greater value is better,

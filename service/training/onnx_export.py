@@ -7,12 +7,13 @@ classifiers give ``label`` [N] (the class labels themselves, typed like them) an
 ``probabilities`` [N, n_classes] (double, columns in the order of the model's classes);
 regressors give ``variable`` [N, 1] (double).
 
-The scikit-learn part (imputation, one-hot, scaling, polynomial features and, for linear models,
-the estimator) is converted by skl2onnx in double precision, so the graph computes what the
-service computes; float32 would lose the small probability of a confident binary prediction
-(1 - p rounds away). The MLP's network is exported by torch.onnx (TorchScript exporter, which
-needs nothing but ``onnx``) and computes in float32 as the service does; its logits are turned
-into probabilities in double, as the service does.
+Each model kind builds its graph (ModelKind.onnx_graph) from the parts here. Scikit-learn
+parts (imputation, one-hot, scaling, polynomial features, scikit-learn estimators) are converted
+by skl2onnx in double precision, so the graph computes what the service computes; float32 would
+lose the small probability of a confident binary prediction (1 - p rounds away). A torch network
+is exported by torch.onnx (TorchScript exporter, which needs nothing but ``onnx``) and computes
+in float32 as the service does; its logits are turned into probabilities in double, as the
+service does.
 """
 
 from __future__ import annotations
@@ -38,7 +39,6 @@ __all__ = [
     "DOUBLE",
     "FLOAT",
     "HEAD_PREFIX",
-    "MLP_PREFIX",
     "ONNX_OPSET",
     "SKL_PREFIX",
     "OnnxExportError",
@@ -50,7 +50,7 @@ __all__ = [
 ]
 
 #: The highest opsets the graph may use (onnxruntime >= 1.14 runs them); skl2onnx declares the
-#: lowest its nodes need, and the MLP's network is exported at that same one so the two merge.
+#: lowest its nodes need, and a torch network is exported at that same one so the two merge.
 ONNX_OPSET = 17
 ONNX_ML_OPSET = 3
 MISSING_CATEGORY = ""
@@ -60,7 +60,7 @@ DOUBLE, FLOAT = TensorProto.DOUBLE, TensorProto.FLOAT
 #: The graph's outputs (skl2onnx's names), and prefixes that keep every inner name apart from
 #: the inputs, which are the feature columns' own names.
 LABEL, PROBABILITIES, VARIABLE = "label", "probabilities", "variable"
-SKL_PREFIX, MLP_PREFIX, HEAD_PREFIX = "ridgeline.skl.", "ridgeline.mlp.", "ridgeline.head."
+SKL_PREFIX, HEAD_PREFIX = "ridgeline.skl.", "ridgeline.head."
 
 
 class OnnxExportError(TrainingError):
@@ -203,7 +203,7 @@ def finish_classifier(
     """Append probabilities over every class and the label; they become the graph's outputs.
 
     ``seen`` lists the classes the estimator knew (a class absent from the training split has
-    probability 0, as in the service); ``logits`` means softmax in double, as the MLP does.
+    probability 0, as in the service); ``logits`` means softmax in double, as a torch net's.
     """
     h = HEAD_PREFIX
     nodes: list[onnx.NodeProto] = []

@@ -37,11 +37,14 @@ __all__ = [
     "SplitMetrics",
     "Suggestion",
     "TrialMetrics",
+    "Verdict",
     "WeightStats",
 ]
 
 #: One split's scores: ``n`` (rows) and the task's metrics by name (service.training.metrics).
 SplitMetrics = dict[str, float | int | None]
+#: The diagnosis of a job (service.training.diagnosis).
+Verdict = Literal["overfitting", "underfitting", "good fit", "unknown"]
 #: A class label as the target holds it (string, integer, float or boolean); None for regression.
 ClassLabel = str | bool | int | float | None
 
@@ -195,7 +198,7 @@ class Evidence(Record):
 class Diagnosis(Record):
     """Overfitting, underfitting or a good fit, with the evidence and what to change."""
 
-    verdict: Literal["overfitting", "underfitting", "good fit", "unknown"]
+    verdict: Verdict
     evidence: Evidence = Field(default_factory=Evidence)
     reasons: list[str] = Field(default_factory=list)
     suggestions: list[Suggestion] = Field(default_factory=list)

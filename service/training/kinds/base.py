@@ -95,6 +95,8 @@ class ModelKind(ABC, Generic[SpecT]):
 
     #: The value of ``model.kind`` in a spec.
     name: ClassVar[str]
+    #: What people call it (the dashboard's model menu); the name when not set.
+    title: ClassVar[str] = ""
     #: The pydantic class of the ``model`` block; its ``kind`` is ``Literal[name]``.
     spec_class: ClassVar[type[ModelSpecBase]]
     #: How its models are stored and recognised.

@@ -112,6 +112,7 @@ class LinearKind(ModelKind[LinearModelSpec]):
     """Linear models through scikit-learn; the kind that fits warm-started paths in sweeps."""
 
     name = "linear"
+    title = "linear (logistic / least squares)"
     spec_class = LinearModelSpec
     artifact = ArtifactFormat(
         name="skops",

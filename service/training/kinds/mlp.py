@@ -1,4 +1,4 @@
-"""The MLP kind: a multilayer perceptron in torch (service.training.mlp) with the same penalty.
+"""The MLP kind: a multilayer perceptron in torch (mlp_estimator.py) with the same penalty.
 
 The L2 part enters the loss over weight matrices only; the L1 part is a proximal soft-threshold
 after each optimizer step, so weights reach exact zeros. Dropout and early stopping come on top.
@@ -38,6 +38,8 @@ DEFAULT_DROPOUT = 0.2
 MAX_DROPOUT = 0.5
 #: Patience suggested when early stopping is off.
 DEFAULT_PATIENCE = 10
+#: Prefix of the network's names inside the merged ONNX graph.
+NET_PREFIX = "ridgeline.mlp."
 #: The archive's members: the record, the weights, the preprocessing.
 MEMBERS = ("architecture.json", "weights.safetensors", "preprocessing.skops")
 
@@ -120,6 +122,7 @@ class MLPKind(ModelKind[MLPModelSpec]):
     """The torch MLP: epochs, dropout and early stopping on top of the shared penalty."""
 
     name = "mlp"
+    title = "MLP (neural net)"
     spec_class = MLPModelSpec
     artifact = ArtifactFormat(
         name="mlp-zip",
@@ -177,7 +180,7 @@ class MLPKind(ModelKind[MLPModelSpec]):
         return {
             "family": "torch",
             "estimator": "MLPEstimator",
-            "module": "service.training.mlp",
+            "module": "service.training.kinds.mlp_estimator",
             "penalty": penalty,
             "strength": strength,
             "l1_ratio": l1_ratio,
@@ -218,7 +221,7 @@ class MLPKind(ModelKind[MLPModelSpec]):
 
     def estimator_from_native(self, native: Mapping[str, Any]) -> Any:
         """MLPEstimator(**native["params"]); torch loads here, on the first MLP."""
-        from service.training.mlp import MLPEstimator
+        from service.training.kinds.mlp_estimator import MLPEstimator
 
         return MLPEstimator(**native["params"])
 
@@ -297,7 +300,7 @@ class MLPKind(ModelKind[MLPModelSpec]):
             sha256_hex,
             skops_load,
         )
-        from service.training.mlp import MLPEstimator
+        from service.training.kinds.mlp_estimator import MLPEstimator
 
         if sum(info.file_size for info in archive.infolist()) > MAX_UNPACKED_BYTES:
             raise ArtifactError("MLP artifact unpacks to more than the allowed size")
@@ -332,13 +335,13 @@ class MLPKind(ModelKind[MLPModelSpec]):
         opset = next(o.version for o in pre.opset_import if o.domain in ("", "ai.onnx"))
         net = _torch_graph(model, opset)
         net.ir_version = pre.ir_version
-        merged = compose.merge_models(pre, net, io_map=[(features, "x")], prefix2=ox.MLP_PREFIX)
+        merged = compose.merge_models(pre, net, io_map=[(features, "x")], prefix2=NET_PREFIX)
         if model.task == "classification":
             ox.finish_classifier(
-                merged.graph, ox.MLP_PREFIX + "y", model.classes or [], None, logits=True
+                merged.graph, NET_PREFIX + "y", model.classes or [], None, logits=True
             )
         else:
-            ox.finish_regressor(merged.graph, ox.MLP_PREFIX + "y", ox.FLOAT)
+            ox.finish_regressor(merged.graph, NET_PREFIX + "y", ox.FLOAT)
         return merged
 
     # -- diagnosis -----------------------------------------------------------------------------
@@ -380,17 +383,7 @@ class MLPKind(ModelKind[MLPModelSpec]):
                     message=f"enable early stopping with patience {DEFAULT_PATIENCE}{where}",
                 )
             )
-        smaller = [max(1, w // 2) for w in model.hidden_layers]
-        if smaller != list(model.hidden_layers):
-            out.append(
-                Suggestion(
-                    field="model.hidden_layers",
-                    value=smaller,
-                    message=f"use a smaller net: hidden_layers {smaller} instead of "
-                    f"{list(model.hidden_layers)}",
-                )
-            )
-        return out
+        return out + _resized(model, smaller=True)
 
     def underfitting_hints(self, spec: TrainingSpec) -> list[Suggestion]:
         """No dropout, a bigger net, more epochs."""
@@ -405,16 +398,7 @@ class MLPKind(ModelKind[MLPModelSpec]):
                     message="remove dropout: set regularization.dropout (and input_dropout) to 0",
                 )
             )
-        bigger = [min(4096, w * 2) for w in model.hidden_layers]
-        if bigger != list(model.hidden_layers):
-            out.append(
-                Suggestion(
-                    field="model.hidden_layers",
-                    value=bigger,
-                    message=f"use a bigger net: hidden_layers {bigger} instead of "
-                    f"{list(model.hidden_layers)}",
-                )
-            )
+        out += _resized(model, smaller=False)
         epochs = min(model.epochs * 2, 10_000)
         if reg.early_stopping is None and epochs != model.epochs:
             out.append(
@@ -425,6 +409,22 @@ class MLPKind(ModelKind[MLPModelSpec]):
                 )
             )
         return out
+
+
+def _resized(model: MLPModelSpec, *, smaller: bool) -> list[Suggestion]:
+    """Half or twice as wide a net (within 1..4096), when that changes anything."""
+    now = list(model.hidden_layers)
+    widths = [max(1, w // 2) if smaller else min(4096, w * 2) for w in now]
+    if widths == now:
+        return []
+    return [
+        Suggestion(
+            field="model.hidden_layers",
+            value=widths,
+            message=f"use a {'smaller' if smaller else 'bigger'} net: hidden_layers {widths} "
+            f"instead of {now}",
+        )
+    ]
 
 
 def _torch_graph(model: LoadedModel, opset: int) -> onnx.ModelProto:
