@@ -37,7 +37,7 @@ from service.training import metrics as M
 from service.training.errors import SpecError
 from service.training.kinds import registry
 from service.training.resolve import resolve_spec
-from service.training.results import FinalMetrics, PathMetrics, TrialMetrics
+from service.training.results import FinalMetrics, JobMetrics, PathMetrics, TrialMetrics
 from service.training.spec import TrainingSpec
 
 
@@ -422,7 +422,8 @@ def best_with_test(session: Session, sweep: Sweep) -> dict[str, Any] | None:
     if sweep.refit_job_id is not None:
         refit = session.get(Job, sweep.refit_job_id)
         if refit is not None and refit.metrics:
-            test = refit.metrics.get("final", {}).get("test")
+            final = JobMetrics.model_validate(refit.metrics).final
+            test = final.test if final is not None else None
             if test is not None:
                 best["test"] = test.get(sweep.metric)
                 best["test_metrics"] = test
