@@ -2,7 +2,8 @@
 
 `make bench` runs this. `--quick` uses small sizes (a smoke check in a couple of minutes);
 `--big` adds the ~1 GB upload of the ingest benchmark. Each benchmark runs alone too:
-`python bench/ingest.py --help`, `bench/train.py`, `bench/worker.py`.
+`python bench/ingest.py --help`, `bench/train.py`, `bench/worker.py`, `bench/peers.py` (H2O-3
+side by side; needs the `bench` extra and Java).
 """
 
 from __future__ import annotations
@@ -15,12 +16,20 @@ import traceback
 import common
 import ingest
 import load
+import peers
 import sweep
 import train
 import worker
 from common import Figure
 
-BENCHMARKS = {"ingest": ingest, "train": train, "worker": worker, "sweep": sweep, "load": load}
+BENCHMARKS = {
+    "ingest": ingest,
+    "train": train,
+    "worker": worker,
+    "sweep": sweep,
+    "load": load,
+    "peers": peers,
+}
 
 
 def main() -> int:

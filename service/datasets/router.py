@@ -9,10 +9,9 @@ import anyio.to_thread
 from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 
-from service.auth.dependencies import PrincipalDep
 from service.datasets import service
 from service.datasets.schemas import DatasetPreview, DatasetRead
-from service.db import DatabaseDep, SessionDep
+from service.deps import DatabaseDep, PrincipalDep, SessionDep
 from service.ids import parse_id
 from service.pagination import MAX_LIMIT, Page
 from service.scratch import scratch_dir

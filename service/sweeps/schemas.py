@@ -8,7 +8,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from service.training.metrics import METRICS, SELECTION_METRIC
+from service.sweeps.models import Sweep
+from service.training import metrics as M
 from service.training.spec import Penalty, TrainingSpec
 
 SweepStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -100,9 +101,9 @@ class SweepCreate(TrainingSpec):
     metric: str = Field(
         "auto",
         description="'auto' is "
-        + " or ".join(f"{name} ({task})" for task, name in SELECTION_METRIC.items())
+        + " or ".join(f"{name} ({task})" for task, name in M.SELECTION_METRIC.items())
         + "; any metric the task reports may be named: "
-        + ", ".join(f"{m.name} ({' and '.join(sorted(m.tasks))})" for m in METRICS.values())
+        + ", ".join(f"{m.name} ({' and '.join(sorted(m.tasks))})" for m in M.METRICS.values())
         + ".",
     )
     refit: bool = Field(True, description="Train the winner on the full training data.")
@@ -161,3 +162,33 @@ class SweepRead(BaseModel):
     spec: dict[str, Any]
     created_at: datetime
     finished_at: datetime | None
+
+
+def sweep_read(
+    sweep: Sweep,
+    rows: list[dict[str, Any]],
+    failed: list[dict[str, Any]],
+    best: dict[str, Any] | None,
+) -> SweepRead:
+    """The response for a sweep, given its leaderboard and best trial."""
+    return SweepRead(
+        id=sweep.id,
+        name=sweep.name,
+        dataset_id=sweep.dataset_id,
+        status=sweep.status,
+        progress=sweep.progress,
+        task=sweep.task,
+        metric=sweep.metric,
+        greater_is_better=M.metric(sweep.metric).greater_is_better,
+        lower_is_better=not M.metric(sweep.metric).greater_is_better,
+        n_configs=sweep.n_configs,
+        n_jobs=sweep.n_jobs,
+        leaderboard=[LeaderboardRow.model_validate(r) for r in rows],
+        best=best,
+        failed_trials=failed,
+        refit_job_id=sweep.refit_job_id,
+        error=sweep.error,
+        spec=sweep.spec,
+        created_at=sweep.created_at,
+        finished_at=sweep.finished_at,
+    )

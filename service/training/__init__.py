@@ -10,6 +10,10 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+# Registers the built-in model kinds, so a spec validates whichever module was imported first
+# (only pydantic is loaded: each kind imports its libraries when it fits or loads a model).
+from service.training.kinds import registry as _registry  # noqa: F401
+
 if TYPE_CHECKING:
     from service.training.artifacts import (
         LoadedModel,

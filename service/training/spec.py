@@ -5,15 +5,17 @@ over weights (never biases); mean_loss is the log-loss (classification) or half 
 error (regression). Each model kind (service.training.kinds) turns that one convention into its
 own native parameters; resolving a spec against a dataset is service.training.resolve.
 
-``model`` is a union discriminated by ``kind`` over the kinds registered in
-service.training.kinds.registry, read at validation time, so a kind registered later (a plugin)
-is accepted without editing this module.
+``model`` is a union discriminated by ``kind`` over the spec classes of the registered kinds,
+read at validation time: service.training.kinds.registry adds each kind's class here when it
+registers it (and importing service.training registers the built-in kinds), so a kind registered
+later (a plugin) is accepted without editing this module.
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 from pydantic import (
     BaseModel,
@@ -22,6 +24,7 @@ from pydantic import (
     GetCoreSchemaHandler,
     GetJsonSchemaHandler,
     SerializationInfo,
+    TypeAdapter,
     field_validator,
 )
 from pydantic_core import core_schema
@@ -33,6 +36,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AUTO_CLASSIFICATION_MAX_INTEGER_VALUES",
+    "DEFAULT_MODEL_KIND",
     "ColumnDtype",
     "ColumnSummary",
     "EarlyStopping",
@@ -47,7 +51,10 @@ __all__ = [
     "Task",
     "TrainingSpec",
     "ValidationSpec",
+    "add_model_class",
     "effective_penalty",
+    "model_union",
+    "remove_model_class",
 ]
 
 Penalty = Literal["none", "l1", "l2", "elasticnet"]
@@ -146,6 +153,45 @@ class ModelSpecBase(BaseModel):
     kind: str = Field(description="The model kind (service.training.kinds.registry).")
 
 
+#: The kind of a spec that names none.
+DEFAULT_MODEL_KIND = "linear"
+
+_MODEL_CLASSES: dict[str, type[ModelSpecBase]] = {}
+_classes_lock = threading.Lock()
+_union: TypeAdapter[ModelSpecBase] | None = None
+
+
+def add_model_class(cls: type[ModelSpecBase]) -> None:
+    """Accept ``model`` blocks of this class (its ``kind`` is ``Literal[name]``); the registry's."""
+    global _union
+    (name,) = cls.model_fields["kind"].annotation.__args__  # type: ignore[union-attr]
+    with _classes_lock:
+        _MODEL_CLASSES[name] = cls
+        _union = None
+
+
+def remove_model_class(kind: str) -> None:
+    """Stop accepting ``model`` blocks of this kind."""
+    global _union
+    with _classes_lock:
+        _MODEL_CLASSES.pop(kind, None)
+        _union = None
+
+
+def model_union() -> TypeAdapter[ModelSpecBase]:
+    """The accepted spec classes as one union discriminated by ``kind`` (rebuilt on change)."""
+    global _union
+    with _classes_lock:
+        if _union is None:
+            classes = tuple(_MODEL_CLASSES.values())
+            if len(classes) == 1:
+                _union = TypeAdapter(classes[0])
+            else:
+                union = Union[classes]  # type: ignore[valid-type]  # noqa: UP007
+                _union = TypeAdapter(Annotated[union, Field(discriminator="kind")])
+        return _union
+
+
 class _RegisteredModelSpec:
     """Validates and describes ``model`` as the discriminated union of the registered kinds."""
 
@@ -167,17 +213,13 @@ class _RegisteredModelSpec:
         cls, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
     ) -> JsonSchemaValue:
         """oneOf the registered kinds' schemas with a discriminator mapping, as a static union."""
-        from service.training.kinds import registry
-
-        return handler(registry.model_union().core_schema)
+        return handler(model_union().core_schema)
 
 
 def _validate_model(value: Any) -> ModelSpecBase:
-    from service.training.kinds import registry
-
     if isinstance(value, ModelSpecBase):
         return value
-    model: ModelSpecBase = registry.model_union().validate_python(value)
+    model: ModelSpecBase = model_union().validate_python(value)
     return model
 
 
@@ -192,9 +234,7 @@ def _serialize_model(value: ModelSpecBase, info: SerializationInfo) -> Any:
 
 
 def _default_model() -> ModelSpecBase:
-    from service.training.kinds import registry
-
-    return registry.default_model()
+    return _MODEL_CLASSES[DEFAULT_MODEL_KIND](kind=DEFAULT_MODEL_KIND)
 
 
 #: The model block of a spec: one of the registered kinds' spec classes, chosen by ``kind``.

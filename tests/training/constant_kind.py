@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     import onnx
     from sklearn.pipeline import Pipeline
 
-    from service.training.artifacts import LoadedModel
+    from service.training.artifact_io import LoadedModel
 
 
 class ConstantModelSpec(ModelSpecBase):
@@ -90,7 +90,7 @@ class ConstantKind(ModelKind[ConstantModelSpec]):
     def dump(self, model: Any, preprocessor: Pipeline, metadata: Mapping[str, Any]) -> bytes:
         import skops.io as sio
 
-        from service.training.artifacts import zip_write
+        from service.training.artifact_io import zip_write
 
         record = {
             **metadata,
@@ -105,7 +105,7 @@ class ConstantKind(ModelKind[ConstantModelSpec]):
         return buffer.getvalue()
 
     def load(self, data: bytes, archive: zipfile.ZipFile) -> LoadedModel:
-        from service.training.artifacts import LoadedModel, skops_load
+        from service.training.artifact_io import LoadedModel, skops_load
 
         record = json.loads(archive.read("constant.json"))
         model = ConstantPredictor(record["task"])
@@ -115,7 +115,7 @@ class ConstantKind(ModelKind[ConstantModelSpec]):
         return LoadedModel(self.artifact.name, record, preprocessor, model)
 
     def onnx_graph(self, model: LoadedModel) -> onnx.ModelProto:
-        from service.training.onnx_export import OnnxExportError
+        from service.training.onnx_parts import OnnxExportError
 
         raise OnnxExportError("the constant kind has no ONNX export")
 

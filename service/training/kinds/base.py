@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     import onnx
     from sklearn.pipeline import Pipeline
 
-    from service.training.artifacts import LoadedModel
+    from service.training.artifact_io import LoadedModel
 
 __all__ = ["ArtifactFormat", "FitData", "FitHooks", "Fitted", "ModelKind"]
 

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     import onnx
     from sklearn.pipeline import Pipeline
 
-    from service.training.artifacts import LoadedModel
+    from service.training.artifact_io import LoadedModel
 
 __all__ = [
     "CD_MAX_ITER",
@@ -195,7 +195,7 @@ class LinearKind(ModelKind[LinearModelSpec]):
         import skops.io as sio
         from sklearn.pipeline import Pipeline
 
-        from service.training.artifacts import ARTIFACT_FORMAT
+        from service.training.artifact_io import ARTIFACT_FORMAT
 
         pipeline = Pipeline([("preprocess", preprocessor), ("model", model)])
         meta = {**metadata, "format": ARTIFACT_FORMAT, "artifact_kind": self.artifact.name}
@@ -207,7 +207,7 @@ class LinearKind(ModelKind[LinearModelSpec]):
         """The pipeline and metadata of a skops artifact, its types checked by the allowlist."""
         from sklearn.pipeline import Pipeline
 
-        from service.training.artifacts import ArtifactError, LoadedModel, skops_load
+        from service.training.artifact_io import ArtifactError, LoadedModel, skops_load
 
         obj = skops_load(data)
         if not isinstance(obj, dict) or "metadata_json" not in obj or "pipeline" not in obj:
@@ -224,7 +224,7 @@ class LinearKind(ModelKind[LinearModelSpec]):
         from sklearn import linear_model
         from sklearn.pipeline import Pipeline
 
-        from service.training import onnx_export as ox
+        from service.training import onnx_parts as ox
 
         estimator = model.estimator
         exportable = tuple(getattr(linear_model, name) for name in ESTIMATORS)

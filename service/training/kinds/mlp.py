@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     import onnx
     from sklearn.pipeline import Pipeline
 
-    from service.training.artifacts import LoadedModel
+    from service.training.artifact_io import LoadedModel
 
 __all__ = ["MLPKind", "MLPModelSpec", "mlp_parameter_count"]
 
@@ -266,7 +266,7 @@ class MLPKind(ModelKind[MLPModelSpec]):
         import skops.io as sio
         from safetensors.torch import save as save_tensors
 
-        from service.training.artifacts import ARTIFACT_FORMAT, sha256_hex, zip_write
+        from service.training.artifact_io import ARTIFACT_FORMAT, sha256_hex, zip_write
 
         weights = save_tensors(model.state_tensors(), metadata={"format": "pt"})
         preprocessing = sio.dumps(preprocessor, compression=zipfile.ZIP_DEFLATED)
@@ -292,7 +292,7 @@ class MLPKind(ModelKind[MLPModelSpec]):
         from safetensors.torch import load as load_tensors
         from sklearn.pipeline import Pipeline
 
-        from service.training.artifacts import (
+        from service.training.artifact_io import (
             MAX_UNPACKED_BYTES,
             ArtifactError,
             ArtifactIntegrityError,
@@ -324,7 +324,7 @@ class MLPKind(ModelKind[MLPModelSpec]):
         """Preprocessing by skl2onnx, the net by torch.onnx, merged; float32 like the service."""
         from onnx import compose, helper
 
-        from service.training import onnx_export as ox
+        from service.training import onnx_parts as ox
 
         pre = ox.convert_sklearn(model.preprocessor, model.feature_schema, classifier=None)
         (preprocessed,) = [o.name for o in pre.graph.output]
@@ -432,7 +432,7 @@ def _torch_graph(model: LoadedModel, opset: int) -> onnx.ModelProto:
     import onnx
     import torch
 
-    from service.training.onnx_export import OnnxExportError
+    from service.training.onnx_parts import OnnxExportError
 
     net = model.estimator.module_
     regression = model.task != "classification"

@@ -8,10 +8,9 @@ RIDGELINE_PLUGINS, which every API process, worker and training child imports at
 from __future__ import annotations
 
 import threading
-from typing import Annotated, Any, Union
+from typing import Any
 
-from pydantic import Field, TypeAdapter
-
+from service.training import spec
 from service.training.kinds.base import ArtifactFormat, ModelKind
 from service.training.kinds.linear import LinearKind
 from service.training.kinds.mlp import MLPKind
@@ -26,23 +25,20 @@ __all__ = [
     "kind_for_artifact",
     "kind_of",
     "kinds",
-    "model_union",
     "names",
     "register",
     "unregister",
 ]
 
 #: The kind of a spec that names none.
-DEFAULT_KIND = "linear"
+DEFAULT_KIND = spec.DEFAULT_MODEL_KIND
 
 _KINDS: dict[str, ModelKind[Any]] = {}
 _lock = threading.Lock()
-_union: TypeAdapter[ModelSpecBase] | None = None
 
 
 def register(kind: ModelKind[Any]) -> ModelKind[Any]:
     """Make the kind known by its name; registering the same class again replaces it."""
-    global _union
     spec_kind = kind.spec_class.model_fields["kind"].annotation
     if getattr(spec_kind, "__args__", None) != (kind.name,):
         raise ValueError(f"{kind.spec_class.__name__}.kind must be Literal[{kind.name!r}]")
@@ -51,16 +47,15 @@ def register(kind: ModelKind[Any]) -> ModelKind[Any]:
         if existing is not None and type(existing) is not type(kind):
             raise ValueError(f"a different model kind is already registered as {kind.name!r}")
         _KINDS[kind.name] = kind
-        _union = None
+        spec.add_model_class(kind.spec_class)
     return kind
 
 
 def unregister(name: str) -> None:
     """Forget a kind (tests that register one of their own clean up with this)."""
-    global _union
     with _lock:
         _KINDS.pop(name, None)
-        _union = None
+        spec.remove_model_class(name)
 
 
 def get(name: str) -> ModelKind[Any]:
@@ -92,21 +87,10 @@ def honouring(option: str) -> list[str]:
 
 def default_model() -> ModelSpecBase:
     """The model block of a spec that gives none."""
-    return get(DEFAULT_KIND).spec_class(kind=DEFAULT_KIND)
-
-
-def model_union() -> TypeAdapter[ModelSpecBase]:
-    """The registered spec classes as one union discriminated by ``kind`` (rebuilt on change)."""
-    global _union
-    with _lock:
-        if _union is None:
-            classes = tuple(kind.spec_class for kind in _KINDS.values())
-            if len(classes) == 1:
-                _union = TypeAdapter(classes[0])
-            else:
-                union = Union[classes]  # type: ignore[valid-type]  # noqa: UP007
-                _union = TypeAdapter(Annotated[union, Field(discriminator="kind")])
-        return _union
+    default: ModelSpecBase = TrainingSpec.model_fields["model"].get_default(
+        call_default_factory=True
+    )
+    return default
 
 
 def artifact_format(name: str) -> ArtifactFormat | None:
