@@ -196,7 +196,7 @@ class ModelKind(ABC, Generic[SpecT]):
 
     @abstractmethod
     def onnx_graph(self, model: LoadedModel) -> onnx.ModelProto:
-        """The model, preprocessing included, with the outputs of onnx_export's contract."""
+        """The model, preprocessing included, with the inputs and outputs onnx_parts states."""
 
     # -- diagnosis -----------------------------------------------------------------------------
 

@@ -10,11 +10,16 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from service.training import spec
 from service.training.kinds.base import ArtifactFormat, ModelKind
 from service.training.kinds.linear import LinearKind
 from service.training.kinds.mlp import MLPKind
-from service.training.spec import ModelSpecBase, TrainingSpec
+from service.training.spec import (
+    DEFAULT_MODEL_KIND,
+    ModelSpecBase,
+    TrainingSpec,
+    add_model_class,
+    remove_model_class,
+)
 
 __all__ = [
     "DEFAULT_KIND",
@@ -31,7 +36,7 @@ __all__ = [
 ]
 
 #: The kind of a spec that names none.
-DEFAULT_KIND = spec.DEFAULT_MODEL_KIND
+DEFAULT_KIND = DEFAULT_MODEL_KIND
 
 _KINDS: dict[str, ModelKind[Any]] = {}
 _lock = threading.Lock()
@@ -47,7 +52,7 @@ def register(kind: ModelKind[Any]) -> ModelKind[Any]:
         if existing is not None and type(existing) is not type(kind):
             raise ValueError(f"a different model kind is already registered as {kind.name!r}")
         _KINDS[kind.name] = kind
-        spec.add_model_class(kind.spec_class)
+        add_model_class(kind.spec_class)
     return kind
 
 
@@ -55,7 +60,7 @@ def unregister(name: str) -> None:
     """Forget a kind (tests that register one of their own clean up with this)."""
     with _lock:
         _KINDS.pop(name, None)
-        spec.remove_model_class(name)
+        remove_model_class(name)
 
 
 def get(name: str) -> ModelKind[Any]:
@@ -77,6 +82,7 @@ def kinds() -> list[ModelKind[Any]]:
 
 
 def names() -> list[str]:
+    """The registered kinds' names, in registration order."""
     return list(_KINDS)
 
 
