@@ -3,6 +3,7 @@ parameters that rebuild the fitted estimator, and the one metric registry."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -250,3 +251,26 @@ def test_no_file_outside_the_kinds_names_a_kind() -> None:
             if KIND_NAMES.search(line) and not any(p.search(line) for p in NOT_A_KIND):
                 found.append(f"{relative}:{number}: {line.strip()}")
     assert found == []
+
+
+#: Artifacts written by train() before the model-kinds change (commit 0211ae4: a skops pipeline
+#: and an MLP zip on a small table of numbers and a category), with their predictions then.
+OLD = Path(__file__).resolve().parent / "data"
+
+
+@pytest.mark.parametrize("name", ["linear-classification.skops", "mlp-regression.zip"])
+def test_artifacts_stored_before_the_kinds_still_load_and_predict_alike(name: str) -> None:
+    recorded = json.loads((OLD / "old-artifacts.json").read_text())
+    expected = recorded["artifacts"][name]
+    model = load_model((OLD / name).read_bytes(), sha256=expected["sha256"])
+    assert model.kind == expected["kind"]
+    assert model.model_kind == ("linear" if name.endswith(".skops") else "mlp")
+    predicted = model.predict(recorded["rows"])
+    if expected["probabilities"] is None:
+        np.testing.assert_allclose(predicted.predictions, expected["predictions"], rtol=1e-12)
+    else:
+        assert predicted.predictions == expected["predictions"]
+        assert predicted.probabilities is not None
+        for got, want in zip(predicted.probabilities, expected["probabilities"], strict=True):
+            assert got == pytest.approx(want, rel=1e-12)
+    assert export_onnx(model)  # every kind still exports the models it stored before
