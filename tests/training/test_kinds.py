@@ -3,6 +3,7 @@ parameters that rebuild the fitted estimator, and the one metric registry."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
 from collections.abc import Iterator
@@ -27,7 +28,6 @@ from service.training.resolve import resolve_spec
 from service.training.results import JobMetrics
 from service.training.spec import ColumnSummary, TrainingSpec
 from service.training.train import prepare, train
-from tests.training import constant_kind
 from tests.training.helpers import breast_cancer, diabetes, spec
 
 SERVICE = Path(__file__).resolve().parents[2] / "service"
@@ -35,8 +35,10 @@ SERVICE = Path(__file__).resolve().parents[2] / "service"
 
 @pytest.fixture
 def constant() -> Iterator[ModelKind[Any]]:
-    """The toy kind registered for this test, and forgotten after it."""
-    kind = registry.register(constant_kind.ConstantKind())
+    """The toy kind registered for this test, and forgotten after it (importing its module is
+    what registers it, as RIDGELINE_PLUGINS does in a server; here only for this test)."""
+    module = importlib.import_module("tests.training.constant_kind")
+    kind = registry.register(module.ConstantKind())
     yield kind
     registry.unregister(kind.name)
 
@@ -53,22 +55,22 @@ def test_built_in_kinds_are_registered_with_their_own_spec_classes() -> None:
 
 
 def test_a_kind_cannot_take_a_name_already_taken(constant: ModelKind[Any]) -> None:
-    class Impostor(constant_kind.ConstantKind):
+    class Impostor(type(constant)):  # type: ignore[misc]
         name = "mlp"
 
-    class OtherConstant(constant_kind.ConstantKind):
+    class OtherConstant(type(constant)):  # type: ignore[misc]
         pass
 
     with pytest.raises(ValueError, match="must be Literal"):
         registry.register(Impostor())
     with pytest.raises(ValueError, match="already registered"):
         registry.register(OtherConstant())
-    assert registry.register(constant_kind.ConstantKind()).name == "constant"  # the same: fine
+    assert registry.register(type(constant)()).name == "constant"  # the same class: fine
 
 
 def test_the_spec_union_follows_the_registry(constant: ModelKind[Any]) -> None:
     parsed = spec(target="y", model={"kind": "constant"})
-    assert isinstance(parsed.model, constant_kind.ConstantModelSpec)
+    assert isinstance(parsed.model, constant.spec_class)
     assert parsed.model_dump(mode="json")["model"] == {"kind": "constant"}
     schema = TrainingSpec.model_json_schema()
     mapping = schema["properties"]["model"]["discriminator"]["mapping"]
