@@ -23,6 +23,7 @@ from service.db import Database
 from service.jobs import callbacks, queue
 from service.jobs.models import QUEUED, Job
 from service.observability import start_worker_metrics
+from service.plugins import import_plugins
 from service.sweeps.service import after_trial
 from service.worker.cache import DatasetCache
 from service.worker.runner import AttemptRunner
@@ -35,7 +36,10 @@ SQLITE_WATCH_SECONDS = 0.02
 
 def warm_context(settings: Settings) -> multiprocessing.context.BaseContext:
     """A forkserver with numpy, scikit-learn, pyarrow and torch imported once, up front."""
-    context = forkserver_context(["service.worker.preload", *settings.worker_plugins])
+    # Plugins first, so a kind they register is known to the warm-up and to every child.
+    context = forkserver_context(
+        [*settings.plugins, "service.worker.preload", *settings.worker_plugins]
+    )
     start_forkserver(context)
     return context
 
@@ -97,6 +101,7 @@ class SqliteWaker(threading.Thread):
 
 class Worker:
     def __init__(self, settings: Settings, *, parent_pid: int | None = None) -> None:
+        import_plugins(settings.plugins)  # a finished sweep validates its spec here
         self.settings = settings
         self.parent_pid = parent_pid
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 from sklearn.datasets import load_breast_cancer, load_diabetes
 
+from service.training.metrics import METRICS
 from tests.conftest import Server, wait_for, wait_for_job
 
 pytestmark = pytest.mark.usefixtures("worker")
@@ -45,6 +46,8 @@ def _submit(client: httpx.Client, **spec: Any) -> dict[str, Any]:
     assert response.status_code == 202, response.text
     assert response.headers["location"] == f"/v1/jobs/{response.json()['id']}"
     assert response.json()["status"] == "queued"
+    # Computed once, by the worker, from the real training split: none while queued.
+    assert response.json()["native_params"] is None
     return response.json()  # type: ignore[no-any-return]
 
 
@@ -84,6 +87,10 @@ def test_linear_classification(
     assert gap["score"] == pytest.approx(
         final["train"]["accuracy"] - final["validation"]["accuracy"]
     )
+    # Every reported metric comes with its direction, from the server's one registry.
+    assert set(metrics["metric_info"]) == set(final["train"]) - {"n"}
+    for name, info in metrics["metric_info"].items():
+        assert info["greater_is_better"] is METRICS[name].greater_is_better, name
     assert len(metrics["coefficients"]) == 30
     if penalty == "l1":
         assert metrics["weights"]["n_zero"] > 0

@@ -8,7 +8,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from service.training.diagnosis import THRESHOLDS, diagnose
+from service.training.diagnosis import THRESHOLDS
+from service.training.diagnosis import diagnose as diagnose_metrics
+from service.training.results import JobMetrics
+from service.training.spec import TrainingSpec
 from service.training.train import train
 from tests.training.helpers import breast_cancer, spec
 
@@ -19,6 +22,11 @@ def curved(n: int, seed: int = 0) -> pa.Table:
     X = rng.uniform(-1, 1, size=(n, 3))
     y = np.sin(2 * X[:, 0]) + X[:, 1] + rng.normal(scale=0.3, size=n)
     return pa.table({"a": X[:, 0], "b": X[:, 1], "c": X[:, 2], "y": y})
+
+
+def diagnose(metrics: dict[str, Any], s: TrainingSpec, task: str) -> dict[str, Any]:
+    """The diagnosis of metrics given as the JSON a job stores, as the JSON it stores."""
+    return diagnose_metrics(JobMetrics.model_validate(metrics), s, task).to_json()
 
 
 def fields(diagnosis: dict[str, Any]) -> dict[str, Any]:
