@@ -361,13 +361,6 @@ class TrainingSpec(BaseModel):
         description="Classification only: 'balanced' weighs classes inversely to frequency.",
     )
 
-    @field_validator("target", "features")
-    @classmethod
-    def _nfc(cls, value: str | list[str] | None) -> str | list[str] | None:
-        """Column names compare in Unicode NFC form, the form datasets store them in."""
-        if isinstance(value, str):
-            return unicodedata.normalize("NFC", value)
-        return None if value is None else [unicodedata.normalize("NFC", v) for v in value]
     model: ModelSpec = Field(
         default_factory=_default_model, description="Model family and its options."
     )
@@ -390,6 +383,14 @@ class TrainingSpec(BaseModel):
             "scores per share (metrics.learning_curve); needs validation.fraction > 0."
         ),
     )
+
+    @field_validator("target", "features")
+    @classmethod
+    def _nfc(cls, value: str | list[str] | None) -> str | list[str] | None:
+        """Column names compare in Unicode NFC form, the form datasets store them in."""
+        if isinstance(value, str):
+            return unicodedata.normalize("NFC", value)
+        return None if value is None else [unicodedata.normalize("NFC", v) for v in value]
 
 
 @dataclass(frozen=True)
