@@ -254,20 +254,7 @@ def test_callbacks_are_refused_where_not_configured(api: httpx.Client) -> None:
 def test_a_try_is_claimed_once_even_when_two_workers_race(db: Database) -> None:
     """The conditional UPDATE: a second claim racing the first (blocked on its row lock on
     Postgres, on the write lock on SQLite) finds the try taken; a stale outcome is fenced."""
-    job = Job(
-        tenant_id=f"t-{uuid.uuid4().hex[:12]}",
-        status="succeeded",
-        spec={},
-        task="classification",
-        task_reason="test",
-        max_seconds=60,
-        max_attempts=1,
-        finished_at=utcnow(),
-        callback_url="http://127.0.0.1:9/hook",
-        callback_status="pending",
-    )
-    with db.transaction() as session:
-        session.add(job)
+    job = _ended_job(db, "http://127.0.0.1:9/hook")
     second: list[list[callbacks.Delivery]] = []
 
     def race() -> None:
@@ -331,52 +318,43 @@ def test_a_stored_bad_url_fails_at_once_and_other_callbacks_still_go(
     """A URL stored before submit refused control characters: the sender records the refusal
     on that job (no retry loop) and delivers the other jobs of the same batch."""
     path = f"/neighbour/{uuid.uuid4().hex}"
-    bad = _terminal_job(stack, f"http://127.0.0.\t1:{receiver.port}/tab")
-    good = _terminal_job(stack, receiver.url(path))
-    recorded = _delivery(stack, str(bad), ("delivered", "failed"))
+    bad = _ended_job(stack.database, f"http://127.0.0.\t1:{receiver.port}/tab", tenant=stack.tenant)
+    good = _ended_job(stack.database, receiver.url(path), tenant=stack.tenant)
+    recorded = _delivery(stack, str(bad.id), ("delivered", "failed"))
     assert recorded.callback_status == "failed" and recorded.callback_attempts == 1
     assert "a tab (U+0009)" in (recorded.callback_last_error or "")
-    assert _delivery(stack, str(good), ("delivered", "failed")).callback_status == "delivered"
+    assert _delivery(stack, str(good.id), ("delivered", "failed")).callback_status == "delivered"
     assert len(receiver.to(path)) == 1
 
 
-def _terminal_job(stack: Stack, callback_url: str) -> uuid.UUID:
+def _ended_job(
+    database: Database, callback_url: str, *, tenant: str | None = None, **values: Any
+) -> Job:
     """A finished job whose callback is due, written straight to the database."""
     job = Job(
-        tenant_id=stack.tenant,
-        status="succeeded",
-        spec={},
-        task="classification",
-        task_reason="test",
-        max_seconds=60,
-        max_attempts=1,
-        finished_at=utcnow(),
-        callback_url=callback_url,
-        callback_status="pending",
+        **{
+            "tenant_id": tenant or f"t-{uuid.uuid4().hex[:12]}",
+            "status": "succeeded",
+            "spec": {},
+            "task": "classification",
+            "task_reason": "test",
+            "max_seconds": 60,
+            "max_attempts": 1,
+            "finished_at": utcnow(),
+            "callback_url": callback_url,
+            "callback_status": "pending",
+            **values,
+        }
     )
-    with stack.database.transaction() as session:
+    with database.transaction() as session:
         session.add(job)
-    return job.id
+    return job
 
 
 def test_tries_used_up_without_an_outcome_end_failed(db: Database) -> None:
     """A sender that died after claiming the last try leaves it pending: the next claim
     marks it failed instead of trying again (and again)."""
-    job = Job(
-        tenant_id=f"t-{uuid.uuid4().hex[:12]}",
-        status="failed",
-        spec={},
-        task="classification",
-        task_reason="test",
-        max_seconds=60,
-        max_attempts=1,
-        finished_at=utcnow(),
-        callback_url="http://127.0.0.1:9/hook",
-        callback_status="pending",
-        callback_attempts=3,
-    )
-    with db.transaction() as session:
-        session.add(job)
+    job = _ended_job(db, "http://127.0.0.1:9/hook", status="failed", callback_attempts=3)
     with db.transaction() as session:
         claimed = callbacks.claim_due(session, lease_seconds=60, max_attempts=3)
     assert job.id not in [d.job_id for d in claimed]
