@@ -55,8 +55,8 @@ class PeakGrowth:
     def __exit__(self, *exc: object) -> None:
         self.bytes = _status(self.pid, "VmHWM") - self.before
 
-    def __str__(self) -> str:
-        return f"{self.bytes / MiB:.0f} MiB"
+    def __repr__(self) -> str:
+        return f"peak growth {self.bytes / MiB:.0f} MiB"
 
 
 def _repeated_text(value: str, times: int) -> pa.ChunkedArray:
@@ -128,7 +128,7 @@ def test_a_100_000_column_parquet_is_refused_before_its_footer_is_parsed(
     response, growth = _upload(server, key, files["wide"])
     assert response.status_code == 422, response.text
     assert "100,000 columns" in response.json()["detail"]
-    assert growth.bytes < BOUND, growth
+    assert growth.bytes < 64 * MiB, growth  # parsing its footer in the API cost ~300 MiB
 
 
 def test_a_128_mib_table_is_ingested_outside_the_api_process(
