@@ -361,7 +361,7 @@ class ModelCache:
         return entry
 
     def get(self, db: Database, job: Job) -> Any:
-        from service.training.artifacts import load_model
+        from service.training.artifacts import load_artifact
         from service.training.errors import ArtifactError
 
         with self._lock:
@@ -372,7 +372,7 @@ class ModelCache:
             raise Conflict(f"job {job.id} has no model artifact")
         data = blobs.read_blob(lambda: db.transaction(write=False), job.artifact_blob_id)
         try:
-            model = load_model(data, sha256=job.artifact_sha256)
+            model = load_artifact(data, sha256=job.artifact_sha256)
         except ArtifactError as exc:
             raise blobs.BlobIntegrityError(
                 f"the model artifact of job {job.id} failed its integrity check and was not "
