@@ -1,22 +1,40 @@
-"""Chunked blob store in the database: datasets and model artifacts live beside their rows."""
+"""Blob rows and what is done with them: write, read, delete after commit, gc, migrate.
+
+A blob row names its store (`database`, `s3://bucket/prefix`, `file:///path`) and its key in
+it, so changing `RIDGELINE_BLOB_STORE` keeps old blobs readable. Bytes are written before the
+row turns complete; objects are removed only after the row deletion commits; the collector
+removes objects that no row claims.
+"""
 
 from __future__ import annotations
 
-import hashlib
 import io
+import logging
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
-from sqlalchemy import BigInteger, ForeignKey, Integer, LargeBinary, String, delete, select
+from sqlalchemy import BigInteger, ForeignKey, Integer, LargeBinary, String, event, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from service.db import Base, UTCDateTime, new_id, utcnow
-from service.errors import ServiceError
+from service.blobstores import (
+    DATABASE,
+    BlobIntegrityError,
+    BlobStore,
+    DatabaseStore,
+    ObjectInfo,
+    object_store,
+)
+from service.config import Settings, get_settings
+from service.db import Base, Database, UTCDateTime, new_id, utcnow
 
-TransactionFactory = Callable[[], AbstractContextManager[Session]]
+__all__ = ["Blob", "BlobChunk", "BlobIntegrityError"]
+
+logger = logging.getLogger("ridgeline.blobs")
+
+AFTER_COMMIT = "ridgeline_after_commit"
 
 
 class Blob(Base):
@@ -24,13 +42,21 @@ class Blob(Base):
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
     tenant_id: Mapped[str] = mapped_column(String(64), index=True)
+    # Where the bytes are: "database" (chunks below) or an s3:// or file:// store URI.
+    store: Mapped[str] = mapped_column(String(512), default=DATABASE, server_default=DATABASE)
+    # The object's key in that store; None in the database store (the key is the id).
+    key: Mapped[str | None] = mapped_column(String(1024))
     size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     sha256: Mapped[str | None] = mapped_column(String(64))
-    chunk_bytes: Mapped[int] = mapped_column(Integer)
+    chunk_bytes: Mapped[int] = mapped_column(Integer, default=0)
     n_chunks: Mapped[int] = mapped_column(Integer, default=0)
-    # False while chunks are still arriving; such blobs are invisible and reaped when stale.
+    # False while bytes are still arriving; such blobs are invisible and reaped when stale.
     complete: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    @property
+    def object_key(self) -> str:
+        return self.key or str(self.id)
 
 
 class BlobChunk(Base):
@@ -43,163 +69,282 @@ class BlobChunk(Base):
     data: Mapped[bytes] = mapped_column(LargeBinary)
 
 
-class BlobIntegrityError(ServiceError):
-    """A blob's bytes no longer hash to the sha256 recorded when it was written."""
-
-    status = 500
-    title = "Stored Data Corrupted"
-    type_slug = "integrity"
+# --------------------------------------------------------------------------- stores
 
 
-def write_blob(
-    transaction: TransactionFactory,
-    source: BinaryIO,
-    *,
-    tenant_id: str,
-    chunk_bytes: int,
-) -> Blob:
-    """Stream a file into chunks, one short transaction per chunk; returns an incomplete blob.
+def store_at(db: Database, uri: str) -> BlobStore:
+    """The store a blob row names (or the configured default's URI)."""
+    settings = db.settings
+    if uri == DATABASE:
+        return DatabaseStore(db.transaction, settings.blob_chunk_bytes)
+    return object_store(uri, settings.s3_endpoint_url, settings.s3_region)
+
+
+def default_store(db: Database) -> BlobStore:
+    return store_at(db, db.settings.blob_store)
+
+
+def dataset_key(tenant_id: str, dataset_id: uuid.UUID) -> str:
+    """Plain Parquet any program reads: <tenant>/datasets/<id>/part-00000.parquet."""
+    return f"{tenant_id}/datasets/{dataset_id}/part-00000.parquet"
+
+
+def artifact_key(tenant_id: str, job_id: uuid.UUID, kind: str | None) -> str:
+    return f"{tenant_id}/jobs/{job_id}/artifact.{kind or 'bin'}"
+
+
+def _row(db: Database, blob_id: uuid.UUID) -> tuple[str, str]:
+    with db.transaction(write=False) as session:
+        blob = session.get(Blob, blob_id)
+        if blob is None:
+            raise BlobIntegrityError(f"blob {blob_id} has no row")
+        return blob.store, blob.object_key
+
+
+# --------------------------------------------------------------------------- write
+
+
+def write_blob(db: Database, source: BinaryIO, *, tenant_id: str, key: str | None) -> Blob:
+    """Stream `source` into the default store; returns an incomplete blob row.
 
     The caller marks it complete in the transaction that makes its owner row visible, so a
-    reader never sees half a blob. On failure the partial blob is deleted before re-raising.
+    reader never sees half a blob. On failure the object and the row are removed, then re-raised.
+    `key` names the object in an s3 or file store; the database store keys by the row's id.
     """
-    with transaction() as session:
-        blob = Blob(tenant_id=tenant_id, chunk_bytes=chunk_bytes, complete=False)
+    store = default_store(db)
+    with db.transaction() as session:
+        blob = Blob(
+            tenant_id=tenant_id,
+            store=store.uri,
+            key=None if store.uri == DATABASE else key,
+            chunk_bytes=0,
+            complete=False,
+        )
         session.add(blob)
         session.flush()
-        blob_id = blob.id
-    digest = hashlib.sha256()
-    size = 0
-    seq = 0
+        blob_id, object_key = blob.id, blob.object_key
     try:
-        while data := source.read(chunk_bytes):
-            digest.update(data)
-            size += len(data)
-            with transaction() as session:
-                session.add(BlobChunk(blob_id=blob_id, seq=seq, data=data))
-            seq += 1
-        with transaction() as session:
+        written = store.write(object_key, source)
+        with db.transaction() as session:
             stored = session.get_one(Blob, blob_id)
-            stored.size_bytes = size
-            stored.sha256 = digest.hexdigest()
-            stored.n_chunks = seq
+            stored.size_bytes, stored.sha256 = written.size, written.sha256
             return stored
     except BaseException:
-        delete_blob(transaction, blob_id)
+        delete_blob(db, blob_id)
         raise
-
-
-def delete_blob(transaction: TransactionFactory, blob_id: uuid.UUID) -> None:
-    """Remove a blob and its chunks (chunks first, in short transactions, for big blobs)."""
-    while True:
-        with transaction() as session:
-            seqs = session.scalars(
-                select(BlobChunk.seq).where(BlobChunk.blob_id == blob_id).limit(16)
-            ).all()
-            if not seqs:
-                session.execute(delete(Blob).where(Blob.id == blob_id))
-                return
-            session.execute(
-                delete(BlobChunk).where(BlobChunk.blob_id == blob_id, BlobChunk.seq.in_(seqs))
-            )
 
 
 def mark_complete(session: Session, blob_id: uuid.UUID) -> None:
     session.get_one(Blob, blob_id).complete = True
 
 
-def iter_blob(
-    transaction: TransactionFactory, blob_id: uuid.UUID, *, verify: bool = True
-) -> Iterator[bytes]:
-    """Stream a blob's bytes chunk by chunk, each chunk read in its own short transaction."""
-    with transaction() as session:
+# --------------------------------------------------------------------------- read
+
+
+def open_blob(db: Database, blob_id: uuid.UUID) -> BinaryIO:
+    """A seekable reader (ranged reads): pyarrow reads a Parquet footer and one row group."""
+    uri, key = _row(db, blob_id)
+    return store_at(db, uri).open(key)
+
+
+def iter_blob(db: Database, blob_id: uuid.UUID, *, verify: bool = True) -> Iterator[bytes]:
+    """Stream a blob's bytes; the sha256 recorded at write time is checked at the end."""
+    with db.transaction(write=False) as session:
         blob = session.get_one(Blob, blob_id)
-        n_chunks, expected = blob.n_chunks, blob.sha256
+        uri, key, expected = blob.store, blob.object_key, blob.sha256
+    import hashlib
+
     digest = hashlib.sha256()
-    for seq in range(n_chunks):
-        with transaction() as session:
-            data = session.scalar(
-                select(BlobChunk.data).where(BlobChunk.blob_id == blob_id, BlobChunk.seq == seq)
-            )
-        if data is None:
-            raise BlobIntegrityError(f"blob {blob_id} is missing chunk {seq}")
+    for data in store_at(db, uri).iter_bytes(key):
         digest.update(data)
         yield data
     if verify and digest.hexdigest() != expected:
         raise BlobIntegrityError(f"blob {blob_id} does not match its sha256")
 
 
-def read_blob(transaction: TransactionFactory, blob_id: uuid.UUID) -> bytes:
+def read_blob(db: Database, blob_id: uuid.UUID) -> bytes:
     """The whole blob in memory, verified: for artifacts, which are small."""
-    return b"".join(iter_blob(transaction, blob_id))
+    return b"".join(iter_blob(db, blob_id))
 
 
-def copy_blob_to(transaction: TransactionFactory, blob_id: uuid.UUID, target: BinaryIO) -> None:
-    for data in iter_blob(transaction, blob_id):
+def copy_blob_to(db: Database, blob_id: uuid.UUID, target: BinaryIO) -> None:
+    for data in iter_blob(db, blob_id):
         target.write(data)
 
 
-class BlobReader(io.RawIOBase):
-    """A seekable read-only file over a blob, so pyarrow can read a Parquet footer lazily."""
-
-    def __init__(self, transaction: TransactionFactory, blob_id: uuid.UUID) -> None:
-        super().__init__()
-        self._transaction = transaction
-        self._blob_id = blob_id
-        with transaction() as session:
-            blob = session.get_one(Blob, blob_id)
-            self._size, self._chunk_bytes = blob.size_bytes, blob.chunk_bytes
-        self._pos = 0
-        self._cache: dict[int, bytes] = {}
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
-        self._pos = max(0, base + offset)
-        return self._pos
-
-    def _chunk(self, seq: int) -> bytes:
-        if seq not in self._cache:
-            if len(self._cache) >= 4:
-                self._cache.pop(next(iter(self._cache)))
-            with self._transaction() as session:
-                data = session.scalar(
-                    select(BlobChunk.data).where(
-                        BlobChunk.blob_id == self._blob_id, BlobChunk.seq == seq
-                    )
-                )
-            if data is None:
-                raise BlobIntegrityError(f"blob {self._blob_id} is missing chunk {seq}")
-            self._cache[seq] = data
-        return self._cache[seq]
-
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        wanted = min(len(buffer), self._size - self._pos)
-        written = 0
-        while written < wanted:
-            seq, offset = divmod(self._pos, self._chunk_bytes)
-            piece = self._chunk(seq)[offset : offset + wanted - written]
-            buffer[written : written + len(piece)] = piece
-            written += len(piece)
-            self._pos += len(piece)
-        return written
+# --------------------------------------------------------------------------- delete
 
 
-def reap_incomplete_blobs(transaction: TransactionFactory, *, older_than: timedelta) -> int:
-    """Delete blobs whose writer died mid-upload; returns how many were removed."""
+def delete_blob(db: Database, blob_id: uuid.UUID) -> None:
+    """Remove a blob's object, then its row (a failed or superseded write)."""
+    with db.transaction(write=False) as session:
+        blob = session.get(Blob, blob_id)
+        where = (blob.store, blob.object_key) if blob is not None else None
+    if where is not None:
+        try:
+            store_at(db, where[0]).delete(where[1])
+        except Exception as exc:  # the collector removes what is left once the row is gone
+            logger.warning("could not delete blob %s from %s: %s", blob_id, where[0], exc)
+    with db.transaction() as session:
+        doomed = session.get(Blob, blob_id)
+        if doomed is not None:
+            session.delete(doomed)
+
+
+def forget_blob(session: Session, blob_id: uuid.UUID | None) -> None:
+    """Delete the row in the caller's transaction; its object goes once that commits.
+
+    Database chunks go with the row (ON DELETE CASCADE); an s3 or file object is deleted
+    after the commit, so a rolled-back deletion never loses bytes.
+    """
+    if blob_id is None:
+        return
+    blob = session.get(Blob, blob_id)
+    if blob is None:
+        return
+    if blob.store != DATABASE:
+        settings: Settings = session.info.get("settings") or get_settings()
+        store = object_store(blob.store, settings.s3_endpoint_url, settings.s3_region)
+        session.info.setdefault(AFTER_COMMIT, []).append((store, blob.object_key))
+    session.delete(blob)
+
+
+@event.listens_for(Session, "after_commit")
+def _delete_objects(session: Session) -> None:
+    for store, key in session.info.pop(AFTER_COMMIT, []):
+        try:
+            store.delete(key)
+        except Exception as exc:
+            logger.warning("could not delete %s from %s (gc will): %s", key, store.uri, exc)
+
+
+@event.listens_for(Session, "after_rollback")
+def _keep_objects(session: Session) -> None:
+    session.info.pop(AFTER_COMMIT, None)
+
+
+# --------------------------------------------------------------------------- collect
+
+
+@dataclass
+class GcReport:
+    incomplete_rows: int = 0
+    orphan_objects: list[str] = field(default_factory=list)
+
+
+def reap_incomplete_blobs(db: Database, *, older_than: timedelta) -> int:
+    """Delete blobs whose writer died mid-write; returns how many were removed."""
     cutoff = utcnow() - older_than
-    with transaction() as session:
+    with db.transaction(write=False) as session:
         stale = session.scalars(
             select(Blob.id).where(Blob.complete.is_(False), Blob.created_at < cutoff)
         ).all()
     for blob_id in stale:
-        delete_blob(transaction, blob_id)
+        delete_blob(db, blob_id)
     return len(stale)
+
+
+def collect_garbage(db: Database, *, older_than: timedelta) -> GcReport:
+    """Reap stale incomplete rows, then remove objects no row claims from every object store."""
+    report = GcReport(incomplete_rows=reap_incomplete_blobs(db, older_than=older_than))
+    cutoff = utcnow() - older_than
+    with db.transaction(write=False) as session:
+        uris = set(session.scalars(select(Blob.store).distinct()))
+    uris.add(db.settings.blob_store)
+    for uri in sorted(uris - {DATABASE}):
+        store = store_at(db, uri)
+        for info in _unclaimed(db, store, store.list("")):
+            if info.modified is None or info.modified < cutoff:
+                store.delete(info.key)
+                report.orphan_objects.append(f"{uri}/{info.key}")
+    return report
+
+
+def _unclaimed(db: Database, store: BlobStore, listing: Iterator[ObjectInfo]) -> list[ObjectInfo]:
+    with db.transaction(write=False) as session:
+        claimed = set(session.scalars(select(Blob.key).where(Blob.store == store.uri)))
+    # A half-written object of a local store lies under a temporary name beside its key.
+    return [info for info in listing if info.key not in claimed]
+
+
+# --------------------------------------------------------------------------- migrate
+
+
+@dataclass
+class MigrateReport:
+    moved: int = 0
+    bytes: int = 0
+    skipped: int = 0
+
+
+def migrate_blobs(
+    db: Database, *, to: str, key_of: Callable[[Session, Blob], str], progress: Any = None
+) -> MigrateReport:
+    """Copy every complete blob into the store `to` with its sha256 checked, then flip its row.
+
+    Each blob is copied, checked, flipped in one short transaction (fenced on its old store),
+    then removed from the old store. Interrupted, it leaves at most one unclaimed copy (the
+    collector removes it) and a rerun carries on with the blobs not yet moved.
+    """
+    target = store_at(db, to)
+    report = MigrateReport()
+    while True:
+        with db.transaction(write=False) as session:
+            blob = session.scalar(
+                select(Blob)
+                .where(Blob.complete.is_(True), Blob.store != target.uri)
+                .order_by(Blob.created_at, Blob.id)
+                .limit(1)
+            )
+            if blob is None:
+                return report
+            blob_id, old_uri, old_key, expected = blob.id, blob.store, blob.object_key, blob.sha256
+            new_key = str(blob.id) if target.uri == DATABASE else key_of(session, blob)
+        written = _copy(db, blob_id, old_uri, old_key, target, new_key)
+        if written.sha256 != expected:
+            target.delete(new_key)
+            raise BlobIntegrityError(
+                f"blob {blob_id} read back from {old_uri} does not match its sha256; "
+                "it was not moved"
+            )
+        with db.transaction() as session:
+            moved = session.get_one(Blob, blob_id)
+            if moved.store != old_uri:  # another run moved it meanwhile
+                report.skipped += 1
+                continue
+            moved.store, moved.key = target.uri, None if target.uri == DATABASE else new_key
+        store_at(db, old_uri).delete(old_key)
+        report.moved += 1
+        report.bytes += written.size
+        if progress is not None:
+            progress(blob_id, written.size)
+
+
+def _copy(
+    db: Database, blob_id: uuid.UUID, uri: str, key: str, target: BlobStore, new_key: str
+) -> Any:
+    source = store_at(db, uri)
+    with io.BufferedReader(_IterReader(source.iter_bytes(key)), buffer_size=4 << 20) as reader:
+        return target.write(new_key, reader)
+
+
+class _IterReader(io.RawIOBase):
+    """A file over an iterator of byte chunks (a store's stream fed to another's write)."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        super().__init__()
+        self._chunks = chunks
+        self._buffer = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._buffer:
+            self._buffer = next(self._chunks, b"")
+            if not self._buffer:
+                return 0
+        n = min(len(buffer), len(self._buffer))
+        buffer[:n] = self._buffer[:n]
+        self._buffer = self._buffer[n:]
+        return n

@@ -235,7 +235,7 @@ def download_artifact(
     is_zip = job.artifact_kind == "mlp-zip"
     filename = f"job-{job.id}.{'zip' if is_zip else 'skops'}"
     # Artifacts are small: read and verify the whole file before the first byte goes out.
-    data = blobs.read_blob(lambda: db.transaction(write=False), job.artifact_blob_id)
+    data = blobs.read_blob(db, job.artifact_blob_id)
     return Response(
         data,
         media_type="application/zip" if is_zip else "application/octet-stream",
