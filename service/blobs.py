@@ -8,7 +8,6 @@ removes objects that no row claims.
 
 from __future__ import annotations
 
-import io
 import logging
 import uuid
 from collections.abc import Callable, Iterator
@@ -25,6 +24,7 @@ from service.blobstores import (
     BlobStore,
     DatabaseStore,
     ObjectInfo,
+    Written,
     object_store,
 )
 from service.config import Settings, get_settings
@@ -322,29 +322,5 @@ def migrate_blobs(
 
 def _copy(
     db: Database, blob_id: uuid.UUID, uri: str, key: str, target: BlobStore, new_key: str
-) -> Any:
-    source = store_at(db, uri)
-    with io.BufferedReader(_IterReader(source.iter_bytes(key)), buffer_size=4 << 20) as reader:
-        return target.write(new_key, reader)
-
-
-class _IterReader(io.RawIOBase):
-    """A file over an iterator of byte chunks (a store's stream fed to another's write)."""
-
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        super().__init__()
-        self._chunks = chunks
-        self._buffer = b""
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        while not self._buffer:
-            self._buffer = next(self._chunks, b"")
-            if not self._buffer:
-                return 0
-        n = min(len(buffer), len(self._buffer))
-        buffer[:n] = self._buffer[:n]
-        self._buffer = self._buffer[n:]
-        return n
+) -> Written:
+    return target.write_chunks(new_key, store_at(db, uri).iter_bytes(key))
