@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import os
 import re
 import tempfile
 from collections.abc import Callable
@@ -101,7 +102,9 @@ def check_allowed(settings: Settings, location: StoreLocation, uri: str) -> None
         allowed = [parse_store_uri(p) for p in settings.import_allowed_s3_prefixes]
         setting = "RIDGELINE_IMPORT_ALLOWED_S3_PREFIXES"
     else:
-        allowed = [parse_store_uri(p) for p in settings.import_allowed_roots]
+        # Symbolic links are followed before comparing, so none leads out of an allowed root.
+        allowed = [_real(parse_store_uri(p)) for p in settings.import_allowed_roots]
+        location = _real(location)
         setting = "RIDGELINE_IMPORT_ALLOWED_ROOTS"
     if not any(a.bucket == location.bucket and _under(location.path, a.path) for a in allowed):
         raise _field(
@@ -120,6 +123,10 @@ def check_allowed(settings: Settings, location: StoreLocation, uri: str) -> None
             )
 
 
+def _real(location: StoreLocation) -> StoreLocation:
+    return StoreLocation(location.scheme, location.bucket, os.path.realpath(location.path))
+
+
 def _parts_of(store: BlobStore, root: str, path: str) -> list[ObjectInfo]:
     """One object, every object under a prefix, or the objects a glob matches (sorted)."""
     if GLOB.search(path):
@@ -131,11 +138,11 @@ def _parts_of(store: BlobStore, root: str, path: str) -> list[ObjectInfo]:
     except (ObjectMissing, StoreDenied, IsADirectoryError):
         pass
     prefix = path.rstrip("/") + "/"
-    found = [o for o in store.list(prefix) if not _hidden(o.key[len(prefix) :])]
-    if not found:
+    listed = list(store.list(prefix))
+    if not listed:
         # Tell a missing object from a denied one: a listing that lists nothing is either.
         store.head(path)
-    return sorted(found, key=_by_key)
+    return sorted((o for o in listed if not _hidden(o.key[len(prefix) :])), key=_by_key)
 
 
 def _by_key(info: ObjectInfo) -> str:
