@@ -174,6 +174,10 @@ def _translated(uri: str, key: str) -> Iterator[None]:
     except (PreconditionError, AlreadyExistsError, NotSupportedError):
         raise
     except (BaseError, OSError) as exc:  # GenericError: connection refused, timeouts, 5xx
+        if "403 Forbidden" in str(exc):  # a listing's 403 is not classified by obstore
+            raise StoreDenied(
+                f"the server's credentials may not access {key!r} in {uri}: {_describe(exc)}"
+            ) from exc
         raise StoreUnavailable(
             f"the blob store {uri} is unreachable or failing ({_describe(exc)}); nothing was "
             "stored, retry after a few seconds"

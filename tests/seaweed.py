@@ -16,7 +16,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -130,6 +129,9 @@ class SeaweedS3:
             "-s3.port.lance=0",
             "-master.volumeSizeLimitMB=64",
             "-master.telemetry=false",
+            # Each bucket is a collection that grows 7 volumes at once; the default of 8 is
+            # exhausted by the second bucket.
+            "-volume.max=200",
         ]
         for name, port in self.ports.items():
             server, _, grpc = name.partition(".")

@@ -114,6 +114,7 @@ def check_allowed(settings: Settings, location: StoreLocation, uri: str) -> None
         )
     if settings.blob_store != "database":
         own = parse_store_uri(settings.blob_store)
+        own = _real(own) if own.scheme == "file" else own
         if (own.scheme, own.bucket) == (location.scheme, location.bucket) and (
             _under(location.path, own.path) or _under(own.path, location.path)
         ):

@@ -179,9 +179,14 @@ class Worker:
             after_trial(self.db, sweep_id)
 
     def _housekeeping(self) -> None:
-        report = blobs.collect_garbage(
-            self.db, older_than=timedelta(seconds=self.settings.stale_upload_seconds)
-        )
+        """Collect blob garbage; a store that is down must not stop the worker claiming jobs."""
+        try:
+            report = blobs.collect_garbage(
+                self.db, older_than=timedelta(seconds=self.settings.stale_upload_seconds)
+            )
+        except Exception as exc:
+            logger.warning("blob garbage collection failed (will retry): %s", exc)
+            return
         if report.incomplete_rows or report.orphan_objects:
             logger.info(
                 "removed %d blobs left by interrupted writes and %d objects no row claims",
@@ -213,8 +218,8 @@ class Worker:
                     self._reap()
                     next_reap = now + reap_every
                 if now >= next_housekeeping:
-                    self._housekeeping()
                     next_housekeeping = now + min(60.0, self.settings.stale_upload_seconds / 2)
+                    self._housekeeping()
                 self.runners = {k: r for k, r in self.runners.items() if r.is_alive()}
                 while (
                     len(self.runners) < self.settings.worker_concurrency and not self.stop.is_set()

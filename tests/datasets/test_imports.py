@@ -123,9 +123,7 @@ def test_copy_import_of_csv_parts(client: httpx.Client, lake: Path) -> None:
     assert "event: progress" in text and '"status": "succeeded"' in text
 
 
-def test_reference_import_trains_and_refuses_changed_data(
-    client: httpx.Client, lake: Path
-) -> None:
+def test_reference_import_trains_and_refuses_changed_data(client: httpx.Client, lake: Path) -> None:
     folder = _parts(lake / f"pq-{uuid.uuid4().hex[:6]}", "parquet")
     response = _import(client, uri=f"file://{folder}/", mode="reference")
     assert response.status_code == 202, response.text
@@ -201,9 +199,7 @@ def test_bad_requests_are_4xx_and_store_nothing(client: httpx.Client, lake: Path
 
 def test_the_blob_stores_own_prefix_is_refused(tmp_path: Path) -> None:
     store = tmp_path / "store"
-    settings = Settings(
-        blob_store=f"file://{store}", import_allowed_roots=[f"file://{tmp_path}"]
-    )
+    settings = Settings(blob_store=f"file://{store}", import_allowed_roots=[f"file://{tmp_path}"])
     (store / "t").mkdir(parents=True)
     pq.write_table(pa.table({"a": [1]}), store / "t" / "x.parquet")
     for uri in (f"file://{store}/t/x.parquet", f"file://{tmp_path}"):
