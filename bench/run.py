@@ -12,6 +12,7 @@ import sys
 import time
 import traceback
 
+import blobstore
 import common
 import ingest
 import load
@@ -20,7 +21,14 @@ import train
 import worker
 from common import Figure
 
-BENCHMARKS = {"ingest": ingest, "train": train, "worker": worker, "sweep": sweep, "load": load}
+BENCHMARKS = {
+    "ingest": ingest,
+    "blobstore": blobstore,
+    "train": train,
+    "worker": worker,
+    "sweep": sweep,
+    "load": load,
+}
 
 
 def main() -> int:
