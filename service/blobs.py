@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any, BinaryIO
 
 from sqlalchemy import BigInteger, ForeignKey, Integer, LargeBinary, String, event, select
@@ -29,6 +30,7 @@ from service.blobstores import (
 )
 from service.config import Settings, get_settings
 from service.db import Base, Database, UTCDateTime, new_id, utcnow
+from service.errors import ServiceError
 
 __all__ = ["Blob", "BlobChunk", "BlobIntegrityError"]
 
@@ -104,7 +106,7 @@ def _row(db: Database, blob_id: uuid.UUID) -> tuple[str, str]:
 # --------------------------------------------------------------------------- write
 
 
-def write_blob(db: Database, source: BinaryIO, *, tenant_id: str, key: str | None) -> Blob:
+def write_blob(db: Database, source: BinaryIO | Path, *, tenant_id: str, key: str | None) -> Blob:
     """Stream `source` into the default store; returns an incomplete blob row.
 
     The caller marks it complete in the transaction that makes its owner row visible, so a
@@ -124,7 +126,10 @@ def write_blob(db: Database, source: BinaryIO, *, tenant_id: str, key: str | Non
         session.flush()
         blob_id, object_key = blob.id, blob.object_key
     try:
-        written = store.write(object_key, source)
+        if isinstance(source, Path):
+            written = store.write_file(object_key, source)
+        else:
+            written = store.write(object_key, source)
         with db.transaction() as session:
             stored = session.get_one(Blob, blob_id)
             stored.size_bytes, stored.sha256 = written.size, written.sha256
@@ -230,6 +235,7 @@ def _keep_objects(session: Session) -> None:
 class GcReport:
     incomplete_rows: int = 0
     orphan_objects: list[str] = field(default_factory=list)
+    unreachable: list[str] = field(default_factory=list)
 
 
 def reap_incomplete_blobs(db: Database, *, older_than: timedelta) -> int:
@@ -253,10 +259,14 @@ def collect_garbage(db: Database, *, older_than: timedelta) -> GcReport:
     uris.add(db.settings.blob_store)
     for uri in sorted(uris - {DATABASE}):
         store = store_at(db, uri)
-        for info in _unclaimed(db, store, store.list("")):
-            if info.modified is None or info.modified < cutoff:
-                store.delete(info.key)
-                report.orphan_objects.append(f"{uri}/{info.key}")
+        try:
+            for info in _unclaimed(db, store, store.list("")):
+                if info.modified is None or info.modified < cutoff:
+                    store.delete(info.key)
+                    report.orphan_objects.append(f"{uri}/{info.key}")
+        except ServiceError as exc:  # one store down must not stop the others' collection
+            logger.warning("could not collect garbage in %s: %s", uri, exc.detail)
+            report.unreachable.append(uri)
     return report
 
 

@@ -14,6 +14,7 @@ import io
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -91,6 +92,10 @@ class BlobStore(Protocol):
 
     def write_chunks(self, key: str, chunks: Iterator[bytes]) -> Written:
         """Store the chunks (another store's stream: a copy between stores)."""
+        ...
+
+    def write_file(self, key: str, path: Path) -> Written:
+        """Store a local file (a converted upload): the fastest way in for each store."""
         ...
 
     def open(self, key: str) -> BinaryIO:
@@ -204,6 +209,28 @@ class ObjectStoreBlobs:
                 max_concurrency=PART_CONCURRENCY,
             )
         return Written(hashing.size, hashing.digest.hexdigest(), result.get("e_tag"))
+
+    def write_file(self, key: str, path: Path) -> Written:
+        """obstore reads the file itself (its parts in parallel, twice as fast as feeding it
+        from Python), while this thread hashes it."""
+        import obstore
+
+        with (
+            ThreadPoolExecutor(1, thread_name_prefix="blob-put") as pool,
+            _translated(self.uri, key),
+        ):
+            put = pool.submit(
+                obstore.put,
+                self.store,
+                key,
+                path,
+                chunk_size=PART_BYTES,
+                max_concurrency=PART_CONCURRENCY,
+            )
+            with path.open("rb") as source:
+                digest = hashlib.file_digest(source, "sha256")
+            result = put.result()
+        return Written(path.stat().st_size, digest.hexdigest(), result.get("e_tag"))
 
     def write_chunks(self, key: str, chunks: Iterator[bytes]) -> Written:
         """Written from this thread (a put that pulled from another obstore stream would
@@ -335,6 +362,10 @@ class DatabaseStore:
             blob = session.get_one(Blob, blob_id)
             blob.chunk_bytes, blob.n_chunks = self.chunk_bytes, seq
         return Written(size, digest.hexdigest(), None)
+
+    def write_file(self, key: str, path: Path) -> Written:
+        with path.open("rb") as source:
+            return self.write(key, source)
 
     def write_chunks(self, key: str, chunks: Iterator[bytes]) -> Written:
         with io.BufferedReader(IterReader(chunks), buffer_size=self.chunk_bytes) as reader:

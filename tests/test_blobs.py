@@ -23,6 +23,8 @@ from service import blobs
 from service.blobstores import BlobIntegrityError, ObjectMissing
 from service.config import Settings
 from service.db import Database
+from service.migrate import upgrade
+from tests.conftest import dispose_database_url, new_database_url
 
 CHUNK = 64 * 1024
 STORES = ["database", "file", pytest.param("s3", marks=pytest.mark.s3)]
@@ -183,15 +185,26 @@ def test_gc_removes_what_no_row_claims(sdb: Database) -> None:
     assert blobs.read_blob(sdb, claimed.id) == b"claimed"
 
 
+@pytest.fixture
+def fresh_db(backend: str, tmp_path: Path) -> Iterator[Database]:
+    """A database of its own: a migration moves every blob in it."""
+    url = new_database_url(backend, tmp_path)
+    upgrade(url)
+    database = Database(Settings(database_url=url, data_dir=tmp_path / "data"))
+    yield database
+    database.dispose()
+    dispose_database_url(url)
+
+
 @pytest.mark.parametrize("target", ["file", pytest.param("s3", marks=pytest.mark.s3)])
 def test_migrate_there_and_back(
-    db: Database, tmp_path: Path, request: pytest.FixtureRequest, target: str
+    fresh_db: Database, tmp_path: Path, request: pytest.FixtureRequest, target: str
 ) -> None:
     if target == "s3":
         os.environ["RIDGELINE_S3_ENDPOINT_URL"] = request.getfixturevalue("seaweed").endpoint
-    source = with_store(db, "database")
+    source = with_store(fresh_db, "database")
     uri = store_uri(target, tmp_path, request)
-    there = with_store(db, uri)
+    there = with_store(fresh_db, uri)
     try:
         payloads = {_write(source, os.urandom(CHUNK + n)).id: n for n in range(3)}
         calls = 0

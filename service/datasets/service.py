@@ -79,10 +79,9 @@ def create_dataset(
             unique_cap=settings.n_unique_cap,
         )
         check_quota(db, tenant_id=tenant_id, adding=parquet_path.stat().st_size)
-        with parquet_path.open("rb") as source:
-            blob = blobs.write_blob(
-                db, source, tenant_id=tenant_id, key=blobs.dataset_key(tenant_id, dataset_id)
-            )
+        blob = blobs.write_blob(
+            db, parquet_path, tenant_id=tenant_id, key=blobs.dataset_key(tenant_id, dataset_id)
+        )
     try:
         with db.transaction() as session:
             blobs.mark_complete(session, blob.id)
@@ -237,8 +236,8 @@ def get_dataset(session: Session, *, tenant_id: str, dataset_id: uuid.UUID) -> D
     return dataset
 
 
-def dataset_to_train_on(session: Session, *, tenant_id: str, dataset_id: uuid.UUID) -> Dataset:
-    """The dataset a job or sweep names; unknown is a 422 on the field, not a 404 of the URL."""
+def dataset_named(session: Session, *, tenant_id: str, dataset_id: uuid.UUID) -> Dataset:
+    """The dataset a request body names; unknown is a 422 on the field, not a 404 of the URL."""
     dataset = session.scalar(
         select(Dataset).where(Dataset.id == dataset_id, Dataset.tenant_id == tenant_id)
     )
@@ -247,6 +246,12 @@ def dataset_to_train_on(session: Session, *, tenant_id: str, dataset_id: uuid.UU
             f"no dataset with id {dataset_id}; upload one with POST /v1/datasets",
             errors=[{"field": "dataset_id", "message": "unknown dataset"}],
         )
+    return dataset
+
+
+def dataset_to_train_on(session: Session, *, tenant_id: str, dataset_id: uuid.UUID) -> Dataset:
+    """The dataset a job or sweep names: it must be ready."""
+    dataset = dataset_named(session, tenant_id=tenant_id, dataset_id=dataset_id)
     if dataset.status != READY:
         raise InvalidInput(
             f"dataset {dataset_id} is {dataset.status}"

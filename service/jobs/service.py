@@ -425,17 +425,10 @@ def score_dataset(
     Parquet; the first batch is scored before this returns, so bad input is still a 4xx."""
     import pyarrow.parquet as pq
 
-    from service.datasets.service import require_stored
+    from service.datasets.service import dataset_named, require_stored
 
     with db.transaction(write=False) as session:
-        dataset = session.scalar(
-            select(Dataset).where(Dataset.id == dataset_id, Dataset.tenant_id == tenant_id)
-        )
-        if dataset is None:
-            raise InvalidInput(
-                f"no dataset with id {dataset_id}; upload one with POST /v1/datasets",
-                errors=[{"field": "dataset_id", "message": "unknown dataset"}],
-            )
+        dataset = dataset_named(session, tenant_id=tenant_id, dataset_id=dataset_id)
         blob_id = require_stored(dataset)
     model = cache.get(db, job)
     parquet = pq.ParquetFile(blobs.open_blob(db, blob_id))

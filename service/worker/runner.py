@@ -413,9 +413,8 @@ class AttemptRunner(threading.Thread):
             path = Path(result["parquet_path"])
             try:
                 check_quota(self.db, tenant_id=tenant, adding=path.stat().st_size)
-                with path.open("rb") as source:
-                    key = blobs.dataset_key(tenant, self.dataset_id)
-                    blob = blobs.write_blob(self.db, source, tenant_id=tenant, key=key)
+                key = blobs.dataset_key(tenant, self.dataset_id)
+                blob = blobs.write_blob(self.db, path, tenant_id=tenant, key=key)
             except ServiceError as exc:
                 self._finish(FAILED, exc.detail)
                 return
