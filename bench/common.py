@@ -13,7 +13,6 @@ import json
 import math
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -24,20 +23,20 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 
 REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # the helpers shared with the tests live in tests/support.py
+    sys.path.insert(0, str(REPO))
+
+from tests.support import free_port, wait_for  # noqa: E402
+
 OUT_DIR = REPO / "bench" / "out"
-PG_ADMIN_URL = os.environ.get(
-    "RIDGELINE_BENCH_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
 TERMINAL = ("succeeded", "failed", "cancelled")
 MB = 1_000_000
 MiB = 1 << 20
-
-T = TypeVar("T")
 
 
 # -- results ------------------------------------------------------------------------------------
@@ -182,27 +181,7 @@ def seconds_between(start: str, end: str) -> float:
     return (parse_time(end) - parse_time(start)).total_seconds()
 
 
-def wait_until(
-    predicate: Callable[[], T | None], *, timeout: float, interval: float = 0.05, what: str
-) -> T:
-    """Poll until predicate() is truthy; the deadline, not a sleep, synchronises."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(interval)
-
-
 # -- processes ----------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def cli_env(database_url: str, workdir: Path, **extra: str) -> dict[str, str]:
@@ -288,7 +267,7 @@ class Server(Process):
             workdir / f"server-{self.port}.log",
         )
         try:
-            wait_until(self._ready, timeout=120, interval=0.1, what="the server to be ready")
+            wait_for(self._ready, timeout=120, interval=0.1, message="the server to be ready")
         except BaseException:
             self.stop()
             raise
@@ -364,34 +343,6 @@ def threads_per_job(concurrency: int = 1) -> int:
     return Settings(worker_concurrency=concurrency, worker_threads=0).threads_per_job
 
 
-# -- Postgres -----------------------------------------------------------------------------------
-
-
-def create_pg_database() -> str:
-    from sqlalchemy import create_engine, text
-
-    name = f"ridgeline_bench_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    finally:
-        admin.dispose()
-    return PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-
-
-def drop_pg_database(url: str) -> None:
-    from sqlalchemy import create_engine, text
-
-    name = url.rsplit("/", 1)[1]
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        admin.dispose()
-
-
 # -- HTTP helpers -------------------------------------------------------------------------------
 
 
@@ -420,7 +371,7 @@ def wait_job(
         job = check(client.get(f"/v1/jobs/{job_id}"), 200)
         return job if job["status"] in TERMINAL else None
 
-    job = wait_until(done, timeout=timeout, interval=interval, what=f"job {job_id} to end")
+    job = wait_for(done, timeout=timeout, interval=interval, message=f"job {job_id} to end")
     if job["status"] != "succeeded":
         raise RuntimeError(f"job {job_id} ended {job['status']}: {job.get('error')}")
     return job

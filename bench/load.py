@@ -98,7 +98,7 @@ class BareServer:
                 start_new_session=True,
             )
         try:
-            common.wait_until(self._ready, timeout=60, interval=0.1, what="the bare server")
+            common.wait_for(self._ready, timeout=60, interval=0.1, message="the bare server")
         except BaseException:
             self.stop()
             raise

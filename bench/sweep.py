@@ -106,8 +106,8 @@ def run_sweep(client: httpx.Client, body: dict[str, Any]) -> tuple[float, dict[s
         current = common.check(client.get(f"/v1/sweeps/{sweep['id']}"), 200)
         return current if current["status"] in common.TERMINAL else None
 
-    sweep = common.wait_until(
-        done, timeout=3600, interval=SWEEP_POLL_S, what=f"sweep {sweep['id']} to end"
+    sweep = common.wait_for(
+        done, timeout=3600, interval=SWEEP_POLL_S, message=f"sweep {sweep['id']} to end"
     )
     elapsed = time.perf_counter() - started
     if sweep["status"] != "succeeded":
@@ -250,7 +250,7 @@ def one_vs_two_workers(
     common.log(f"{NAME}: (b) starting a second `ridgeline worker`")
     second = common.Worker(database_url, work, "worker-2", **WORKER_ENV)
     with common.running(second):
-        common.wait_until(second.ready, timeout=180, interval=0.2, what="the second worker")
+        common.wait_for(second.ready, timeout=180, interval=0.2, message="the second worker")
         common.log(f"{NAME}: (b) {label}, 2 workers")
         two_s, two = run_sweep(client, cv_sweep_body(ds))
         two_note = trial_note(client, ds, two)

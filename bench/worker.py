@@ -26,6 +26,8 @@ from typing import Any
 import common
 from common import Figure
 
+from tests.support import create_pg_database, drop_pg_database
+
 NAME = "worker"
 LATENCY_TARGET_S = 0.250
 NAIVE_IMPORT = "import torch, sklearn.linear_model, pyarrow.parquet"
@@ -223,7 +225,7 @@ def part_queue(args: argparse.Namespace, work: Path) -> list[Figure]:
     from service.migrate import upgrade
 
     n = args.queue_jobs or (40 if args.quick else 1000)
-    url = common.create_pg_database()
+    url = create_pg_database("ridgeline_bench")
     try:
         upgrade(url)
         server = common.Server(url, work, worker=False)
@@ -239,29 +241,29 @@ def part_queue(args: argparse.Namespace, work: Path) -> list[Figure]:
         with common.running(server, *workers), server.client(server.new_key(TENANT)) as client:
             dataset = common.upload_csv(client, common.write_tiny_csv(work / "tiny.csv"))
             common.log(f"{NAME}: waiting for {args.workers} workers to preload")
-            common.wait_until(
+            common.wait_for(
                 lambda: all(w.ready() for w in workers),
                 timeout=300,
                 interval=0.2,
-                what="the workers to be ready",
+                message="the workers to be ready",
             )
             common.log(f"{NAME}: inserting {n} no-op jobs")
             insert_s = insert_noop_jobs(url, dataset["id"], n)
             started = time.perf_counter()
             engine = create_engine(url)
             try:
-                common.wait_until(
+                common.wait_for(
                     lambda: count_done(engine) >= n,
                     timeout=max(600, n),
                     interval=0.05,
-                    what=f"{n} jobs to end",
+                    message=f"{n} jobs to end",
                 )
             finally:
                 engine.dispose()
             elapsed = time.perf_counter() - started
         state = queue_state(url)
     finally:
-        common.drop_pg_database(url)
+        drop_pg_database(url)
 
     once = (
         state["statuses"] == {"succeeded": n}

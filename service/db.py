@@ -1,23 +1,21 @@
-"""Engine, session factory and the request-boundary session dependency."""
+"""Engine, session factories and short reads; the request boundary lives in service/deps.py."""
 
 from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Any, TypeVar
 
 import anyio
-from fastapi import Depends, Request
 from pydantic_core import from_json
-from sqlalchemy import Connection, DateTime, Engine, MetaData, create_engine, event
-from sqlalchemy.engine import Dialect
+from sqlalchemy import Connection, CursorResult, DateTime, Engine, MetaData, create_engine, event
+from sqlalchemy.engine import Dialect, Result
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
-from starlette.concurrency import run_in_threadpool
 
 from service.config import Settings
 
@@ -57,6 +55,12 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def rowcount(result: Result[Any]) -> int:
+    """Rows an UPDATE or DELETE matched (typed `Result` hides the cursor's count)."""
+    assert isinstance(result, CursorResult)
+    return result.rowcount
 
 
 def utcnow() -> datetime:
@@ -184,47 +188,3 @@ class Database:
             connection.close()
         self._readers.clear()
         self.engine.dispose()
-
-
-def get_database(request: Request) -> Database:
-    db: Database = request.app.state.db
-    return db
-
-
-async def get_session(request: Request) -> AsyncIterator[Session]:
-    """The request boundary: commit if the handler returned, roll back if it raised.
-
-    A new Session does no I/O, so it is made here on the event loop; only its end, once a query
-    ran, takes a trip to a worker thread (shielded: a dropped client still returns the
-    connection to the pool).
-    """
-    db = get_database(request)
-    write = request.method not in ("GET", "HEAD", "OPTIONS")
-    session = (db.write_sessions if write else db.read_sessions)()
-    try:
-        yield session
-    except BaseException:
-        with anyio.CancelScope(shield=True):
-            await run_in_threadpool(_end_session, session, commit=False)
-        raise
-    with anyio.CancelScope(shield=True):
-        await run_in_threadpool(_end_session, session, commit=True)
-
-
-def _end_session(session: Session, *, commit: bool) -> None:
-    try:
-        if commit:
-            session.commit()
-        else:
-            session.rollback()
-    finally:
-        session.close()
-
-
-async def database_dependency(request: Request) -> Database:
-    """Async on purpose: FastAPI runs a plain-def dependency in a worker thread."""
-    return get_database(request)
-
-
-DatabaseDep = Annotated[Database, Depends(database_dependency)]
-SessionDep = Annotated[Session, Depends(get_session, scope="function")]

@@ -1,21 +1,13 @@
-"""One error base class; one handler turns every error into application/problem+json."""
+"""One error base class for what a client can act on; it knows statuses, never the web framework.
+
+service/exception_handlers.py turns these (and the training core's errors) into responses.
+"""
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from sqlalchemy.exc import OperationalError
-from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
-from starlette.exceptions import HTTPException as StarletteHTTPException
-
-logger = logging.getLogger("ridgeline.errors")
-
 PROBLEM_MEDIA_TYPE = "application/problem+json"
-DATABASE_RETRY_AFTER_SECONDS = 5
 
 
 class ServiceError(Exception):
@@ -104,6 +96,10 @@ class ServiceUnavailable(ServiceError):
     type_slug = "unavailable"
 
 
+class SignInRequired(Exception):
+    """A dashboard page was asked for without a session: answered with a redirect to sign in."""
+
+
 def problem(
     status: int,
     title: str,
@@ -120,71 +116,3 @@ def problem(
     if errors:
         body["errors"] = errors
     return body
-
-
-def problem_response(body: dict[str, Any], headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(
-        body, status_code=body["status"], headers=headers, media_type=PROBLEM_MEDIA_TYPE
-    )
-
-
-def _field_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
-    out = []
-    for err in exc.errors():
-        loc = [str(part) for part in err.get("loc", ()) if part not in ("body",)]
-        out.append({"field": ".".join(loc) or "body", "message": err.get("msg", "invalid")})
-    return out
-
-
-def install_error_handlers(app: FastAPI) -> None:
-    """Route every error, ours or the framework's, through the one problem+json shape."""
-
-    @app.exception_handler(ServiceError)
-    async def _service_error(request: Request, exc: ServiceError) -> JSONResponse:
-        return problem_response(exc.to_problem(), exc.headers)
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = _field_errors(exc)
-        detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
-        return problem_response(
-            problem(422, "Unprocessable Content", detail, "invalid-input", errors)
-        )
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        title = {404: "Not Found", 405: "Method Not Allowed"}.get(exc.status_code, "Error")
-        detail = exc.detail if isinstance(exc.detail, str) else title
-        if exc.status_code == 404 and detail == "Not Found":
-            detail = f"No route matches {request.method} {request.url.path}."
-        return problem_response(
-            problem(exc.status_code, title, detail, title.lower().replace(" ", "-")),
-            dict(exc.headers or {}),
-        )
-
-    @app.exception_handler(OperationalError)
-    @app.exception_handler(SQLAlchemyTimeoutError)
-    async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
-        logger.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
-        return problem_response(
-            problem(
-                503,
-                "Service Unavailable",
-                "the database is unavailable or busy right now; retry after a few seconds",
-                "unavailable",
-            ),
-            {"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
-        )
-
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        logger.exception("unhandled error on %s %s", request.method, request.url.path)
-        return problem_response(
-            problem(
-                500,
-                "Internal Server Error",
-                "The server hit an unexpected error; it has been logged. Retry, and report it "
-                "with the X-Request-ID if it persists.",
-                "internal",
-            )
-        )

@@ -39,8 +39,8 @@ from service.errors import (
     PayloadTooLarge,
     ServiceError,
     TooManyRequests,
-    problem_response,
 )
+from service.exception_handlers import problem_response
 
 MiB = 1 << 20
 DEFAULT_RATE_LIMIT_PER_MINUTE = 600

@@ -1,68 +1,39 @@
-"""Request ids, structured JSON logs and Prometheus metrics, for the API and the worker.
+"""Request and job ids in every log line, structured JSON logs, and the worker's metrics.
 
-API process: `install_observability(app, settings)` wraps the whole application (outside even the
-error middleware, so a 500 carries the request id too) in a pure ASGI middleware that
-- gives every request an id (a sane incoming `X-Request-ID`, else 32 random hex digits), echoes
-  it in the `X-Request-ID` response header and keeps it in a context variable that every log
-  line of the request carries;
-- counts requests and times them by route *template* (`/v1/jobs/{job_id}`, never the raw path);
-- writes one access log line per request (uvicorn's own access log is turned off).
-It never buffers: response messages pass straight through, so SSE and downloads still stream.
-
-`GET /metrics` serves the app's own registry (one per app instance) plus gauges read from the
-database at scrape time (jobs per status, queue depth and age, lease health, retried attempts),
-cached for a few seconds so a scrape costs a handful of indexed counts at most every 5 s.
-
-Worker process: counters and histograms live in the worker (`observe_job_finished`,
-`observe_heartbeat`) and are served by `start_worker_metrics(settings)` on a port of its own.
+Log lines carry the id of the request or job they were written for (context variables set by
+service/http_observability.py's middleware and by the worker). A worker's counters and
+histograms (`observe_job_finished`, `observe_heartbeat`) are served by
+`start_worker_metrics(settings)` on a port of its own. Nothing here imports the web framework:
+the worker loads this module.
 """
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
-import random
-import re
 import sys
 import threading
-import time
 import traceback
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from fastapi import FastAPI, Request
-from fastapi.responses import Response
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
-    Gauge,
     Histogram,
-    PlatformCollector,
     ProcessCollector,
     disable_created_metrics,
-    generate_latest,
     start_http_server,
 )
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import problem, problem_response
+from service.config import Settings
 
 logger = logging.getLogger("ridgeline.observability")
-access_logger = logging.getLogger("ridgeline.access")
 
 REQUEST_ID_HEADER = "X-Request-ID"
-_REQUEST_ID_RAW = REQUEST_ID_HEADER.lower().encode("latin-1")
-# Letters, digits and a few separators (uuids, ULIDs, base64, W3C trace ids); nothing that could
-# forge a log line or a header.
-_SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+/=~-]{0,127}")
 
 _request_id: ContextVar[str | None] = ContextVar("ridgeline_request_id", default=None)
 _job_id: ContextVar[str | None] = ContextVar("ridgeline_job_id", default=None)
@@ -94,7 +65,7 @@ def job_context(job_id: object) -> Iterator[None]:
 
 @contextmanager
 def request_context(request_id: str) -> Iterator[None]:
-    """Stamp log lines with a request id outside the HTTP middleware (tests, scripts)."""
+    """Stamp the log lines written inside with a request id (the HTTP middleware, tests)."""
     token = _request_id.set(request_id)
     try:
         yield
@@ -226,376 +197,6 @@ def uvicorn_log_config(level: str = "INFO", json_logs: bool = True) -> dict[str,
 LOG_CONFIG = uvicorn_log_config()
 
 
-# --- HTTP metrics and the middleware -----------------------------------------------------------
-
-HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
-_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-UNMATCHED = "unmatched"
-# Probes and scrapes that answer well are logged at DEBUG, so they do not drown the access log.
-_QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
-
-
-class HttpMetrics:
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.requests = Counter(
-            "ridgeline_http_requests",
-            "HTTP requests answered, by method, route template and status.",
-            ["method", "route", "status"],
-            registry=registry,
-        )
-        self.duration = Histogram(
-            "ridgeline_http_request_duration_seconds",
-            "Time from the request's arrival to the end of its response body (a stream's whole "
-            "length for SSE and downloads), by method and route template.",
-            ["method", "route"],
-            buckets=HTTP_BUCKETS,
-            registry=registry,
-        )
-        self.in_flight = Gauge(
-            "ridgeline_http_requests_in_flight",
-            "Requests being handled now (open SSE streams included).",
-            registry=registry,
-        )
-        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
-
-    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
-        method = method if method in _METHODS else "other"
-        key = (method, route, status)
-        children = self._children.get(key)
-        if children is None:  # labels() validates and locks: once per label set, not per request
-            children = self._children[key] = (
-                self.requests.labels(method, route, str(status)),
-                self.duration.labels(method, route),
-            )
-        children[0].inc()
-        children[1].observe(seconds)
-
-
-class RouteTemplates:
-    """The route template a request belongs to, for metric labels and log lines."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-        self._table: list[tuple[re.Pattern[str], str]] | None = None
-
-    def _build(self) -> list[tuple[re.Pattern[str], str]]:
-        try:  # FastAPI >= 0.160 keeps included routers unflattened; this walks them.
-            from fastapi.routing import iter_route_contexts
-
-            routes: Iterable[Any] = list(iter_route_contexts(self.app.routes))
-        except ImportError:  # pragma: no cover - older FastAPI flattens app.routes itself
-            routes = self.app.routes
-        table = []
-        for route in routes:
-            regex = getattr(route, "path_regex", None)
-            template = getattr(route, "path_format", None)
-            if isinstance(regex, re.Pattern) and isinstance(template, str):
-                table.append((regex, template))
-        return table
-
-    def __call__(self, scope: Scope) -> str:
-        fastapi_scope = scope.get("fastapi")
-        if isinstance(fastapi_scope, dict):
-            context = fastapi_scope.get("effective_route_context")
-            template = getattr(context, "path_format", None)
-            if isinstance(template, str):
-                return template
-        route = scope.get("route")
-        template = getattr(route, "path_format", None)
-        if isinstance(template, str):
-            return template
-        # Not routed: answered by a middleware (429, 413) or by no route at all (404).
-        if self._table is None:
-            self._table = self._build()
-        path = scope.get("path", "")
-        root_path = scope.get("root_path", "")
-        if root_path and path.startswith(root_path):
-            path = path[len(root_path) :] or "/"
-        for regex, template in self._table:
-            if regex.match(path):
-                return template
-        return UNMATCHED
-
-
-def incoming_request_id(scope: Scope) -> str | None:
-    for name, value in scope.get("headers", ()):
-        if name == _REQUEST_ID_RAW:
-            candidate = value.decode("latin-1").strip()
-            return candidate if _SANE_REQUEST_ID.fullmatch(candidate) else None
-    return None
-
-
-def new_request_id() -> str:
-    """No syscall: uuid4's getrandom() drops the GIL, and under load the loop waits to regain it."""
-    return f"{random.getrandbits(128):032x}"
-
-
-class ObservabilityMiddleware:
-    """Request id, access log and HTTP metrics; a pure ASGI middleware that never buffers."""
-
-    def __init__(self, app: ASGIApp, *, metrics: HttpMetrics, routes: RouteTemplates) -> None:
-        self.app = app
-        self.metrics = metrics
-        self.routes = routes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        request_id = incoming_request_id(scope) or new_request_id()
-        scope.setdefault("state", {})["request_id"] = request_id
-        header = (_REQUEST_ID_RAW, request_id.encode("latin-1"))
-        status = 500
-        started = time.perf_counter()
-        token = _request_id.set(request_id)
-
-        async def send_with_id(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-                headers = [h for h in message.get("headers", ()) if h[0].lower() != _REQUEST_ID_RAW]
-                message = {**message, "headers": [*headers, header]}
-            await send(message)
-
-        self.metrics.in_flight.inc()
-        try:
-            await self.app(scope, receive, send_with_id)
-        finally:
-            self.metrics.in_flight.dec()
-            try:
-                self._record(scope, status, time.perf_counter() - started)
-            except Exception:  # observability must never break a request
-                logger.exception("could not record the request's metrics")
-            finally:
-                _request_id.reset(token)
-
-    def _record(self, scope: Scope, status: int, seconds: float) -> None:
-        method = scope.get("method", "")
-        path = scope.get("path", "")
-        route = self.routes(scope)
-        self.metrics.observe(method, route, status, seconds)
-        duration_ms = round(seconds * 1000, 1)
-        level = logging.DEBUG if path in _QUIET_PATHS and status < 400 else logging.INFO
-        client = scope.get("client")
-        access_logger.log(
-            level,
-            "%s %s %d %.1fms",
-            method,
-            path,
-            status,
-            duration_ms,
-            extra={
-                "method": method,
-                "path": path,
-                "route": route,
-                "status": status,
-                "duration_ms": duration_ms,
-                "client": client[0] if client else None,
-            },
-        )
-
-
-# --- Database gauges, computed at scrape time ---------------------------------------------------
-
-JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
-
-
-@dataclass
-class _Snapshot:
-    up: bool = False
-    jobs: dict[str, int] = field(default_factory=dict)
-    oldest_queued_age: float = 0.0
-    heartbeat_age: float = 0.0
-    expired_leases: int = 0
-    retried_attempts: int = 0
-
-
-def read_job_gauges(db: Any, lease_seconds: float) -> _Snapshot:
-    """A handful of cheap queries on the jobs tables (the status counts use an index)."""
-    from sqlalchemy import func, select, type_coerce
-
-    from service.db import UTCDateTime
-    from service.jobs.models import QUEUED, RUNNING, Job, JobAttempt
-    from service.jobs.queue import db_now
-
-    snap = _Snapshot(up=True, jobs=dict.fromkeys(JOB_STATUSES, 0))
-    with db.transaction(write=False) as session:
-        now: datetime = session.scalar(select(type_coerce(db_now(session), UTCDateTime())))
-        for status, count in session.execute(select(Job.status, func.count()).group_by(Job.status)):
-            snap.jobs[status] = int(count)
-        oldest = session.scalar(select(func.min(Job.created_at)).where(Job.status == QUEUED))
-        if oldest is not None:
-            snap.oldest_queued_age = max(0.0, (now - oldest).total_seconds())
-        # A lease is renewed to now + lease_seconds on each heartbeat, so the stalest running
-        # lease tells how long ago the slowest heartbeat was.
-        expiries = session.scalars(
-            select(Job.lease_expires_at).where(
-                Job.status == RUNNING, Job.lease_expires_at.is_not(None)
-            )
-        ).all()
-        if expiries:
-            stalest = min(expiries)
-            snap.heartbeat_age = max(0.0, (now - stalest).total_seconds() + lease_seconds)
-            snap.expired_leases = sum(1 for expiry in expiries if expiry < now)
-        snap.retried_attempts = int(
-            session.scalar(
-                select(func.count()).select_from(JobAttempt).where(JobAttempt.attempt > 1)
-            )
-            or 0
-        )
-    return snap
-
-
-class DatabaseCollector(Collector):
-    """Job gauges read from the database when scraped, cached for `ttl` seconds."""
-
-    def __init__(
-        self,
-        get_db: Callable[[], Any],
-        *,
-        lease_seconds: float,
-        ttl: float = 5.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.get_db = get_db
-        self.lease_seconds = lease_seconds
-        self.ttl = ttl
-        self.clock = clock
-        self._lock = threading.Lock()
-        self._cached: _Snapshot | None = None
-        self._taken_at = 0.0
-
-    def snapshot(self) -> _Snapshot | None:
-        with self._lock:
-            now = self.clock()
-            if self._cached is not None and now - self._taken_at < self.ttl:
-                return self._cached
-            db = self.get_db()
-            if db is None:  # not started (no lifespan): nothing to report
-                return None
-            try:
-                snap = read_job_gauges(db, self.lease_seconds)
-            except Exception as exc:
-                logger.warning("metrics: could not read the job gauges: %s", exc)
-                snap = _Snapshot(up=False)
-            self._cached, self._taken_at = snap, now
-            return snap
-
-    def collect(self) -> Iterable[GaugeMetricFamily]:
-        snap = self.snapshot()
-        if snap is None:
-            return
-        yield GaugeMetricFamily(
-            "ridgeline_database_up",
-            "1 if the last scrape could read the job gauges from the database, else 0.",
-            value=1 if snap.up else 0,
-        )
-        if not snap.up:
-            return
-        jobs = GaugeMetricFamily(
-            "ridgeline_jobs", "Jobs in the database, by status.", labels=["status"]
-        )
-        for status, count in sorted(snap.jobs.items()):
-            jobs.add_metric([status], count)
-        yield jobs
-        yield GaugeMetricFamily(
-            "ridgeline_queue_depth", "Jobs waiting for a worker.", value=snap.jobs.get("queued", 0)
-        )
-        yield GaugeMetricFamily(
-            "ridgeline_queue_oldest_age_seconds",
-            "Age of the oldest queued job (0 when none waits).",
-            value=snap.oldest_queued_age,
-        )
-        yield GaugeMetricFamily(
-            "ridgeline_running_leases",
-            "Running attempts holding a lease.",
-            value=snap.jobs.get("running", 0),
-        )
-        yield GaugeMetricFamily(
-            "ridgeline_worker_heartbeat_age_seconds",
-            "Seconds since the stalest lease renewal among running jobs (0 when none runs); "
-            "renewals come every third of RIDGELINE_LEASE_SECONDS.",
-            value=snap.heartbeat_age,
-        )
-        yield GaugeMetricFamily(
-            "ridgeline_expired_leases",
-            "Running jobs whose lease has run out: a lost worker, until a worker reaps them.",
-            value=snap.expired_leases,
-        )
-        yield GaugeMetricFamily(
-            "ridgeline_job_attempts_retried",
-            "Job attempts that were retries (attempt > 1), from the database.",
-            value=snap.retried_attempts,
-        )
-
-
-def _setting(settings: Any, name: str, default: Any) -> Any:
-    value = getattr(settings, name, default)
-    return default if value is None else value
-
-
-def _secret(value: Any) -> str:
-    getter = getattr(value, "get_secret_value", None)
-    return str(getter() if callable(getter) else value or "")
-
-
-def install_observability(app: FastAPI, settings: Any) -> None:
-    """Request ids, access log, HTTP metrics and `GET /metrics` (see the module docstring).
-
-    Idempotent. The middleware goes around the whole stack (outside the error middleware), so
-    it sees every response, the 500s and the limits' 429/413 included, whatever the order in
-    which this and `install_limits` are called.
-    """
-    if getattr(app.state, "observability_installed", False):
-        return
-    if app.middleware_stack is not None:
-        raise RuntimeError("install_observability must run before the app starts")
-    app.state.observability_installed = True
-    disable_created_metrics()  # no `_created` twin of every counter and histogram
-
-    registry = CollectorRegistry()
-    metrics = HttpMetrics(registry)
-    ProcessCollector(registry=registry)
-    PlatformCollector(registry=registry)
-    collector = DatabaseCollector(
-        lambda: getattr(app.state, "db", None),
-        lease_seconds=float(_setting(settings, "lease_seconds", 30.0)),
-        ttl=min(5.0, float(_setting(settings, "metrics_cache_seconds", 5.0))),
-    )
-    registry.register(collector)
-    app.state.metrics_registry = registry
-    app.state.http_metrics = metrics
-    routes = RouteTemplates(app)
-
-    build = app.build_middleware_stack
-
-    def build_with_observability() -> ASGIApp:
-        return ObservabilityMiddleware(build(), metrics=metrics, routes=routes)
-
-    app.build_middleware_stack = build_with_observability  # type: ignore[method-assign]
-
-    token = _secret(_setting(settings, "metrics_token", ""))
-
-    @app.get("/metrics", include_in_schema=False)
-    def prometheus_metrics(request: Request) -> Response:
-        if token:
-            scheme, _, given = request.headers.get("authorization", "").partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(
-                given.strip().encode(), token.encode()
-            ):
-                return problem_response(
-                    problem(
-                        401,
-                        "Unauthorized",
-                        "send the metrics token (RIDGELINE_METRICS_TOKEN) as "
-                        "'Authorization: Bearer <token>'",
-                        "unauthorized",
-                    ),
-                    {"WWW-Authenticate": "Bearer"},
-                )
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
-
-
 # --- Worker metrics (the worker process's own registry and port) --------------------------------
 
 WORKER_REGISTRY = CollectorRegistry()
@@ -636,17 +237,17 @@ def observe_heartbeat() -> None:
     WORKER_HEARTBEATS.inc()
 
 
-def start_worker_metrics(settings: Any) -> int | None:
+def start_worker_metrics(settings: Settings) -> int | None:
     """Serve the worker's metrics on `worker_metrics_port` (0: off). Returns the port, or None.
 
     Binds `worker_metrics_host` (default 127.0.0.1). A port already in use is logged and
     skipped: metrics must never stop a worker from working.
     """
     global _worker_server_started
-    port = int(_setting(settings, "worker_metrics_port", 0))
+    port = settings.worker_metrics_port
     if port <= 0:
         return None
-    host = str(_setting(settings, "worker_metrics_host", "127.0.0.1"))
+    host = settings.worker_metrics_host
     with _worker_server_lock:
         if _worker_server_started:
             return port

@@ -4,10 +4,8 @@ real servers (uvicorn on a free loopback port) shared per test session."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,61 +14,16 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, text
 from sqlalchemy.orm import Session
 
 from service.auth.service import create_key
 from service.config import Settings
 from service.db import Database
 from service.migrate import upgrade
+from tests.support import create_pg_database, drop_pg_database, free_port, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
-PG_ADMIN_URL = os.environ.get(
-    "RIDGELINE_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
 BACKENDS = ["sqlite", "postgres"]
-
-
-def wait_for(predicate, *, timeout: float, interval: float = 0.05, message: str = "condition"):  # type: ignore[no-untyped-def]
-    """Poll until predicate() is truthy; the deadline, not a sleep, is what synchronises."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
-        time.sleep(interval)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def create_pg_database() -> str:
-    name = f"ridgeline_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:
-        raise RuntimeError(
-            f"Postgres is required for the tests and is not reachable at {PG_ADMIN_URL}: {exc}. "
-            "Start it: pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"
-        ) from exc
-    finally:
-        admin.dispose()
-    return PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-
-
-def drop_pg_database(url: str) -> None:
-    name = url.rsplit("/", 1)[1]
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 def new_database_url(backend: str, tmp_dir: Path) -> str:
@@ -82,6 +35,16 @@ def new_database_url(backend: str, tmp_dir: Path) -> str:
 def dispose_database_url(url: str) -> None:
     if url.startswith("postgresql"):
         drop_pg_database(url)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _schemathesis_keeps_its_cache_in_a_temp_folder(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """schemathesis writes ./.schemathesis by default; a test run leaves the work tree clean."""
+    storage = sys.modules.get("schemathesis.core.storage")  # imported at collection, if at all
+    if storage is not None:
+        storage.DEFAULT_ROOT = tmp_path_factory.mktemp("schemathesis")
 
 
 @pytest.fixture(scope="session", params=BACKENDS)

@@ -20,7 +20,7 @@ import pytest
 from sqlalchemy import func, select
 
 from service import blobs
-from service.blobstores import BlobIntegrityError, ObjectMissing
+from service.blobs.stores import BlobIntegrityError, ObjectMissing
 from service.config import Settings
 from service.db import Database
 from service.migrate import upgrade

@@ -15,10 +15,10 @@ import pytest
 from fastapi import FastAPI
 
 import service.limits as limits
+from service.config import Settings
+from service.http_observability import install_observability
 from service.limits import TokenBucketLimiter, install_limits, json_depth_exceeds
-from service.observability import install_observability
 from tests.test_observability import (
-    HardenedSettings,
     hardened_app,
     migrated_url,  # noqa: F401  (the fixture)
     new_key,
@@ -139,8 +139,8 @@ def test_json_depth_matches_a_parser_across_chunk_boundaries(
 
 
 @pytest.fixture
-def settings(migrated_url: str, tmp_path: Path) -> HardenedSettings:  # noqa: F811
-    return HardenedSettings(
+def settings(migrated_url: str, tmp_path: Path) -> Settings:  # noqa: F811
+    return Settings(
         database_url=migrated_url,
         data_dir=tmp_path,
         max_request_bytes=4096,
@@ -149,7 +149,7 @@ def settings(migrated_url: str, tmp_path: Path) -> HardenedSettings:  # noqa: F8
 
 
 @pytest.fixture
-def base_url(settings: HardenedSettings) -> Iterator[str]:
+def base_url(settings: Settings) -> Iterator[str]:
     with serve_app(hardened_app(settings)) as base:
         yield base
 
@@ -160,13 +160,13 @@ def _client(base_url: str, key: str | None) -> httpx.Client:
 
 
 @pytest.fixture
-def throttled_url(settings: HardenedSettings) -> Iterator[str]:
+def throttled_url(settings: Settings) -> Iterator[str]:
     with serve_app(hardened_app(settings.model_copy(update={"rate_limit_per_minute": 3}))) as base:
         yield base
 
 
 def test_rate_limit_answers_429_with_retry_after_per_key(
-    throttled_url: str, settings: HardenedSettings
+    throttled_url: str, settings: Settings
 ) -> None:
     base_url = throttled_url
     first, second = new_key(settings.database_url), new_key(settings.database_url)
@@ -189,7 +189,7 @@ def test_rate_limit_answers_429_with_retry_after_per_key(
     assert 'route="/v1/jobs",status="429"' in page
 
 
-def test_an_oversized_json_body_is_413(base_url: str, settings: HardenedSettings) -> None:
+def test_an_oversized_json_body_is_413(base_url: str, settings: Settings) -> None:
     big = {"dataset_id": str(uuid.uuid4()), "target": "y", "name": "x" * 5000}
     with _client(base_url, new_key(settings.database_url)) as client:
         declared = client.post("/v1/jobs", json=big)
@@ -216,7 +216,7 @@ def test_an_oversized_json_body_is_413(base_url: str, settings: HardenedSettings
         assert small.status_code in (404, 422), small.text
 
 
-def test_uploads_are_left_to_their_own_limit(base_url: str, settings: HardenedSettings) -> None:
+def test_uploads_are_left_to_their_own_limit(base_url: str, settings: Settings) -> None:
     csv = b"x,y\n" + b"".join(f"{i},{i % 2}\n".encode() for i in range(2000))
     assert len(csv) > settings.max_request_bytes
     with _client(base_url, new_key(settings.database_url)) as client:
@@ -229,9 +229,7 @@ def test_uploads_are_left_to_their_own_limit(base_url: str, settings: HardenedSe
         assert_problem(as_json, 413)
 
 
-def test_json_nested_too_deep_is_refused_before_parsing(
-    base_url: str, settings: HardenedSettings
-) -> None:
+def test_json_nested_too_deep_is_refused_before_parsing(base_url: str, settings: Settings) -> None:
     def nested(depth: int) -> Any:
         value: Any = 1
         for _ in range(depth):

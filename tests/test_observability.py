@@ -22,41 +22,25 @@ import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import StreamingResponse
 from prometheus_client.parser import text_string_to_metric_families
-from pydantic import Field
 
 from service.auth.service import create_key
-from service.config import MiB, Settings
+from service.config import Settings
 from service.db import Database
-from service.errors import install_error_handlers
+from service.exception_handlers import install_error_handlers
+from service.http_observability import install_observability
+from service.jobs.gauges import read_job_gauges
 from service.jobs.models import FAILED, QUEUED, RUNNING, SUCCEEDED, Job, JobAttempt
 from service.limits import install_limits
 from service.main import create_app
 from service.migrate import upgrade
 from service.observability import (
     configure_logging,
-    install_observability,
     job_context,
     observe_heartbeat,
     observe_job_finished,
-    read_job_gauges,
     start_worker_metrics,
 )
 from tests.conftest import dispose_database_url, free_port, new_database_url, wait_for
-
-
-class HardenedSettings(Settings):
-    """The settings the hardening adds to `Settings`, declared here too so these tests run
-    whether or not service/config.py has them yet (same names, same defaults)."""
-
-    rate_limit_per_minute: int = 600
-    max_request_bytes: int = 32 * MiB
-    max_json_depth: int = 32
-    cors_origins: list[str] = Field(default_factory=list)
-    metrics_token: str = ""
-    json_logs: bool = True
-    worker_metrics_port: int = 0
-    worker_metrics_host: str = "127.0.0.1"
-
 
 # --- helpers shared with tests/test_limits.py --------------------------------------------------
 
@@ -367,7 +351,7 @@ def test_job_gauges_read_from_either_database(backend: str, tmp_path: Path) -> N
 
 
 def test_metrics_endpoint_after_a_dataset_call(migrated_url: str, tmp_path: Path) -> None:
-    settings = HardenedSettings(database_url=migrated_url, data_dir=tmp_path)
+    settings = Settings(database_url=migrated_url, data_dir=tmp_path)
     database = Database(Settings(database_url=migrated_url))
     try:
         _add_jobs(database)
@@ -404,15 +388,14 @@ def test_metrics_endpoint_after_a_dataset_call(migrated_url: str, tmp_path: Path
 
 
 def test_worker_metrics_are_served_on_their_own_port() -> None:
-    assert start_worker_metrics(SimpleNamespace(worker_metrics_port=0)) is None
-    assert start_worker_metrics(SimpleNamespace()) is None
+    assert start_worker_metrics(Settings(worker_metrics_port=0)) is None
     observe_job_finished("succeeded", 12.5, attempt=1)
     observe_job_finished("failed", 3.0, attempt=2)
     observe_job_finished("weird", 1.0, attempt=1)
     observe_heartbeat()
     observe_heartbeat()
     port = free_port()
-    assert start_worker_metrics(SimpleNamespace(worker_metrics_port=port)) == port
+    assert start_worker_metrics(Settings(worker_metrics_port=port)) == port
     page = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10)
     samples = scrape(page.text)
     count = "ridgeline_job_duration_seconds_count"

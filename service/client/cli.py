@@ -911,6 +911,21 @@ def _leaderboard_table(sweep: Sweep) -> Table:
     return table
 
 
+def _best_rows(best: dict[str, Any], metric: str) -> list[tuple[str, Any]]:
+    """The winning configuration and its scores: cross-validated, train, held-out test."""
+    rows: list[tuple[str, Any]] = []
+    config = [f"{k} {_fmt(best[k])}" for k in _CONFIG_KEYS if best.get(k) is not None]
+    if config:
+        rows.append(("best", ", ".join(config)))
+    if best.get("cv_mean") is not None:
+        rows.append((f"best cv {metric}", f"{_fmt(best['cv_mean'])} ± {_fmt(best.get('cv_std'))}"))
+    if best.get("train_mean") is not None:
+        rows.append((f"best train {metric}", best["train_mean"]))
+    if best.get("test") is not None:
+        rows.append((f"best test {metric}", best["test"]))
+    return rows
+
+
 def _print_sweep(sweep: Sweep) -> None:
     out = _stdout()
     rows: list[tuple[str, Any]] = [("status", sweep.status)]
@@ -924,16 +939,7 @@ def _print_sweep(sweep: Sweep) -> None:
     if sweep.n_configs is not None:
         rows.append(("configurations", f"{sweep.n_configs} in {sweep.n_jobs} jobs"))
     best = sweep.best or {}
-    config = [f"{k} {_fmt(best[k])}" for k in _CONFIG_KEYS if best.get(k) is not None]
-    if config:
-        rows.append(("best", ", ".join(config)))
-    if best.get("cv_mean") is not None:
-        cv = f"{_fmt(best['cv_mean'])} ± {_fmt(best.get('cv_std'))}"
-        rows.append(("best cv " + (metric or "score"), cv))
-    if best.get("train_mean") is not None:
-        rows.append(("best train " + (metric or "score"), best["train_mean"]))
-    if best.get("test") is not None:
-        rows.append(("best test " + (metric or "score"), best["test"]))
+    rows.extend(_best_rows(best, metric or "score"))
     if sweep.refit_job_id:
         refit = sweep.refit_job_id
         if best.get("refit_status"):

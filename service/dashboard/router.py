@@ -10,24 +10,22 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
-from urllib.parse import quote, urlsplit
+from typing import Annotated, Any
+from urllib.parse import urlsplit
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import RedirectResponse
 
 from service.auth import sessions
-from service.auth.dependencies import local_principal, session_principal
 from service.auth.service import Principal, hash_key
 from service.dashboard import queries
 from service.dashboard.templating import ASSETS, SECURITY_HEADERS, render
-from service.db import SessionDep
+from service.deps import SessionDep, ViewerDep, signed_in_viewer
 from service.errors import NotFound
 from service.ids import parse_id
 from service.jobs import service as jobs_service
 from service.jobs.models import SUCCEEDED, TERMINAL, Job
 from service.sweeps import service as sweeps_service
-from service.sweeps.router import sweep_read
 
 logger = logging.getLogger("ridgeline.dashboard")
 
@@ -36,6 +34,7 @@ router = APIRouter(include_in_schema=False)
 MAX_SIGNIN_BODY = 16 * 1024
 DEFAULT_PAGE = "/jobs"
 DIAGNOSIS_EVIDENCE_SKIP = {"thresholds"}
+LEADERBOARD_PAGE = 25
 
 
 # -- who is looking ----------------------------------------------------------------------------
@@ -43,12 +42,6 @@ DIAGNOSIS_EVIDENCE_SKIP = {"thresholds"}
 
 def _auth_disabled(request: Request) -> bool:
     return bool(request.app.state.settings.auth == "disabled")
-
-
-def _viewer(request: Request) -> Principal | None:
-    if _auth_disabled(request):
-        return local_principal()
-    return session_principal(request)
 
 
 def _csrf(request: Request) -> str:
@@ -66,11 +59,6 @@ def _safe_next(value: str | None) -> str:
     if parts.scheme or parts.netloc:
         return DEFAULT_PAGE
     return value
-
-
-def _to_signin(request: Request) -> RedirectResponse:
-    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-    return RedirectResponse(f"/signin?next={quote(target, safe='')}", status_code=303)
 
 
 def _page(
@@ -129,7 +117,7 @@ def _signin_page(request: Request, next_url: str, error: str | None, status_code
 @router.get("/signin")
 def signin_form(request: Request, next: str | None = None) -> Response:
     next_url = _safe_next(next)
-    if _viewer(request) is not None:
+    if signed_in_viewer(request) is not None:
         return RedirectResponse(next_url, status_code=303)
     return _signin_page(request, next_url, None, 200)
 
@@ -198,19 +186,18 @@ async def signout(request: Request) -> Response:
 
 
 @router.get("/")
-def home(request: Request) -> Response:
-    if _viewer(request) is None:
-        return RedirectResponse("/signin", status_code=303)
+def home(viewer: ViewerDep) -> Response:
     return RedirectResponse(DEFAULT_PAGE, status_code=303)
 
 
 @router.get("/jobs")
 def jobs_page(
-    request: Request, session: SessionDep, trials: bool = False, status: str | None = None
+    request: Request,
+    session: SessionDep,
+    viewer: ViewerDep,
+    trials: bool = False,
+    status: str | None = None,
 ) -> Response:
-    viewer = _viewer(request)
-    if viewer is None:
-        return _to_signin(request)
     if status not in (None, "", "queued", "running", "succeeded", "failed", "cancelled"):
         status = None
     jobs = queries.recent_jobs(session, viewer.tenant_id, include_trials=trials, status=status)
@@ -229,10 +216,9 @@ def jobs_page(
 
 
 @router.get("/jobs/new")
-def new_job_page(request: Request, session: SessionDep, dataset_id: str | None = None) -> Response:
-    viewer = _viewer(request)
-    if viewer is None:
-        return _to_signin(request)
+def new_job_page(
+    request: Request, session: SessionDep, viewer: ViewerDep, dataset_id: str | None = None
+) -> Response:
     datasets = queries.recent_datasets(session, viewer.tenant_id)
     choices = [
         {
@@ -257,10 +243,7 @@ def new_job_page(request: Request, session: SessionDep, dataset_id: str | None =
 
 
 @router.get("/jobs/{job_id}")
-def job_page(job_id: str, request: Request, session: SessionDep) -> Response:
-    viewer = _viewer(request)
-    if viewer is None:
-        return _to_signin(request)
+def job_page(job_id: str, request: Request, session: SessionDep, viewer: ViewerDep) -> Response:
     try:
         job = jobs_service.get_job(
             session, tenant_id=viewer.tenant_id, job_id=parse_id(job_id, "job")
@@ -308,10 +291,9 @@ def job_page(job_id: str, request: Request, session: SessionDep) -> Response:
 
 
 @router.get("/datasets")
-def datasets_page(request: Request, session: SessionDep, uploaded: str | None = None) -> Response:
-    viewer = _viewer(request)
-    if viewer is None:
-        return _to_signin(request)
+def datasets_page(
+    request: Request, session: SessionDep, viewer: ViewerDep, uploaded: str | None = None
+) -> Response:
     datasets = queries.recent_datasets(session, viewer.tenant_id)
     return _page(
         request,
@@ -325,10 +307,7 @@ def datasets_page(request: Request, session: SessionDep, uploaded: str | None = 
 
 
 @router.get("/sweeps")
-def sweeps_page(request: Request, session: SessionDep) -> Response:
-    viewer = _viewer(request)
-    if viewer is None:
-        return _to_signin(request)
+def sweeps_page(request: Request, session: SessionDep, viewer: ViewerDep) -> Response:
     sweeps = queries.recent_sweeps(session, viewer.tenant_id)
     names = queries.dataset_names(session, viewer.tenant_id, (s.dataset_id for s in sweeps))
     return _page(
@@ -344,17 +323,20 @@ def sweeps_page(request: Request, session: SessionDep) -> Response:
 
 
 @router.get("/sweeps/{sweep_id}")
-def sweep_page(sweep_id: str, request: Request, session: SessionDep) -> Response:
-    viewer = _viewer(request)
-    if viewer is None:
-        return _to_signin(request)
+def sweep_page(
+    sweep_id: str,
+    request: Request,
+    session: SessionDep,
+    viewer: ViewerDep,
+    page: Annotated[int, Query(ge=1, le=10_000)] = 1,
+) -> Response:
     try:
         sweep = sweeps_service.get_sweep(
             session, tenant_id=viewer.tenant_id, sweep_id=parse_id(sweep_id, "sweep")
         )
     except NotFound as exc:
         return _not_found(request, viewer, exc.detail)
-    read = sweep_read(session, sweep)
+    read = sweeps_service.read_sweep(session, sweep)
     names = queries.dataset_names(session, viewer.tenant_id, [sweep.dataset_id])
     best = read.best or {}
     rows = [row.model_dump() for row in read.leaderboard]
@@ -371,6 +353,7 @@ def sweep_page(sweep_id: str, request: Request, session: SessionDep) -> Response
         sweep=read,
         dataset_name=names.get(sweep.dataset_id) if sweep.dataset_id else None,
         rows=rows,
+        board=_leaderboard_page(rows, page),
         best=best,
         best_figures=_best_figures(best, read.metric),
         has_curve=any(row.get("mean") is not None for row in rows),
@@ -412,6 +395,22 @@ def _best_figures(best: dict[str, Any], metric: str) -> list[tuple[str, Any]]:
         if isinstance(value, int | float):
             out.append((text, value))
     return out
+
+
+def _leaderboard_page(rows: list[dict[str, Any]], page: int) -> dict[str, Any]:
+    """One page of the leaderboard: its rows with their ranks, and where the others are."""
+    pages = max(1, -(-len(rows) // LEADERBOARD_PAGE))
+    page = min(page, pages)
+    first = (page - 1) * LEADERBOARD_PAGE
+    shown = rows[first : first + LEADERBOARD_PAGE]
+    return {
+        "rows": [(first + i + 1, row) for i, row in enumerate(shown)],
+        "page": page,
+        "pages": pages,
+        "first": first + 1,
+        "last": first + len(shown),
+        "total": len(rows),
+    }
 
 
 def _default_target(dataset: dict[str, Any] | None) -> str:

@@ -22,7 +22,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from service.blobstores import (
+from service.blobs.stores import (
     BlobStore,
     ObjectInfo,
     ObjectMissing,

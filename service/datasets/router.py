@@ -11,10 +11,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
 
-from service.auth.dependencies import PrincipalDep
 from service.datasets import imports, service
 from service.datasets.schemas import DatasetImport, DatasetPreview, DatasetRead
-from service.db import Database, DatabaseDep, SessionDep
+from service.db import Database
+from service.deps import DatabaseDep, PrincipalDep, SessionDep
 from service.ids import parse_id
 from service.pagination import MAX_LIMIT, Page
 from service.scratch import scratch_dir

@@ -6,7 +6,7 @@ import io
 import math
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -108,15 +108,24 @@ def create_dataset(
         raise
 
 
+ImportQueue = Callable[[Session, Settings, Dataset, dict[str, Any]], uuid.UUID]
+
+# The jobs domain queues an import as a job; create_app registers how, so this domain
+# imports nothing above it.
+_import_queue: list[ImportQueue] = []
+
+
+def register_import_queue(queue: ImportQueue) -> None:
+    """Make imports go through `queue`, which adds the job that runs one and returns its id."""
+    _import_queue[:] = [queue]
+
+
 def create_import(
     session: Session, *, settings: Settings, tenant_id: str, body: DatasetImport, source: Source
 ) -> Dataset:
     """An `importing` dataset and the import job a worker claims like any other."""
-    from service.jobs import queue
-    from service.jobs.models import QUEUED, Job
-    from service.jobs.service import check_tenant_limits
-
-    check_tenant_limits(session, settings, tenant_id=tenant_id, new_jobs=1)
+    if not _import_queue:
+        raise RuntimeError("no import queue registered (create_app registers the jobs domain's)")
     name = _clean_name(body.name, source.parts[0].key.rsplit("/", 1)[-1])
     dataset = Dataset(
         tenant_id=tenant_id,
@@ -134,29 +143,14 @@ def create_import(
     )
     session.add(dataset)
     session.flush()
-    job = Job(
-        tenant_id=tenant_id,
-        name=f"import {name}"[:255],
-        dataset_id=dataset.id,
-        status=QUEUED,
-        spec={"import": body.model_dump(mode="json")},
-        trainer=IMPORT_TRAINER,
-        params={
-            "root": source.root,
-            "format": source.format,
-            "mode": body.mode,
-            "parts": [p.to_dict() for p in source.parts],
-        },
-        task="import",
-        task_reason=f"import of {len(source.parts)} part(s) by {body.mode}",
-        max_seconds=settings.default_max_seconds,
-        max_attempts=settings.max_attempts,
-    )
-    session.add(job)
-    session.flush()
-    dataset.import_job_id = job.id
-    queue.add_event(session, job.id, 0, "status", status=QUEUED)
-    queue.notify(session)
+    params = {
+        "root": source.root,
+        "format": source.format,
+        "mode": body.mode,
+        "parts": [p.to_dict() for p in source.parts],
+        "request": body.model_dump(mode="json"),
+    }
+    dataset.import_job_id = _import_queue[0](session, settings, dataset, params)
     return dataset
 
 
@@ -274,14 +268,24 @@ def list_datasets(
     return page_of(session.scalars(query).all(), limit)
 
 
-def delete_dataset(session: Session, *, tenant_id: str, dataset_id: uuid.UUID) -> None:
-    from service.jobs.service import dataset_in_use
+InUseCheck = Callable[[Session, uuid.UUID], str | None]
 
+# The domains above this one say whether they still need a dataset (jobs: a queued or running job
+# trains on it) and why; create_app registers them, so this domain imports none of them.
+_in_use_checks: dict[str, InUseCheck] = {}
+
+
+def register_in_use_check(name: str, check: InUseCheck) -> None:
+    """Make deletion ask `check`, which returns why the dataset is still needed or None."""
+    _in_use_checks[name] = check
+
+
+def delete_dataset(session: Session, *, tenant_id: str, dataset_id: uuid.UUID) -> None:
     dataset = get_dataset(session, tenant_id=tenant_id, dataset_id=dataset_id)
-    if dataset_in_use(session, dataset.id):
-        raise Conflict(
-            f"dataset {dataset_id} is used by a queued or running job; cancel or wait for it first"
-        )
+    for check in _in_use_checks.values():
+        reason = check(session, dataset.id)
+        if reason is not None:
+            raise Conflict(f"dataset {dataset_id} is {reason}; cancel or wait for it first")
     blob_id = dataset.blob_id
     session.delete(dataset)
     session.flush()

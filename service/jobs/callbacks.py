@@ -37,7 +37,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from service.config import Settings
-from service.db import Database
+from service.db import Database, rowcount
 from service.errors import InvalidInput
 from service.jobs import queue
 from service.jobs.models import (
@@ -183,7 +183,7 @@ def claim_due(
             )
             .execution_options(synchronize_session=False)
         )
-        if not result.rowcount:  # type: ignore[attr-defined]
+        if not rowcount(result):
             continue  # another worker took it
         job = session.get_one(Job, job_id, populate_existing=True)
         body = json.dumps(payload(job), separators=(",", ":"), sort_keys=True).encode()
@@ -212,7 +212,7 @@ def record(
         .values(callback_last_error=error, **values)
         .execution_options(synchronize_session=False)
     )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    return bool(rowcount(result))
 
 
 def send(settings: Settings, client: httpx.Client, delivery: Delivery) -> tuple[str | None, bool]:

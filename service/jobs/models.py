@@ -17,6 +17,7 @@ from sqlalchemy import (
     Text,
     text,
 )
+from sqlalchemy.engine import Row
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.db import Base, UTCDateTime, new_id, utcnow
@@ -159,3 +160,8 @@ class JobEvent(Base):
     kind: Mapped[str] = mapped_column(String(16))
     data: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+# An ORM job or a Core row of the jobs table: what a JobRead is made from (same attribute names).
+JobRow = Job | Row[Any]
+AttemptRow = JobAttempt | dict[str, Any]

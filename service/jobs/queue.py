@@ -15,6 +15,7 @@ from sqlalchemy import func, insert, literal_column, select, text, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
+from service.db import rowcount
 from service.jobs.models import (
     CANCELLED,
     FAILED,
@@ -133,7 +134,7 @@ def renew_lease(session: Session, claim: Claim, *, worker_id: str, lease_seconds
         .values(lease_expires_at=db_now_plus(session, lease_seconds))
         .execution_options(synchronize_session=False)
     )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    return bool(rowcount(result))
 
 
 def cancel_requested(session: Session, claim: Claim) -> bool:
@@ -153,7 +154,7 @@ def record_progress(
         .values(**(values or {"progress": Job.progress}))
         .execution_options(synchronize_session=False)
     )
-    if not result.rowcount:  # type: ignore[attr-defined]
+    if not rowcount(result):
         return False
     for epoch in epochs:
         session.execute(
@@ -199,7 +200,7 @@ def finish(
         .values(**values)
         .execution_options(synchronize_session=False)
     )
-    if not result.rowcount:  # type: ignore[attr-defined]
+    if not rowcount(result):
         return False
     _close_attempt(session, claim, outcome or status, error)
     add_event(session, claim.job_id, claim.attempt, "status", status=status, error=error)
@@ -214,7 +215,7 @@ def release(session: Session, claim: Claim, *, reason: str) -> bool:
         .values(status=QUEUED, lease_owner=None, lease_expires_at=None)
         .execution_options(synchronize_session=False)
     )
-    if not result.rowcount:  # type: ignore[attr-defined]
+    if not rowcount(result):
         return False
     _close_attempt(session, claim, "released", reason)
     add_event(session, claim.job_id, claim.attempt, "status", status=QUEUED, reason=reason)

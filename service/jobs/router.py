@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Sequence
 from functools import partial
 from typing import Annotated, Any, Literal
 
@@ -15,8 +14,8 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from service import blobs
-from service.auth.dependencies import PrincipalDep
-from service.db import Database, DatabaseDep, SessionDep
+from service.db import Database
+from service.deps import DatabaseDep, PrincipalDep, SessionDep
 from service.errors import (
     Conflict,
     InvalidInput,
@@ -26,10 +25,8 @@ from service.errors import (
 )
 from service.ids import parse_id
 from service.jobs import service
-from service.jobs.models import TERMINAL, Job, summary_of
+from service.jobs.models import TERMINAL, Job
 from service.jobs.schemas import (
-    ArtifactInfo,
-    AttemptRead,
     EpochRead,
     JobCreate,
     JobMetricsRead,
@@ -37,50 +34,15 @@ from service.jobs.schemas import (
     JobStatus,
     PredictRequest,
     PredictResponse,
+    job_read,
 )
 from service.pagination import MAX_LIMIT, Page
 from service.scratch import scratch_dir
-from service.training.errors import PredictionInputError
 from service.uploads import receive_upload
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 MAX_PREDICT_JSON_BYTES = 32 << 20
-
-
-def job_read(job: service.JobRow, attempts: Sequence[service.AttemptRow]) -> JobRead:
-    artifact = None
-    if job.artifact_sha256 and job.artifact_kind:
-        artifact = ArtifactInfo(
-            kind=job.artifact_kind,
-            sha256=job.artifact_sha256,
-            url=f"/v1/jobs/{job.id}/artifact",
-        )
-    return JobRead(
-        id=job.id,
-        name=job.name,
-        dataset_id=job.dataset_id,
-        status=job.status,
-        priority=job.priority,
-        progress=job.progress,
-        attempt=job.attempt,
-        max_attempts=job.max_attempts,
-        cancel_requested=job.cancel_requested,
-        error=job.error,
-        task=job.task,
-        task_reason=job.task_reason,
-        spec=job.spec,
-        native_params=job.native_params,
-        summary=summary_of(job.metrics),
-        artifact=artifact,
-        versions=job.versions,
-        attempts=[AttemptRead.model_validate(a) for a in attempts],
-        callback=service.callback_info(job),
-        max_seconds=job.max_seconds,
-        created_at=job.created_at,
-        started_at=job.started_at,
-        finished_at=job.finished_at,
-    )
 
 
 def job_read_of(session: Session, job: Job) -> JobRead:
@@ -363,13 +325,7 @@ async def predict(
 
     def run() -> PredictResponse:
         model = cache.get(db, job)
-        try:
-            result = model.predict(rows)
-        except PredictionInputError as exc:
-            raise InvalidInput(
-                "; ".join(f"{p['field']}: {p['message']}" for p in exc.problems),
-                errors=list(exc.problems),
-            ) from exc
+        result = model.predict(rows)
         return PredictResponse(
             job_id=job.id,
             predictions=result.predictions,

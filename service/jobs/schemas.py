@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from service.jobs.models import AttemptRow, JobRow, summary_of
 from service.training.spec import TrainingSpec
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -187,3 +189,52 @@ class PredictResponse(BaseModel):
         None, description="Per row, each class's probability keyed by its label (classifiers)."
     )
     classes: list[Any] | None = None
+
+
+def callback_read(job: JobRow) -> CallbackRead | None:
+    """How the job's callback delivery stands, for GET /v1/jobs/{id}."""
+    if job.callback_url is None or job.callback_status is None:
+        return None
+    return CallbackRead(
+        url=job.callback_url,
+        status=job.callback_status,
+        attempts=job.callback_attempts,
+        next_at=job.callback_next_at,
+        last_error=job.callback_last_error,
+    )
+
+
+def job_read(job: JobRow, attempts: Sequence[AttemptRow]) -> JobRead:
+    """The response for a job, from an ORM job or a Core row (same attribute names)."""
+    artifact = None
+    if job.artifact_sha256 and job.artifact_kind:
+        artifact = ArtifactInfo(
+            kind=job.artifact_kind,
+            sha256=job.artifact_sha256,
+            url=f"/v1/jobs/{job.id}/artifact",
+        )
+    return JobRead(
+        id=job.id,
+        name=job.name,
+        dataset_id=job.dataset_id,
+        status=job.status,
+        priority=job.priority,
+        progress=job.progress,
+        attempt=job.attempt,
+        max_attempts=job.max_attempts,
+        cancel_requested=job.cancel_requested,
+        error=job.error,
+        task=job.task,
+        task_reason=job.task_reason,
+        spec=job.spec,
+        native_params=job.native_params,
+        summary=summary_of(job.metrics),
+        artifact=artifact,
+        versions=job.versions,
+        attempts=[AttemptRead.model_validate(a) for a in attempts],
+        callback=callback_read(job),
+        max_seconds=job.max_seconds,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+    )

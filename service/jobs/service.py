@@ -21,7 +21,7 @@ from service import blobs
 from service.config import Settings
 from service.datasets.models import Dataset
 from service.datasets.service import IMPORT_TRAINER, dataset_to_train_on, fail_import
-from service.db import Database, utcnow
+from service.db import Database, rowcount, utcnow
 from service.errors import Conflict, InvalidInput, NotFound, TooManyRequests
 from service.jobs import callbacks, queue
 from service.jobs.models import (
@@ -38,9 +38,8 @@ from service.jobs.models import (
     JobEpoch,
     JobEvent,
 )
-from service.jobs.schemas import CallbackRead, JobCreate
+from service.jobs.schemas import JobCreate
 from service.pagination import page_of, paginate
-from service.training.errors import SpecError
 from service.training.spec import (
     ColumnSummary,
     TrainingSpec,
@@ -104,18 +103,12 @@ def create_job(
     spec = body.training_spec()
     check_tenant_limits(session, settings, tenant_id=tenant_id, new_jobs=1)
     check_epochs(settings, spec)
-    try:
-        resolved = resolve_spec(
-            spec,
-            column_summaries(dataset),
-            max_classes=settings.max_classes,
-            max_mlp_parameters=settings.max_mlp_parameters,
-        )
-    except SpecError as exc:
-        raise InvalidInput(
-            "; ".join(f"{p['field']}: {p['message']}" for p in exc.problems),
-            errors=list(exc.problems),
-        ) from exc
+    resolved = resolve_spec(
+        spec,
+        column_summaries(dataset),
+        max_classes=settings.max_classes,
+        max_mlp_parameters=settings.max_mlp_parameters,
+    )
     callback_url = None
     if body.callback_url is not None:
         callback_url = callbacks.validate_callback_url(settings, body.callback_url)
@@ -242,10 +235,6 @@ def attempts_of_jobs(
     return by_job
 
 
-# An ORM job or a Core row of the jobs table: what a JobRead is made from (same attribute names).
-JobRow = Job | Row[Any]
-AttemptRow = JobAttempt | dict[str, Any]
-
 _jobs, _attempts = Job.__table__, JobAttempt.__table__
 _ATTEMPT_FIELDS = ("attempt", "worker_id", "started_at", "finished_at", "outcome", "error")
 # Built once (building a statement costs more than running it on SQLite), and one statement, so
@@ -312,7 +301,7 @@ def cancel_job(session: Session, *, tenant_id: str, job_id: uuid.UUID) -> Job:
             .values(status=CANCELLED, finished_at=utcnow(), error="cancelled by request")
             .execution_options(synchronize_session=False)
         )
-        if result.rowcount:  # type: ignore[attr-defined]
+        if rowcount(result):
             queue.add_event(session, job.id, job.attempt, "status", status=CANCELLED)
             if job.trainer == IMPORT_TRAINER and job.dataset_id is not None:
                 fail_import(session, job.dataset_id, "cancelled by request")
@@ -337,10 +326,37 @@ def delete_job(session: Session, *, tenant_id: str, job_id: uuid.UUID) -> None:
     blobs.forget_blob(session, blob_id)
 
 
-def dataset_in_use(session: Session, dataset_id: uuid.UUID) -> bool:
-    return bool(
-        session.scalar(select(exists().where(Job.dataset_id == dataset_id, Job.status.in_(ACTIVE))))
+def queue_import(
+    session: Session, settings: Settings, dataset: Dataset, params: dict[str, Any]
+) -> uuid.UUID:
+    """The job that imports a dataset: a worker claims it like any job (task `import`)."""
+    check_tenant_limits(session, settings, tenant_id=dataset.tenant_id, new_jobs=1)
+    job = Job(
+        tenant_id=dataset.tenant_id,
+        name=f"import {dataset.name}"[:255],
+        dataset_id=dataset.id,
+        status=QUEUED,
+        spec={"import": params["request"]},
+        trainer=IMPORT_TRAINER,
+        params=params,
+        task="import",
+        task_reason=f"import of {len(params['parts'])} part(s) by {params['mode']}",
+        max_seconds=settings.default_max_seconds,
+        max_attempts=settings.max_attempts,
     )
+    session.add(job)
+    session.flush()
+    queue.add_event(session, job.id, 0, "status", status=QUEUED)
+    queue.notify(session)
+    return job.id
+
+
+def dataset_in_use(session: Session, dataset_id: uuid.UUID) -> str | None:
+    """Why a dataset cannot be deleted yet, as far as jobs are concerned."""
+    active = session.scalar(
+        select(exists().where(Job.dataset_id == dataset_id, Job.status.in_(ACTIVE)))
+    )
+    return "used by a queued or running job" if active else None
 
 
 class ModelCache:
@@ -459,15 +475,7 @@ def _scored_csv(model: Any, table: pa.Table, *, header: bool) -> bytes:
     """One batch as CSV: its columns, then `prediction` and one `proba_<label>` per class."""
     import pyarrow.csv as pa_csv
 
-    from service.training.errors import PredictionInputError
-
-    try:
-        result = model.predict(table.select(list(model.feature_schema)))
-    except PredictionInputError as exc:
-        raise InvalidInput(
-            "; ".join(f"{p['field']}: {p['message']}" for p in exc.problems),
-            errors=list(exc.problems),
-        ) from exc
+    result = model.predict(table.select(list(model.feature_schema)))
     added: dict[str, pa.Array] = {}
     if result.classes is None:
         added["prediction"] = pa.array(result.predictions, pa.float64())
@@ -483,19 +491,6 @@ def _scored_csv(model: Any, table: pa.Table, *, header: bool) -> bytes:
     sink = io.BytesIO()
     pa_csv.write_csv(out, sink, pa_csv.WriteOptions(include_header=header))
     return sink.getvalue()
-
-
-def callback_info(job: JobRow) -> CallbackRead | None:
-    """How the job's callback delivery stands, for GET /v1/jobs/{id}."""
-    if job.callback_url is None or job.callback_status is None:
-        return None
-    return CallbackRead(
-        url=job.callback_url,
-        status=job.callback_status,
-        attempts=job.callback_attempts,
-        next_at=job.callback_next_at,
-        last_error=job.callback_last_error,
-    )
 
 
 def require_succeeded(job: Job) -> None:

@@ -2,56 +2,23 @@
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
-from collections.abc import Callable
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
-from service.auth.dependencies import PrincipalDep
-from service.db import SessionDep
-from service.errors import Conflict, InvalidInput, NotFound
+from service.deps import PrincipalDep, SessionDep
 from service.ids import parse_id
-from service.jobs import service as jobs
-from service.jobs.models import SUCCEEDED, TERMINAL, Job
-from service.plots import render
-from service.sweeps import service as sweeps
-from service.sweeps.models import Sweep
+from service.plots import service
+from service.plots.service import Format, JobPlot, PlotCache, SweepPlot
 
 router = APIRouter(tags=["plots"])
 
-Format = Literal["svg", "png"]
 MEDIA = {"svg": "image/svg+xml", "png": "image/png"}
 IMAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"content": {"image/svg+xml": {}, "image/png": {}}, "description": "The plot."},
     404: {"description": "This plot does not exist for this resource."},
     409: {"description": "The data for this plot does not exist yet."},
 }
-MAX_OVERLAY = 10
-
-
-class PlotCache:
-    """Rendered plots keyed by what they show, so repeated calls cost a dictionary lookup."""
-
-    def __init__(self, size: int = 256) -> None:
-        self.size = size
-        self._items: OrderedDict[tuple[Any, ...], bytes] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: tuple[Any, ...], make: Callable[[], bytes]) -> bytes:
-        with self._lock:
-            if key in self._items:
-                self._items.move_to_end(key)
-                return self._items[key]
-        data = make()
-        with self._lock:
-            self._items[key] = data
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
-        return data
 
 
 def _cache(request: Request) -> PlotCache:
@@ -65,24 +32,6 @@ def _image(data: bytes, fmt: Format) -> Response:
     return Response(data, media_type=MEDIA[fmt], headers={"Cache-Control": "private, max-age=5"})
 
 
-def _history(session: Session, job: Job) -> list[dict[str, Any]]:
-    rows = [
-        {
-            "epoch": e.epoch,
-            "train_loss": e.train_loss,
-            "val_loss": e.val_loss,
-            "train_metric": e.train_metric,
-            "val_metric": e.val_metric,
-        }
-        for e in jobs.epochs_of(session, job)
-    ]
-    return rows or list((job.metrics or {}).get("history") or [])
-
-
-def _job_version(session: Session, job: Job) -> tuple[Any, ...]:
-    return (job.id, job.attempt, job.status, len(jobs.epochs_of(session, job)))
-
-
 @router.get(
     "/v1/jobs/{job_id}/plots/{kind}",
     summary="A job's plot: loss curve, coefficients or learning curve",
@@ -91,67 +40,21 @@ def _job_version(session: Session, job: Job) -> tuple[Any, ...]:
 )
 def job_plot(
     job_id: str,
-    kind: Literal["loss-curve", "coefficients", "learning-curve"],
+    kind: JobPlot,
     request: Request,
     session: SessionDep,
     principal: PrincipalDep,
     format: Format = "svg",
 ) -> Response:
-    job = jobs.get_job(session, tenant_id=principal.tenant_id, job_id=parse_id(job_id, "job"))
-    metrics = job.metrics or {}
-    title = job.name or f"job {str(job.id)[:8]}"
-    make: Callable[[], bytes]
-    if kind == "loss-curve":
-        history = _history(session, job)
-        if not history:
-            if job.status == SUCCEEDED:
-                raise NotFound("this job has no per-epoch history: loss curves exist for MLP jobs")
-            raise Conflict(f"job {job.id} is {job.status} and has no epoch yet; retry later")
-
-        def make() -> bytes:
-            return render.loss_curve(history, metrics.get("best_epoch"), title, fmt=format)
-
-    elif kind == "coefficients":
-        if job.status not in TERMINAL:
-            raise Conflict(f"job {job.id} is {job.status}; coefficients exist once it succeeded")
-        coefs = metrics.get("coefficients")
-        if not coefs:
-            raise NotFound("this job has no coefficients: they exist for succeeded linear jobs")
-
-        def make() -> bytes:
-            return render.coefficients(coefs, title=title, fmt=format)
-
-    else:
-        if job.status not in TERMINAL:
-            raise Conflict(f"job {job.id} is {job.status}; its learning curve comes at the end")
-        points = metrics.get("learning_curve")
-        if not points:
-            raise NotFound(
-                'this job recorded no learning curve; ask for one with "learning_curve": '
-                '{"sizes": [0.1, 0.25, 0.5, 1.0]} in the spec'
-            )
-        metric = "accuracy" if job.task == "classification" else "r2"
-
-        def make() -> bytes:
-            return render.learning_curve(points, metric, title, fmt=format)
-
-    key = ("job", kind, format, *_job_version(session, job))
-    return _image(_cache(request).get(key, make), format)
-
-
-def _sweep_paths(session: Session, sweep: Sweep, penalty: str | None) -> list[dict[str, Any]]:
-    """The first fold's warm-started path of the chosen (or best) penalty."""
-    wanted = penalty or (sweep.best or {}).get("penalty")
-    candidates = session.scalars(
-        select(Job).where(
-            Job.sweep_id == sweep.id, Job.trainer == "sweep-path", Job.status == SUCCEEDED
-        )
-    ).all()
-    for job in sorted(candidates, key=lambda j: (j.params or {}).get("fold", 0)):
-        params = job.params or {}
-        if wanted is None or params.get("penalty") == wanted:
-            return list((job.metrics or {}).get("path") or [])
-    return []
+    data = service.job_plot(
+        session,
+        _cache(request),
+        tenant_id=principal.tenant_id,
+        job_id=parse_id(job_id, "job"),
+        kind=kind,
+        fmt=format,
+    )
+    return _image(data, format)
 
 
 @router.get(
@@ -162,7 +65,7 @@ def _sweep_paths(session: Session, sweep: Sweep, penalty: str | None) -> list[di
 )
 def sweep_plot(
     sweep_id: str,
-    kind: Literal["validation-curve", "regularization-path"],
+    kind: SweepPlot,
     request: Request,
     session: SessionDep,
     principal: PrincipalDep,
@@ -171,39 +74,16 @@ def sweep_plot(
         str | None, Query(description="Regularization path of this penalty; default: the best.")
     ] = None,
 ) -> Response:
-    sweep = sweeps.get_sweep(
-        session, tenant_id=principal.tenant_id, sweep_id=parse_id(sweep_id, "sweep")
+    data = service.sweep_plot(
+        session,
+        _cache(request),
+        tenant_id=principal.tenant_id,
+        sweep_id=parse_id(sweep_id, "sweep"),
+        kind=kind,
+        fmt=format,
+        penalty=penalty,
     )
-    title = sweep.name or f"sweep {str(sweep.id)[:8]}"
-    if kind == "validation-curve":
-        rows = sweep.leaderboard
-        if rows is None:
-            rows, _ = sweeps.leaderboard(sweep, sweeps.trial_jobs(session, sweep))
-        rows = [r for r in rows if r.get("mean") is not None]
-        if not rows:
-            raise Conflict(f"sweep {sweep.id} has no finished trial yet; retry later")
-        board, best = rows, sweep.best
-
-        def make() -> bytes:
-            return render.validation_curve(board, sweep.metric, best, title, fmt=format)
-
-        version: tuple[Any, ...] = (sweep.status, len(rows))
-    else:
-        path = _sweep_paths(session, sweep, penalty)
-        if not path:
-            if sweep.status in TERMINAL:
-                raise NotFound(
-                    "this sweep has no regularization path: paths are fitted for linear models"
-                    + (f" with penalty {penalty!r}" if penalty else "")
-                )
-            raise Conflict(f"sweep {sweep.id} has no finished path yet; retry later")
-
-        def make() -> bytes:
-            return render.regularization_path(path, title, fmt=format)
-
-        version = (sweep.status, penalty, len(path))
-    key = ("sweep", kind, format, sweep.id, *version)
-    return _image(_cache(request).get(key, make), format)
+    return _image(data, format)
 
 
 @router.get(
@@ -219,23 +99,7 @@ def loss_curves(
     job_ids: Annotated[str, Query(alias="jobs", description="Comma-separated job ids.")],
     format: Format = "svg",
 ) -> Response:
-    ids = [part.strip() for part in job_ids.split(",") if part.strip()]
-    if not ids or len(ids) > MAX_OVERLAY:
-        raise InvalidInput(
-            f"give 1 to {MAX_OVERLAY} comma-separated job ids in 'jobs'",
-            errors=[{"field": "jobs", "message": "1 to 10 ids"}],
-        )
-    series = []
-    version: list[Any] = []
-    for raw in ids:
-        job = jobs.get_job(session, tenant_id=principal.tenant_id, job_id=parse_id(raw, "job"))
-        history = _history(session, job)
-        if not history:
-            raise Conflict(f"job {job.id} has no per-epoch history (yet); loss curves need MLPs")
-        series.append((job.name or str(job.id)[:8], history))
-        version.extend(_job_version(session, job))
-
-    def make() -> bytes:
-        return render.loss_curves(series, fmt=format)
-
-    return _image(_cache(request).get(("overlay", format, *version), make), format)
+    data = service.overlaid_loss_curves(
+        session, _cache(request), tenant_id=principal.tenant_id, job_ids=job_ids, fmt=format
+    )
+    return _image(data, format)

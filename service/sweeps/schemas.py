@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from service.sweeps.models import Sweep
 from service.training.spec import Penalty, TrainingSpec
 
 SweepStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -157,3 +158,32 @@ class SweepRead(BaseModel):
     spec: dict[str, Any]
     created_at: datetime
     finished_at: datetime | None
+
+
+def sweep_read(
+    sweep: Sweep,
+    rows: list[dict[str, Any]],
+    failed: list[dict[str, Any]],
+    best: dict[str, Any] | None,
+) -> SweepRead:
+    """The response for a sweep, given its leaderboard and best trial."""
+    return SweepRead(
+        id=sweep.id,
+        name=sweep.name,
+        dataset_id=sweep.dataset_id,
+        status=sweep.status,
+        progress=sweep.progress,
+        task=sweep.task,
+        metric=sweep.metric,
+        lower_is_better=sweep.lower_is_better,
+        n_configs=sweep.n_configs,
+        n_jobs=sweep.n_jobs,
+        leaderboard=[LeaderboardRow.model_validate(r) for r in rows],
+        best=best,
+        failed_trials=failed,
+        refit_job_id=sweep.refit_job_id,
+        error=sweep.error,
+        spec=sweep.spec,
+        created_at=sweep.created_at,
+        finished_at=sweep.finished_at,
+    )

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from service.config import Settings
 from service.datasets.models import Dataset
 from service.datasets.service import dataset_to_train_on
-from service.db import Database, utcnow
+from service.db import Database, rowcount, utcnow
 from service.errors import Conflict, InvalidInput, NotFound
 from service.jobs import queue
 from service.jobs.models import (
@@ -33,8 +33,7 @@ from service.jobs.models import (
 from service.jobs.service import check_epochs, check_tenant_limits, column_summaries
 from service.pagination import page_of, paginate
 from service.sweeps.models import Sweep
-from service.sweeps.schemas import SweepCreate
-from service.training.errors import SpecError
+from service.sweeps.schemas import SweepCreate, SweepRead, sweep_read
 from service.training.spec import TrainingSpec, native_params, resolve_spec, split_sizes
 
 LOWER_IS_BETTER = {"log_loss", "loss", "rmse", "mae"}
@@ -152,18 +151,12 @@ def create_sweep(
     columns = column_summaries(dataset)
     task = None
     for config in configs:
-        try:
-            resolved = resolve_spec(
-                trial_spec(base, config),
-                columns,
-                max_classes=settings.max_classes,
-                max_mlp_parameters=settings.max_mlp_parameters,
-            )
-        except SpecError as exc:
-            raise InvalidInput(
-                "; ".join(f"{p['field']}: {p['message']}" for p in exc.problems),
-                errors=list(exc.problems),
-            ) from exc
+        resolved = resolve_spec(
+            trial_spec(base, config),
+            columns,
+            max_classes=settings.max_classes,
+            max_mlp_parameters=settings.max_mlp_parameters,
+        )
         task = resolved.task
     assert task is not None
     metric, lower = resolve_metric(body.metric, task)
@@ -376,7 +369,7 @@ def after_trial(db: Database, sweep_id: uuid.UUID) -> None:
             .values(status=RUNNING)
             .execution_options(synchronize_session=False)
         )
-        if not claimed.rowcount:  # type: ignore[attr-defined]
+        if not rowcount(claimed):
             return
         sweep.leaderboard = rows
         sweep.failed_trials = failed
@@ -448,3 +441,12 @@ def best_with_test(session: Session, sweep: Sweep) -> dict[str, Any] | None:
                 best["test_metrics"] = test
             best["refit_status"] = refit.status
     return best
+
+
+def read_sweep(session: Session, sweep: Sweep) -> SweepRead:
+    """A sweep as the API shows it: a finished one's stored leaderboard, else one computed now."""
+    if sweep.status in TERMINAL and sweep.leaderboard is not None:
+        rows, failed = sweep.leaderboard, sweep.failed_trials or []
+    else:
+        rows, failed = leaderboard(sweep, trial_jobs(session, sweep))
+    return sweep_read(sweep, rows, failed, best_with_test(session, sweep))

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import Server, run_cli
+from tests.conftest import Server, insert_job, run_cli, upload_tiny, wait_for_job
 
 
 def _frame(n: int = 500) -> pd.DataFrame:
@@ -200,3 +200,25 @@ def test_same_tenant_keys_share_datasets(server: Server) -> None:
     with server.client(server.new_key(tenant)) as one, server.client(server.new_key(tenant)) as two:
         dataset_id = _upload(one, b"a,b\n1,2\n").json()["id"]
         assert two.get(f"/v1/datasets/{dataset_id}").status_code == 200
+
+
+def test_dataset_in_use_by_an_active_job_cannot_be_deleted(server: Server) -> None:
+    key, tenant = server.new_tenant()
+    with server.client(key) as api:
+        dataset_id = upload_tiny(api)
+        # Queued, or running for ten minutes if the session's worker is up: active either way.
+        job_id = insert_job(
+            server.database_url,
+            tenant=tenant,
+            dataset_id=dataset_id,
+            trainer="test-sleep",
+            seed=600,
+        )
+        refused = api.delete(f"/v1/datasets/{dataset_id}")
+        assert refused.status_code == 409
+        assert "used by a queued or running job" in refused.json()["detail"]
+        assert api.get(f"/v1/datasets/{dataset_id}").status_code == 200
+        assert api.post(f"/v1/jobs/{job_id}/cancel").status_code == 200
+        wait_for_job(api, job_id, statuses=("cancelled",), timeout=30)
+        assert api.delete(f"/v1/datasets/{dataset_id}").status_code == 204
+        assert api.get(f"/v1/datasets/{dataset_id}").status_code == 404

@@ -12,15 +12,15 @@ import logging
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from sqlalchemy import BigInteger, ForeignKey, Integer, LargeBinary, String, event, select
-from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy import event, select
+from sqlalchemy.orm import Session
 
-from service.blobstores import (
-    DATABASE,
+from service.blobs.models import DATABASE, Blob, BlobChunk
+from service.blobs.stores import (
     BlobIntegrityError,
     BlobStore,
     DatabaseStore,
@@ -29,46 +29,14 @@ from service.blobstores import (
     object_store,
 )
 from service.config import Settings, get_settings
-from service.db import Base, Database, UTCDateTime, new_id, utcnow
+from service.db import Database, utcnow
 from service.errors import ServiceError
 
-__all__ = ["Blob", "BlobChunk", "BlobIntegrityError"]
+__all__ = ["DATABASE", "Blob", "BlobChunk", "BlobIntegrityError"]
 
 logger = logging.getLogger("ridgeline.blobs")
 
 AFTER_COMMIT = "ridgeline_after_commit"
-
-
-class Blob(Base):
-    __tablename__ = "blobs"
-
-    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
-    tenant_id: Mapped[str] = mapped_column(String(64), index=True)
-    # Where the bytes are: "database" (chunks below) or an s3:// or file:// store URI.
-    store: Mapped[str] = mapped_column(String(512), default=DATABASE, server_default=DATABASE)
-    # The object's key in that store; None in the database store (the key is the id).
-    key: Mapped[str | None] = mapped_column(String(1024))
-    size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
-    sha256: Mapped[str | None] = mapped_column(String(64))
-    chunk_bytes: Mapped[int] = mapped_column(Integer, default=0)
-    n_chunks: Mapped[int] = mapped_column(Integer, default=0)
-    # False while bytes are still arriving; such blobs are invisible and reaped when stale.
-    complete: Mapped[bool] = mapped_column(default=False)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-
-    @property
-    def object_key(self) -> str:
-        return self.key or str(self.id)
-
-
-class BlobChunk(Base):
-    __tablename__ = "blob_chunks"
-
-    blob_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("blobs.id", ondelete="CASCADE"), primary_key=True
-    )
-    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
-    data: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 # --------------------------------------------------------------------------- stores

@@ -26,6 +26,7 @@ from urllib.parse import unquote, urlsplit
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
+from service.blobs.models import DATABASE, Blob, BlobChunk
 from service.errors import Forbidden, NotFound, ServiceError, ServiceUnavailable
 
 if TYPE_CHECKING:
@@ -35,7 +36,6 @@ else:
 
 TransactionFactory = Callable[[], AbstractContextManager[Session]]
 
-DATABASE = "database"
 STORE_RETRY_AFTER_SECONDS = 5
 #: Pieces of a multipart upload, and how many go up at once.
 PART_BYTES = 16 << 20
@@ -346,8 +346,6 @@ class DatabaseStore:
         self.chunk_bytes = chunk_bytes
 
     def write(self, key: str, source: BinaryIO) -> Written:
-        from service.blobs import Blob, BlobChunk
-
         blob_id = uuid.UUID(key)
         self.delete(key)
         digest = hashlib.sha256()
@@ -373,8 +371,6 @@ class DatabaseStore:
 
     def _layout(self, key: str) -> tuple[int, int, int]:
         """(size, chunk_bytes, n_chunks) as recorded when the blob was written."""
-        from service.blobs import Blob
-
         with self.transaction() as session:
             blob = session.get(Blob, uuid.UUID(key))
             if blob is None:
@@ -383,8 +379,6 @@ class DatabaseStore:
 
     def chunk(self, key: str, seq: int) -> bytes:
         """One chunk; a missing one is an integrity error (never an endless read)."""
-        from service.blobs import BlobChunk
-
         with self.transaction() as session:
             data = session.scalar(
                 select(BlobChunk.data).where(
@@ -417,8 +411,6 @@ class DatabaseStore:
 
     def delete(self, key: str) -> None:
         """Chunks go in short transactions of 16 (a big blob must not hold the write lock)."""
-        from service.blobs import BlobChunk
-
         blob_id = uuid.UUID(key)
         while True:
             with self.transaction() as session:
@@ -432,8 +424,6 @@ class DatabaseStore:
                 )
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
-        from service.blobs import Blob, BlobChunk
-
         with self.transaction() as session:
             rows = session.execute(
                 select(BlobChunk.blob_id, func.coalesce(func.max(Blob.size_bytes), 0))

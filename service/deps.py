@@ -1,23 +1,80 @@
-"""The caller's identity as a dependency: every /v1 route is scoped to the key's tenant.
+"""The request's dependencies, in one place: the database, its session boundary, the caller.
 
-Two ways in: ``Authorization: Bearer <key>`` (clients, scripts, Swagger UI), or the dashboard's
-session cookie (pages, ``<img>`` plots, ``EventSource``), see service/auth/sessions.py. A bearer
-header wins when both come. A state-changing request authenticated by the cookie must carry the
-session's CSRF token in ``X-CSRF-Token``; bearer requests need none (no browser adds that header
-on its own).
+Every /v1 route is scoped to the caller's key's tenant. Two ways in: ``Authorization: Bearer
+<key>`` (clients, scripts, Swagger UI), or the dashboard's session cookie (pages, ``<img>``
+plots, ``EventSource``), see service/auth/sessions.py. A bearer header wins when both come. A
+state-changing request authenticated by the cookie must carry the session's CSRF token in
+``X-CSRF-Token``; bearer requests need none (no browser adds that header on its own).
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from functools import partial
 from typing import Annotated
 
+import anyio
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from service.auth import sessions
 from service.auth.service import Principal, hash_key
-from service.errors import Forbidden, Unauthorized
+from service.config import Settings
+from service.db import Database
+from service.errors import Forbidden, SignInRequired, Unauthorized
+
+
+def get_database(request: Request) -> Database:
+    db: Database = request.app.state.db
+    return db
+
+
+async def get_session(request: Request) -> AsyncIterator[Session]:
+    """The request boundary: commit if the handler returned, roll back if it raised.
+
+    A new Session does no I/O, so it is made here on the event loop; only its end, once a query
+    ran, takes a trip to a worker thread (shielded: a dropped client still returns the
+    connection to the pool).
+    """
+    db = get_database(request)
+    write = request.method not in ("GET", "HEAD", "OPTIONS")
+    session = (db.write_sessions if write else db.read_sessions)()
+    try:
+        yield session
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await run_in_threadpool(_end_session, session, commit=False)
+        raise
+    with anyio.CancelScope(shield=True):
+        await run_in_threadpool(_end_session, session, commit=True)
+
+
+def _end_session(session: Session, *, commit: bool) -> None:
+    try:
+        if commit:
+            session.commit()
+        else:
+            session.rollback()
+    finally:
+        session.close()
+
+
+async def database_dependency(request: Request) -> Database:
+    """Async on purpose: FastAPI runs a plain-def dependency in a worker thread."""
+    return get_database(request)
+
+
+async def settings_dependency(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+DatabaseDep = Annotated[Database, Depends(database_dependency)]
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+SettingsDep = Annotated[Settings, Depends(settings_dependency)]
+
 
 LOCAL_TENANT = "local"
 
@@ -106,3 +163,21 @@ async def authenticate(
 
 
 PrincipalDep = Annotated[Principal, Depends(authenticate)]
+
+
+def signed_in_viewer(request: Request) -> Principal | None:
+    """Who is looking at the dashboard: the session cookie's key, the local principal, or no one."""
+    if request.app.state.settings.auth == "disabled":
+        return local_principal()
+    return session_principal(request)
+
+
+def dashboard_viewer(request: Request) -> Principal:
+    """A dashboard page's viewer; without one, the page answers with a redirect to sign in."""
+    principal = signed_in_viewer(request)
+    if principal is None:
+        raise SignInRequired
+    return principal
+
+
+ViewerDep = Annotated[Principal, Depends(dashboard_viewer)]
