@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from sqlalchemy import event, select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from service.blobs.models import DATABASE, Blob, BlobChunk
@@ -149,19 +150,28 @@ def copy_blob_to(db: Database, blob_id: uuid.UUID, target: BinaryIO) -> None:
 
 
 def delete_blob(db: Database, blob_id: uuid.UUID) -> None:
-    """Remove a blob's object, then its row (a failed or superseded write)."""
-    with db.transaction(write=False) as session:
-        blob = session.get(Blob, blob_id)
-        where = (blob.store, blob.object_key) if blob is not None else None
-    if where is not None:
-        try:
-            store_at(db, where[0]).delete(where[1])
-        except Exception as exc:  # the collector removes what is left once the row is gone
-            logger.warning("could not delete blob %s from %s: %s", blob_id, where[0], exc)
+    """Remove a blob (a failed, superseded or abandoned write).
+
+    An s3 or file object goes after its row, so a row that something still refers to (the
+    deletion fails) keeps its bytes; an object left behind is the collector's. Database chunks
+    go first, in short transactions (one big one would hold SQLite's write lock).
+    """
     with db.transaction() as session:
-        doomed = session.get(Blob, blob_id)
-        if doomed is not None:
-            session.delete(doomed)
+        blob = session.get(Blob, blob_id)
+        if blob is None:
+            return
+        uri, key = blob.store, blob.object_key
+        if uri != DATABASE:
+            session.delete(blob)
+    try:
+        store_at(db, uri).delete(key)
+    except Exception as exc:  # the collector removes what is left once the row is gone
+        logger.warning("could not delete blob %s from %s: %s", blob_id, uri, exc)
+    if uri == DATABASE:
+        with db.transaction() as session:
+            doomed = session.get(Blob, blob_id)
+            if doomed is not None:
+                session.delete(doomed)
 
 
 def forget_blob(session: Session, blob_id: uuid.UUID | None) -> None:
@@ -213,9 +223,14 @@ def reap_incomplete_blobs(db: Database, *, older_than: timedelta) -> int:
         stale = session.scalars(
             select(Blob.id).where(Blob.complete.is_(False), Blob.created_at < cutoff)
         ).all()
+    removed = 0
     for blob_id in stale:
-        delete_blob(db, blob_id)
-    return len(stale)
+        try:
+            delete_blob(db, blob_id)
+            removed += 1
+        except DBAPIError as exc:  # a row refers to it after all: leave it be
+            logger.warning("kept incomplete blob %s: %s", blob_id, exc.orig)
+    return removed
 
 
 def collect_garbage(db: Database, *, older_than: timedelta) -> GcReport:

@@ -175,6 +175,8 @@ def resolve(settings: Settings, *, uri: str, format: str) -> Source:
             f"{exc}. Import from s3://bucket/key (one object, a prefix of parts or a glob) or "
             "file:///path"
         ) from None
+    if location.scheme == "s3" and {".", ".."} & set(location.path.split("/")):
+        raise _field(f"{uri} has a '.' or '..' segment; name the objects by their full keys")
     check_allowed(settings, location, uri)
     root, store = _store_of(location, settings)
     path = location.path.lstrip("/") if location.scheme == "file" else location.path

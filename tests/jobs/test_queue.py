@@ -27,6 +27,7 @@ def empty_queue(db: Database) -> Iterator[uuid.UUID]:
         session.execute(delete(Job))
     blob = blobs.write_blob(db, io.BytesIO(b"x"), tenant_id="t", key=None)
     with db.transaction() as session:
+        blobs.mark_complete(session, blob.id)
         dataset = Dataset(
             tenant_id="t",
             name="d",

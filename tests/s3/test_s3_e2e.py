@@ -167,6 +167,7 @@ def test_bad_s3_requests_are_4xx(seaweed: SeaweedS3, s3_server: tuple[Server, st
         ("s3://elsewhere/data.parquet", "RIDGELINE_IMPORT_ALLOWED_S3_PREFIXES"),
         (f"{store_uri}/x/", "not under a location"),
         ("gs://lake/data.parquet", "neither s3://"),
+        ("s3://lake/../private/secret.parquet", "'..' segment"),
     ]
     with server.client(server.new_key()) as client:
         for uri, expected in cases:
