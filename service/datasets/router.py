@@ -25,8 +25,8 @@ router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 UPLOAD_BODY = {
     "requestBody": {
         "required": True,
+        # The upload first: Swagger UI's "Try it out" shows the first media type.
         "content": {
-            "application/json": {"schema": {"$ref": "#/components/schemas/DatasetImport"}},
             "multipart/form-data": {
                 "schema": {
                     "type": "object",
@@ -51,6 +51,7 @@ UPLOAD_BODY = {
                     },
                 }
             },
+            "application/json": {"schema": {"$ref": "#/components/schemas/DatasetImport"}},
         },
     }
 }
