@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,7 +22,6 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 from common import MB, Figure, MiB
 
-sys.path.insert(0, str(common.REPO))
 from tests.seaweed import SeaweedS3
 
 NAME = "blobstore"
@@ -36,6 +34,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--big-rows", type=int, help="Rows of the memory run (default 1,000,000: ~1 GB); 0 skips."
     )
+
+
+def _warm_up(client: Any, work: Path) -> None:
+    """One tiny upload first: SeaweedFS grows a new bucket's volumes on its first write."""
+    common.upload_csv(client, common.write_tiny_csv(work / "tiny.csv"))
 
 
 def _upload(server: common.Server, client: Any, path: Path) -> tuple[float, int]:
@@ -59,7 +62,7 @@ def _import_copy(client: Any, uri: str) -> float:
             raise RuntimeError(f"import failed: {now['error']}")
         return now if now["status"] == "ready" else None
 
-    common.wait_until(ready, timeout=1800, what="the import to be ready")
+    common.wait_for(ready, timeout=1800, message="the import to be ready")
     return time.perf_counter() - started
 
 
@@ -103,6 +106,7 @@ def _run_stores(
     limit = {"RIDGELINE_MAX_UPLOAD_BYTES": str(4 << 30)}
     db_server = common.Server(common.sqlite_url(work), work / "db", worker=False, env=limit)
     with common.running(db_server), db_server.client(db_server.new_key()) as client:
+        _warm_up(client, work)
         common.log(f"{NAME}: upload to the database store")
         seconds, _ = _upload(db_server, client, csv_path)
     figures += _figures("upload, database store", size, seconds, base_rate, "SQLite")
@@ -117,6 +121,7 @@ def _run_stores(
     server = common.Server(url, work / "s3", worker=False, env=env)
     worker = common.Worker(url, work / "worker", "worker", **env)
     with common.running(server, worker), server.client(server.new_key()) as client:
+        _warm_up(client, work)
         common.log(f"{NAME}: upload to the s3 store (SeaweedFS)")
         seconds, _ = _upload(server, client, csv_path)
         figures += _figures("upload, s3 store", size, seconds, base_rate, "SeaweedFS")
@@ -126,7 +131,7 @@ def _run_stores(
         import obstore
 
         obstore.put(seaweed.admin_store("lake"), "bench/data.parquet", parquet)
-        common.wait_until(worker.ready, timeout=300, what="the worker to be ready")
+        common.wait_for(worker.ready, timeout=300, message="the worker to be ready")
         common.log(f"{NAME}: Parquet on s3 registered by copy (a worker imports it)")
         seconds = _import_copy(client, "s3://lake/bench/data.parquet")
         figures += _figures(

@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,18 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.support import free_port
+
 ADMIN_KEY, ADMIN_SECRET = "ridgeline-test-admin", "ridgeline-test-admin-secret"
 SERVICE_KEY, SERVICE_SECRET = "ridgeline-test-service", "ridgeline-test-service-secret"
 #: Buckets the service identity may use; "private" exists but only the admin may read it.
 SERVICE_BUCKETS = ("ridgeline", "lake")
 PRIVATE_BUCKET = "private"
 REGION = "us-east-1"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def weed_binary() -> str:
