@@ -28,6 +28,7 @@ from service.limits import install_limits
 from service.migrate import schema_status
 from service.openapi import install_openapi
 from service.plots.router import router as plots_router
+from service.plugins import import_plugins
 from service.scratch import ScratchSpace
 from service.sweeps.router import router as sweeps_router
 
@@ -71,6 +72,7 @@ def check_schema(db: Database) -> None:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    import_plugins(settings.plugins)  # before any spec is validated or the OpenAPI is built
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -38,6 +38,8 @@ from service.jobs.schemas import (
 )
 from service.pagination import MAX_LIMIT, Page
 from service.scratch import scratch_dir
+from service.training.kinds import registry
+from service.training.results import JobMetrics
 from service.uploads import receive_upload
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -120,49 +122,31 @@ async def get_job(job_id: str, db: DatabaseDep, principal: PrincipalDep) -> Resp
 @router.get(
     "/{job_id}/metrics",
     response_model=JobMetricsRead,
+    response_model_exclude_unset=True,
     summary="Metrics: final train/validation/test, gap, weights, coefficients, per-epoch history",
 )
 def get_metrics(job_id: str, session: SessionDep, principal: PrincipalDep) -> JobMetricsRead:
     job = _job(session, principal, job_id)
-    metrics = dict(job.metrics or {})
+    metrics = JobMetrics.model_validate(job.metrics or {})
     history = [EpochRead.model_validate(e) for e in service.epochs_of(session, job)]
-    if not history and metrics.get("history"):
-        history = [EpochRead.model_validate(row) for row in metrics["history"]]
-    known = {
-        "final",
-        "generalization_gap",
-        "weights",
-        "coefficients",
-        "history",
-        "best_epoch",
-        "fit_seconds",
-        "diagnosis",
-        "learning_curve",
-    }
-    return JobMetricsRead(
+    if not history and metrics.history:
+        history = [EpochRead.model_validate(row.to_json()) for row in metrics.history]
+    return JobMetricsRead.of(
         job_id=job.id,
         status=job.status,
         attempt=job.attempt,
         task=job.task,
-        final=metrics.get("final"),
-        generalization_gap=metrics.get("generalization_gap"),
-        weights=metrics.get("weights"),
-        coefficients=metrics.get("coefficients"),
+        metrics=metrics,
         history=history,
-        best_epoch=metrics.get("best_epoch"),
-        fit_seconds=metrics.get("fit_seconds"),
-        diagnosis=metrics.get("diagnosis"),
-        learning_curve=metrics.get("learning_curve"),
-        extra={k: v for k, v in metrics.items() if k not in known},
     )
 
 
 @router.get(
     "/{job_id}/artifact",
     summary="Download the model artifact",
-    description="`format=native` (the default): a skops file for scikit-learn pipelines; for an "
-    "MLP a zip with safetensors weights, the JSON architecture and the skops preprocessing. "
-    "`format=onnx`: one ONNX graph, preprocessing included, whose inputs are the raw feature "
+    description="`format=native` (the default): the model kind's own format ("
+    + "; ".join(f"{k.name}: {k.artifact.description}" for k in registry.kinds())
+    + "). `format=onnx`: one ONNX graph, preprocessing included, whose inputs are the raw feature "
     "columns ([N, 1] each: double, or string for categorical columns; NaN and the empty string "
     "mark missing values) and whose outputs are `label` and `probabilities` (classifiers) or "
     "`variable` (regressors); 422 if the model cannot be exported. The sha256 of the bytes sent "
@@ -177,7 +161,7 @@ def download_artifact(
     db: DatabaseDep,
     principal: PrincipalDep,
     format: Annotated[
-        Literal["native", "onnx"], Query(description="native (skops or zip) or onnx.")
+        Literal["native", "onnx"], Query(description="native (the kind's format) or onnx.")
     ] = "native",
 ) -> Response:
     job = _job(session, principal, job_id)
@@ -194,13 +178,14 @@ def download_artifact(
                 "X-Artifact-SHA256": sha256,
             },
         )
-    is_zip = job.artifact_kind == "mlp-zip"
-    filename = f"job-{job.id}.{'zip' if is_zip else 'skops'}"
+    stored = registry.artifact_format(job.artifact_kind or "")
+    extension = stored.extension if stored else "bin"
+    filename = f"job-{job.id}.{extension}"
     # Artifacts are small: read and verify the whole file before the first byte goes out.
     data = blobs.read_blob(db, job.artifact_blob_id)
     return Response(
         data,
-        media_type="application/zip" if is_zip else "application/octet-stream",
+        media_type=stored.media_type if stored else "application/octet-stream",
         headers={
             "Content-Disposition": f'attachment; filename="{filename}"',
             "X-Artifact-SHA256": job.artifact_sha256,

@@ -40,13 +40,9 @@ from service.jobs.models import (
 )
 from service.jobs.schemas import JobCreate
 from service.pagination import page_of, paginate
-from service.training.spec import (
-    ColumnSummary,
-    TrainingSpec,
-    native_params,
-    resolve_spec,
-    split_sizes,
-)
+from service.training.kinds import registry
+from service.training.resolve import resolve_spec, split_sizes
+from service.training.spec import ColumnSummary, TrainingSpec
 
 IDEMPOTENCY_TTL = timedelta(hours=24)
 
@@ -136,7 +132,8 @@ def create_job(
         trainer=trainer,
         task=resolved.task,
         task_reason=resolved.task_reason,
-        native_params=native_params(spec, resolved.task, n_train),
+        # None until the worker fits it: native_params are computed once, from the real split.
+        native_params=None,
         max_seconds=max_seconds,
         max_attempts=settings.max_attempts,
         callback_url=callback_url,
@@ -181,7 +178,7 @@ def check_tenant_limits(
 
 
 def check_epochs(settings: Settings, spec: TrainingSpec) -> None:
-    epochs = getattr(spec.model, "epochs", None)
+    epochs = registry.kind_of(spec).epochs(spec.model)
     if epochs is not None and epochs > settings.max_epochs:
         raise InvalidInput(
             f"model.epochs {epochs} is over the limit of {settings.max_epochs}; use fewer epochs "
@@ -390,7 +387,7 @@ class ModelCache:
         return entry
 
     def get(self, db: Database, job: Job) -> Any:
-        from service.training.artifacts import load_model
+        from service.training.artifacts import load_artifact
         from service.training.errors import ArtifactError
 
         with self._lock:
@@ -401,7 +398,7 @@ class ModelCache:
             raise Conflict(f"job {job.id} has no model artifact")
         data = blobs.read_blob(db, job.artifact_blob_id)
         try:
-            model = load_model(data, sha256=job.artifact_sha256)
+            model = load_artifact(data, sha256=job.artifact_sha256)
         except ArtifactError as exc:
             raise blobs.BlobIntegrityError(
                 f"the model artifact of job {job.id} failed its integrity check and was not "

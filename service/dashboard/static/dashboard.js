@@ -407,14 +407,21 @@
     }
 
     function toggle() {
-      var kind = el("kind").value;
+      var kindOption = el("kind").selectedOptions[0];
+      var fields = String((kindOption && kindOption.getAttribute("data-fields")) || "").split(" ");
       var penalty = el("penalty").value;
-      form.querySelectorAll("[data-show]").forEach(function (node) {
-        var want = node.getAttribute("data-show");
-        node.hidden = !(want === kind || want === penalty);
+      form.querySelectorAll("[data-show], [data-needs]").forEach(function (node) {
+        var shown = node.hasAttribute("data-needs")
+          ? fields.indexOf(node.getAttribute("data-needs")) >= 0
+          : node.getAttribute("data-show") === penalty;
+        node.hidden = !shown;
         if (node.tagName !== "LABEL") node.disabled = node.hidden;
       });
       el("strength").disabled = penalty === "none";
+    }
+
+    function used(name) {
+      return !el(name).disabled;
     }
 
     el("dataset_id").addEventListener("change", fillTargets);
@@ -435,7 +442,8 @@
       };
       if (penalty !== "none") body.regularization.strength = Number(el("strength").value || 0);
       if (penalty === "elasticnet") body.regularization.l1_ratio = Number(el("l1_ratio").value);
-      if (kind === "mlp") {
+      // Only the inputs the chosen kind takes are enabled (see toggle).
+      if (used("hidden_layers")) {
         body.model.hidden_layers = String(el("hidden_layers").value)
           .split(",")
           .map(function (s) {
@@ -443,10 +451,12 @@
           })
           .filter(Boolean)
           .map(Number);
-        body.model.epochs = Number(el("epochs").value);
-        body.regularization.dropout = Number(el("dropout").value || 0);
-        var patience = String(el("patience").value || "").trim();
-        if (patience) body.regularization.early_stopping = { patience: Number(patience) };
+      }
+      if (used("epochs")) body.model.epochs = Number(el("epochs").value);
+      if (used("dropout")) body.regularization.dropout = Number(el("dropout").value || 0);
+      var patience = String(el("patience").value || "").trim();
+      if (used("patience") && patience) {
+        body.regularization.early_stopping = { patience: Number(patience) };
       }
       var name = String(el("name").value || "").trim();
       if (name) body.name = name;
