@@ -17,11 +17,12 @@ import anyio.to_thread
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import RedirectResponse
 from pydantic import ValidationError
+from sqlalchemy.orm import Session
 
 from service.auth import sessions
 from service.auth.service import Principal, end_sessions, hash_key
 from service.dashboard import queries
-from service.dashboard.templating import ASSETS, SECURITY_HEADERS, render
+from service.dashboard.templating import ASSETS, SECURITY_HEADERS, fmt_bytes, render
 from service.deps import SessionDep, ViewerDep, count_failure, failure_wait, signed_in_viewer
 from service.errors import NotFound
 from service.ids import parse_id
@@ -30,6 +31,7 @@ from service.jobs.models import SUCCEEDED, TERMINAL, Job
 from service.sweeps import service as sweeps_service
 from service.training.kinds import registry
 from service.training.kinds.base import ModelKind
+from service.training.metrics import METRICS
 from service.training.results import (
     Diagnosis,
     FinalMetrics,
@@ -247,31 +249,55 @@ def jobs_page(
 def new_job_page(
     request: Request, session: SessionDep, viewer: ViewerDep, dataset_id: str | None = None
 ) -> Response:
-    datasets = queries.recent_datasets(session, viewer.tenant_id)
-    choices = [
-        {
-            "id": str(d.id),
-            "name": d.name,
-            "n_rows": d.n_rows,
-            "columns": [{"name": c["name"], "dtype": c["dtype"]} for c in d.columns],
-        }
-        for d in datasets
-    ]
-    selected = next((c for c in choices if c["id"] == dataset_id), choices[0] if choices else None)
     return _page(
         request,
         viewer,
         "new_job.html",
         page="new-job",
         title="New job",
-        datasets=choices,
-        selected=selected,
-        default_target=_default_target(selected),
-        kinds=[
+        **_training_form(session, viewer, dataset_id),
+    )
+
+
+@router.get("/sweeps/new")
+def new_sweep_page(
+    request: Request, session: SessionDep, viewer: ViewerDep, dataset_id: str | None = None
+) -> Response:
+    return _page(
+        request,
+        viewer,
+        "new_sweep.html",
+        page="new-sweep",
+        title="New sweep",
+        metrics=list(METRICS.values()),
+        **_training_form(session, viewer, dataset_id),
+    )
+
+
+def _training_form(session: Session, viewer: Principal, dataset_id: str | None) -> dict[str, Any]:
+    """What the job and sweep forms offer: the datasets (with their columns) and model kinds."""
+    choices = [
+        {
+            "id": str(d.id),
+            "name": d.name,
+            # Identical uploads differ only by when: the picker shows size and time too.
+            "label": f"{d.name} · {d.n_rows:,} rows · {fmt_bytes(d.size_bytes)} · "
+            f"{d.created_at:%Y-%m-%d %H:%M}",
+            "n_rows": d.n_rows,
+            "columns": [{"name": c["name"], "dtype": c["dtype"]} for c in d.columns],
+        }
+        for d in queries.recent_datasets(session, viewer.tenant_id)
+    ]
+    selected = next((c for c in choices if c["id"] == dataset_id), choices[0] if choices else None)
+    return {
+        "datasets": choices,
+        "selected": selected,
+        "default_target": _default_target(selected),
+        "kinds": [
             {"name": k.name, "title": k.title, "fields": sorted(_FORM_FIELDS & _settable(k))}
             for k in registry.kinds()
         ],
-    )
+    }
 
 
 #: The model and regularization options the new-job form has inputs for.

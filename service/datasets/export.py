@@ -38,7 +38,6 @@ from service.errors import Conflict, PayloadTooLarge
 MiB = 1 << 20
 Piece = bytes | memoryview
 READ_BATCH_BYTES = 8 * MiB
-READ_BUFFER_BYTES = 4 * MiB
 PIECE_BYTES = 1 * MiB
 FORMULA_START = r"^([=+\-@\t\r])"
 FORMULA_CHARACTERS = ("=", "+", "-", "@", "\t", "\r")
@@ -51,8 +50,7 @@ ESCAPE_FORMULAS_DOC = (
 
 def open_stored(db: Database, blob_id: uuid.UUID, sizes: SizeLimits) -> pq.ParquetFile:
     """The stored Parquet, read lazily from the blob store, if its footer is within the limits."""
-    reader = blobs.BlobReader(lambda: db.transaction(write=False), blob_id)
-    parquet = pq.ParquetFile(io.BufferedReader(reader, buffer_size=READ_BUFFER_BYTES))
+    parquet = pq.ParquetFile(blobs.open_blob(db, blob_id))
     try:
         check_decompressed_sizes(parquet.metadata, parquet.schema_arrow.names, sizes)
     except PayloadTooLarge as exc:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -28,6 +28,9 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from service.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
+
+if TYPE_CHECKING:
+    from service.config import Settings
 
 Dtype = Literal["integer", "float", "boolean", "categorical"]
 Format = Literal["csv", "parquet"]
@@ -161,6 +164,15 @@ class SizeLimits:
     max_cell_bytes: int = DEFAULT_MAX_CELL_BYTES
     max_row_group_bytes: int = DEFAULT_MAX_ROW_GROUP_BYTES
     max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SizeLimits:
+        """The limits the service runs with (RIDGELINE_MAX_CELL_BYTES and the others)."""
+        return cls(
+            max_cell_bytes=settings.max_cell_bytes,
+            max_row_group_bytes=settings.max_row_group_bytes,
+            max_decompressed_bytes=settings.max_decompressed_bytes,
+        )
 
 
 def _finite(value: float | None) -> float | None:

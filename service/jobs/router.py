@@ -195,7 +195,7 @@ def download_artifact(
     extension = stored.extension if stored else "bin"
     filename = f"job-{job.id}.{extension}"
     # Artifacts are small: read and verify the whole file before the first byte goes out.
-    data = blobs.read_blob(lambda: db.transaction(write=False), job.artifact_blob_id)
+    data = blobs.read_blob(db, job.artifact_blob_id)
     return Response(
         data,
         media_type=stored.media_type if stored else "application/octet-stream",

@@ -189,7 +189,9 @@ class JobMetricsRead(BaseModel):
     best_epoch: int | None = None
     fit_seconds: float | None = None
     diagnosis: Diagnosis | None = Field(
-        None, description="Verdict (overfitting, underfitting, good fit), evidence, suggestions."
+        None,
+        description="Verdict (overfitting, underfitting, over-regularized, good fit, unknown), "
+        "evidence, suggestions.",
     )
     learning_curve: list[LearningCurvePoint] | None = Field(
         None, description="Train and validation score against training-set size, if asked for."

@@ -19,8 +19,15 @@ from sqlalchemy.orm import Session
 from service import blobs
 from service.config import Settings
 from service.datasets import export
+from service.datasets.ingest import SizeLimits
 from service.datasets.models import Dataset
-from service.datasets.service import dataset_to_train_on, size_limits
+from service.datasets.service import (
+    IMPORT_TRAINER,
+    dataset_named,
+    dataset_to_train_on,
+    fail_import,
+    require_stored,
+)
 from service.db import Database, rowcount, utcnow
 from service.errors import Conflict, InvalidInput, NotFound, TooManyRequests
 from service.jobs import callbacks, queue
@@ -300,6 +307,8 @@ def cancel_job(session: Session, *, tenant_id: str, job_id: uuid.UUID) -> Job:
         )
         if rowcount(result):
             queue.add_event(session, job.id, job.attempt, "status", status=CANCELLED)
+            if job.trainer == IMPORT_TRAINER and job.dataset_id is not None:
+                fail_import(session, job.dataset_id, "cancelled by request")
             session.refresh(job)
             return job
     session.execute(
@@ -318,8 +327,32 @@ def delete_job(session: Session, *, tenant_id: str, job_id: uuid.UUID) -> None:
         raise Conflict(f"job {job_id} is {job.status}; cancel it first, then delete it")
     blob_id = job.artifact_blob_id
     session.execute(delete(Job).where(Job.id == job.id))
-    if blob_id is not None:
-        session.execute(delete(blobs.Blob).where(blobs.Blob.id == blob_id))
+    blobs.forget_blob(session, blob_id)
+
+
+def queue_import(
+    session: Session, settings: Settings, dataset: Dataset, params: dict[str, Any]
+) -> uuid.UUID:
+    """The job that imports a dataset: a worker claims it like any job (task `import`)."""
+    check_tenant_limits(session, settings, tenant_id=dataset.tenant_id, new_jobs=1)
+    job = Job(
+        tenant_id=dataset.tenant_id,
+        name=f"import {dataset.name}"[:255],
+        dataset_id=dataset.id,
+        status=QUEUED,
+        spec={"import": params["request"]},
+        trainer=IMPORT_TRAINER,
+        params=params,
+        task="import",
+        task_reason=f"import of {len(params['parts'])} part(s) by {params['mode']}",
+        max_seconds=settings.default_max_seconds,
+        max_attempts=settings.max_attempts,
+    )
+    session.add(job)
+    session.flush()
+    queue.add_event(session, job.id, 0, "status", status=QUEUED)
+    queue.notify(session)
+    return job.id
 
 
 def dataset_in_use(session: Session, dataset_id: uuid.UUID) -> str | None:
@@ -361,7 +394,7 @@ class ModelCache:
         return entry
 
     def get(self, db: Database, job: Job) -> Any:
-        from service.training.artifacts import load_model
+        from service.training.artifacts import load_artifact
         from service.training.errors import ArtifactError
 
         with self._lock:
@@ -370,9 +403,9 @@ class ModelCache:
                 return self._items[job.id]
         if job.artifact_blob_id is None:
             raise Conflict(f"job {job.id} has no model artifact")
-        data = blobs.read_blob(lambda: db.transaction(write=False), job.artifact_blob_id)
+        data = blobs.read_blob(db, job.artifact_blob_id)
         try:
-            model = load_model(data, sha256=job.artifact_sha256)
+            model = load_artifact(data, sha256=job.artifact_sha256)
         except ArtifactError as exc:
             raise blobs.BlobIntegrityError(
                 f"the model artifact of job {job.id} failed its integrity check and was not "
@@ -417,16 +450,10 @@ def score_dataset(
     """A stored dataset's rows as CSV with the model's predictions, in bounded batches from its
     Parquet; the first batch is scored before this returns, so bad input is still a 4xx."""
     with db.transaction(write=False) as session:
-        blob_id = session.scalar(
-            select(Dataset.blob_id).where(Dataset.id == dataset_id, Dataset.tenant_id == tenant_id)
-        )
-    if blob_id is None:
-        raise InvalidInput(
-            f"no dataset with id {dataset_id}; upload one with POST /v1/datasets",
-            errors=[{"field": "dataset_id", "message": "unknown dataset"}],
-        )
+        dataset = dataset_named(session, tenant_id=tenant_id, dataset_id=dataset_id)
+        blob_id = require_stored(dataset)
     model = cache.get(db, job)
-    parquet = export.open_stored(db, blob_id, size_limits(db.settings))
+    parquet = export.open_stored(db, blob_id, SizeLimits.from_settings(db.settings))
     missing = [name for name in model.feature_schema if name not in parquet.schema_arrow.names]
     if missing:
         raise InvalidInput(

@@ -17,7 +17,9 @@ from service.training.kinds import registry as _registry  # noqa: F401
 if TYPE_CHECKING:
     from service.training.artifacts import (
         LoadedModel,
+        Model,
         PredictionResult,
+        load_artifact,
         load_model,
         sha256_hex,
         versions,
@@ -77,7 +79,9 @@ _EXPORTS: dict[str, str] = {
     # numpy / pandas / pyarrow / scikit-learn
     "summarize_table": "preprocessing",
     "LoadedModel": "artifacts",
+    "Model": "artifacts",
     "PredictionResult": "artifacts",
+    "load_artifact": "artifacts",
     "load_model": "artifacts",
     "sha256_hex": "artifacts",
     "versions": "artifacts",
@@ -97,6 +101,7 @@ __all__ = [
     "JobMetrics",
     "LearningCurveSpec",
     "LoadedModel",
+    "Model",
     "ModelSpec",
     "Penalty",
     "PredictionInputError",
@@ -114,6 +119,7 @@ __all__ = [
     "ValidationSpec",
     "diagnose",
     "fit_path",
+    "load_artifact",
     "load_model",
     "resolve_spec",
     "sha256_hex",

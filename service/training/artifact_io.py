@@ -2,7 +2,7 @@
 
 No pickle anywhere: skops for scikit-learn objects, whose content is refused unread when it holds
 a type outside an explicit allowlist, and plain JSON or safetensors beside it. Each kind writes
-and reads its own format with these (ModelKind.dump and load); artifacts.load_model finds the
+and reads its own format with these (ModelKind.dump and load); artifacts.load_artifact finds the
 kind whose format stored bytes have.
 """
 
@@ -51,7 +51,7 @@ __all__ = [
 ARTIFACT_FORMAT = "ridgeline/1"
 
 #: Types skops does not trust by default that our own pipelines legitimately contain. Anything
-#: else skops reports as untrusted makes load_model refuse the artifact.
+#: else skops reports as untrusted makes loading refuse the artifact.
 TRUSTED_SKOPS_TYPES: frozenset[str] = frozenset(
     {
         "numpy.dtype",
@@ -165,14 +165,20 @@ class LoadedModel:
         full[:, seen.astype(int)] = proba
         return full
 
+    def scores(self, rows: pa.Table | Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """Class probabilities (n, n_classes) or values (n,) for raw feature rows."""
+        frame = frame_from_rows(rows, self.feature_schema, ignore=[self.target])
+        if len(frame) == 0:
+            width = len(self.classes or [])
+            return np.zeros((0, width) if self.classes is not None else (0,))
+        return self._scores(self.preprocessor.transform(frame))
+
     def predict(self, rows: pa.Table | Sequence[Mapping[str, Any]]) -> PredictionResult:
         """Predict for rows shaped like the training features; raises PredictionInputError."""
-        frame = frame_from_rows(rows, self.feature_schema, ignore=[self.target])
         classes = self.classes
-        if len(frame) == 0:
+        scores = self.scores(rows)
+        if len(scores) == 0:
             return PredictionResult([], [] if classes is not None else None, classes)
-        X = self.preprocessor.transform(frame)
-        scores = self._scores(X)
         if classes is None:
             return PredictionResult([float(v) for v in scores])
         keys = [str(c) for c in classes]

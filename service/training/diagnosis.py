@@ -21,16 +21,17 @@ majority class / class shares for classification, the training mean for regressi
    - a per-epoch history without restored best weights: the validation loss *turned up*: its
      last value is at least ``VAL_LOSS_RISE`` (relative) above its minimum while the training
      loss kept falling after that epoch (reported as ``val_loss_turned_up_after_epoch``).
-3. Otherwise ``"underfitting"`` when any of:
-   - the model barely beats the baseline on its own training rows: score skill
-     ``(train - baseline) / (1 - baseline)`` (accuracy; r2 for regression, whose baseline is 0)
-     below ``UNDERFIT_SCORE_SKILL``, or loss skill ``1 - train_loss / baseline_loss`` below
-     ``UNDERFIT_LOSS_SKILL``;
-   - the validation calibration slope (the slope of the target on the prediction, see
-     metrics.calibration) exceeds ``1 + max(CALIBRATION_MARGIN, NOISE_Z * se)``: new rows
-     would be predicted better by less shrunk predictions, so the penalty is too strong. (On
-     the training rows every penalised fit has a slope above 1, so only validation counts.)
-4. Otherwise ``"good fit"``.
+3. Otherwise ``"underfitting"`` when the model barely beats the baseline on its own training
+   rows: score skill ``(train - baseline) / (1 - baseline)`` (accuracy; r2 for regression,
+   whose baseline is 0) below ``UNDERFIT_SCORE_SKILL``, or loss skill
+   ``1 - train_loss / baseline_loss`` below ``UNDERFIT_LOSS_SKILL``.
+4. Otherwise ``"over-regularized"`` when the validation calibration slope (the slope of the
+   target on the prediction, see metrics.calibration) exceeds
+   ``1 + max(CALIBRATION_MARGIN, NOISE_Z * se)``: the model ranks new rows well but its
+   probabilities (or predictions) are too flat, shrunk by a penalty stronger than the data
+   needs. (On the training rows every penalised fit has a slope above 1, so only validation
+   counts.) Its one suggestion is a weaker penalty.
+5. Otherwise ``"good fit"``.
 
 Suggestions name the spec field to change and the value to set: for overfitting more
 strength (x``STRENGTH_STEP``), the model kind's own hints (ModelKind.overfitting_hints: dropout,
@@ -356,7 +357,7 @@ def _overfitting_reasons(e: Evidence, task: str, turned: _TurnUp | None) -> list
 
 
 def _underfitting_reasons(e: Evidence) -> list[str]:
-    """Rule 3: barely above the baseline, or predictions too timid for new rows."""
+    """Rule 3: barely above the baseline on the training rows."""
     under: list[str] = []
     score_skill, loss_skill = e.train_score_skill, e.train_loss_skill
     if score_skill is not None and score_skill < UNDERFIT_SCORE_SKILL:
@@ -369,13 +370,24 @@ def _underfitting_reasons(e: Evidence) -> list[str]:
             f"train loss {e.train_loss:.4g} is within {UNDERFIT_LOSS_SKILL:.0%} of the baseline "
             f"loss {e.baseline_loss:.4g}"
         )
-    slope, band = e.validation_calibration_slope, _slope_band(e)
-    if slope is not None and band is not None and slope > 1.0 + band:
-        under.append(
-            f"predictions are too timid for new rows: the validation calibration slope is "
-            f"{slope:.2f} (above 1 + {band:.2f}), so less shrinkage would fit them better"
-        )
     return under
+
+
+def _over_regularized_reasons(e: Evidence, task: str) -> list[str]:
+    """Rule 4: good predictions made too flat by the penalty (the calibration slope)."""
+    slope, band = e.validation_calibration_slope, _slope_band(e)
+    if slope is None or band is None or slope <= 1.0 + band:
+        return []
+    flat = (
+        "its probabilities are too flat"
+        if task == "classification"
+        else "its predictions are too timid"
+    )
+    return [
+        f"the model ranks new rows well, but {flat}: the validation calibration slope is "
+        f"{slope:.2f} (above 1 + {band:.2f}), so the penalty shrinks them more than the data "
+        "needs"
+    ]
 
 
 def diagnose(metrics: JobMetrics, spec: TrainingSpec, task: str) -> Diagnosis:
@@ -415,6 +427,10 @@ def _verdict(
     under = _underfitting_reasons(e)
     if under:
         return "underfitting", under, _suggestions(spec, more=False, turned=None)
+    flat = _over_regularized_reasons(e, task)
+    if flat:
+        weaker = _strength_suggestion(spec, more=False)
+        return "over-regularized", flat, [weaker] if weaker else []
     reason = (
         "training and validation rows agree within the noise and the model clearly beats the "
         "baseline"

@@ -44,7 +44,7 @@ __all__ = [
 #: One split's scores: ``n`` (rows) and the task's metrics by name (service.training.metrics).
 SplitMetrics = dict[str, float | int | None]
 #: The diagnosis of a job (service.training.diagnosis).
-Verdict = Literal["overfitting", "underfitting", "good fit", "unknown"]
+Verdict = Literal["overfitting", "underfitting", "over-regularized", "good fit", "unknown"]
 #: A class label as the target holds it (string, integer, float or boolean); None for regression.
 ClassLabel = str | bool | int | float | None
 

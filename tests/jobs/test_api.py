@@ -352,7 +352,7 @@ def test_other_tenants_jobs_are_invisible(
 def test_predictions_match_a_local_load_of_the_artifact(
     api: httpx.Client, cancer: tuple[str, pd.DataFrame]
 ) -> None:
-    from service.training.artifacts import load_model
+    from service.training.artifacts import load_artifact
 
     dataset_id, frame = cancer
     job, _ = _train(
@@ -362,7 +362,7 @@ def test_predictions_match_a_local_load_of_the_artifact(
         regularization={"penalty": "l2", "strength": 0.01},
     )
     artifact = api.get(f"/v1/jobs/{job['id']}/artifact")
-    model = load_model(artifact.content, sha256=artifact.headers["x-artifact-sha256"])
+    model = load_artifact(artifact.content, sha256=artifact.headers["x-artifact-sha256"])
     rows = frame.drop(columns="target").sample(20, random_state=1).to_dict(orient="records")
     local = model.predict(rows)
     served = api.post(f"/v1/jobs/{job['id']}/predict", json={"rows": rows}).json()

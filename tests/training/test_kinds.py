@@ -15,7 +15,7 @@ import pytest
 from pydantic import ValidationError
 
 from service.training import metrics as M
-from service.training.artifacts import load_model
+from service.training.artifacts import load_artifact
 from service.training.diagnosis import diagnose
 from service.training.errors import SpecError
 from service.training.folds import sweep_splits
@@ -116,7 +116,7 @@ def test_the_toy_kind_trains_predicts_reports_and_sweeps(
     assert result.metrics["weights"]["n_weights"] == 0
     assert result.metrics["diagnosis"]["verdict"] == "underfitting"
 
-    model = load_model(result.artifact, sha256=result.artifact_sha256)
+    model = load_artifact(result.artifact, sha256=result.artifact_sha256)
     rows = table.drop_columns(["diagnosis"]).slice(0, 3).to_pylist()
     predicted = model.predict(rows)
     assert predicted.predictions == ["benign"] * 3
@@ -182,7 +182,7 @@ def test_mlp_native_params_rebuild_the_fitted_estimator(task: str) -> None:
     rebuilt = registry.get(s.model.kind).estimator_from_native(native)
     rebuilt.fit(X, prepared.y[split.train], X_val, prepared.y[split.validation])
 
-    job_model = load_model(result.artifact).estimator
+    job_model = load_artifact(result.artifact).estimator
     X_all = preprocessor.transform(prepared.frame)
     if task == "classification":
         np.testing.assert_array_equal(rebuilt.predict_proba(X_all), job_model.predict_proba(X_all))
@@ -264,7 +264,7 @@ OLD = Path(__file__).resolve().parent / "data"
 def test_artifacts_stored_before_the_kinds_still_load_and_predict_alike(name: str) -> None:
     recorded = json.loads((OLD / "old-artifacts.json").read_text())
     expected = recorded["artifacts"][name]
-    model = load_model((OLD / name).read_bytes(), sha256=expected["sha256"])
+    model = load_artifact((OLD / name).read_bytes(), sha256=expected["sha256"])
     assert model.kind == expected["kind"]
     assert model.model_kind == ("linear" if name.endswith(".skops") else "mlp")
     predicted = model.predict(recorded["rows"])

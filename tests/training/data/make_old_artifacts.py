@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 
 import service.training.train as T
-from service.training.artifacts import load_model
+from service.training.artifacts import load_artifact
 from service.training.spec import TrainingSpec
 
 out = Path(sys.argv[1])
@@ -48,7 +48,7 @@ for name, body in cases.items():
     data = table.drop_columns(["amount" if body["target"] == "label" else "label"])
     result = T.train(data, spec)
     (out / name).write_bytes(result.artifact)
-    p = load_model(result.artifact).predict(rows)
+    p = load_artifact(result.artifact).predict(rows)
     expected[name] = {
         "sha256": result.artifact_sha256,
         "kind": result.artifact_kind,
