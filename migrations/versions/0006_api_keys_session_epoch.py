@@ -4,7 +4,7 @@ A session cookie carries the epoch of its key at sign-in; signing out increments
 cookie issued before is refused (it used to stay valid until it expired).
 
 Revision ID: 0006
-Revises: 0005
+Revises: 0007 (issued as 0006 after 0005; re-chained after 0007, which reached main first)
 Create Date: 2026-11-30 18:00:00
 """
 
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0006"
-down_revision: str | None = "0005"
+down_revision: str | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
