@@ -437,7 +437,8 @@ def _children(pid: int) -> list[int]:
     return out
 
 
-def _rss(pid: int) -> int:
+def process_rss(pid: int) -> int:
+    """VmRSS of one process, in bytes (0 once it is gone)."""
     with contextlib.suppress(OSError), open(f"/proc/{pid}/status") as fh:
         for line in fh:
             if line.startswith("VmRSS:"):
@@ -445,25 +446,38 @@ def _rss(pid: int) -> int:
     return 0
 
 
-def tree_rss(root: int) -> int:
-    """Resident bytes of a process and all its descendants (/proc; psutil is not in the venv)."""
+def process_pss(pid: int) -> int:
+    """PSS of one process: its resident bytes with each shared page divided among its sharers,
+    so a tree of forked processes is not counted once per process (0 once it is gone)."""
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/smaps_rollup") as fh:
+        for line in fh:
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def tree_rss(root: int, *, proportional: bool = False) -> int:
+    """Resident bytes of a process and all its descendants (/proc; psutil is not in the venv);
+    `proportional`: PSS, shared pages counted once across the tree."""
+    measure = process_pss if proportional else process_rss
     total, stack, seen = 0, [root], set()
     while stack:
         pid = stack.pop()
         if pid in seen:
             continue
         seen.add(pid)
-        total += _rss(pid)
+        total += measure(pid)
         stack.extend(_children(pid))
     return total
 
 
 @dataclass
 class RssSampler:
-    """Samples a process tree's RSS every `interval` seconds in a thread."""
+    """Samples a process tree's RSS (or PSS, `proportional`) every `interval` seconds."""
 
     pid: int
     interval: float = 0.05
+    proportional: bool = False
     baseline: int = 0
     peak: int = 0
     samples: int = 0
@@ -471,21 +485,50 @@ class RssSampler:
     _thread: threading.Thread | None = None
 
     def __enter__(self) -> RssSampler:
-        self.baseline = self.peak = tree_rss(self.pid)
+        self.baseline = self.peak = self._measure()
         self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
         self._thread.start()
         return self
 
+    def _measure(self) -> int:
+        return tree_rss(self.pid, proportional=self.proportional)
+
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
-            self.peak = max(self.peak, tree_rss(self.pid))
+            self.peak = max(self.peak, self._measure())
             self.samples += 1
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        self.peak = max(self.peak, tree_rss(self.pid))
+        self.peak = max(self.peak, self._measure())
+
+    @property
+    def growth(self) -> int:
+        return self.peak - self.baseline
+
+
+class ProcessRssSampler:
+    """Peak resident size of one process alone, without its children (the API process of
+    `serve`): the kernel's own high-water mark (VmHWM), reset on entry, so no peak between
+    two samples is missed."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.baseline = self.peak = 0
+
+    def __enter__(self) -> ProcessRssSampler:
+        with contextlib.suppress(OSError):
+            Path(f"/proc/{self.pid}/clear_refs").write_text("5")  # VmHWM := VmRSS
+        self.baseline = self.peak = process_rss(self.pid)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with contextlib.suppress(OSError), open(f"/proc/{self.pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    self.peak = max(self.peak, int(line.split()[1]) * 1024)
 
     @property
     def growth(self) -> int:

@@ -328,45 +328,6 @@ def reads(
 # -- (b) uploads -----------------------------------------------------------------------------------
 
 
-class ProcessRssSampler:
-    """Peak VmRSS of one process alone, without its children (the API process of `serve`)."""
-
-    def __init__(self, pid: int, interval: float = 0.05) -> None:
-        self.pid, self.interval = pid, interval
-        self.baseline = self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="api-rss", daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.peak = max(self.peak, process_rss(self.pid))
-
-    def __enter__(self) -> ProcessRssSampler:
-        self.baseline = self.peak = process_rss(self.pid)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    @property
-    def growth(self) -> int:
-        return self.peak - self.baseline
-
-
-def process_rss(pid: int) -> int:
-    """VmRSS of one process, in bytes (0 once it is gone)."""
-    try:
-        with open(f"/proc/{pid}/status") as fh:
-            for line in fh:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
 def uploads(server: common.Server, key: str, work: Path, args: argparse.Namespace) -> list[Figure]:
     csv_path = work / "upload.csv"
     rows = max(1_000, round(args.upload_mb * MB / ROW_BYTES))
@@ -389,7 +350,7 @@ def uploads(server: common.Server, key: str, work: Path, args: argparse.Namespac
     common.log(f"{NAME}: {n} concurrent uploads of {size / MB:.0f} MB")
     with (
         common.RssSampler(server.pid, interval=0.05) as rss,
-        ProcessRssSampler(server.pid) as api,
+        common.ProcessRssSampler(server.pid) as api,
         ThreadPoolExecutor(n) as pool,
     ):
         started = time.perf_counter()

@@ -9,7 +9,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 logger = logging.getLogger("ridgeline.config")
@@ -52,6 +52,20 @@ class Settings(BaseSettings):
         4, ge=1, description="Uploads parsed and stored at once per API process; others wait."
     )
     n_unique_cap: int = Field(10_000, ge=1, description="Distinct values counted exactly.")
+    max_cell_bytes: int = Field(
+        1 * MiB, ge=1024, description="Longest text value of one cell an upload may hold."
+    )
+    max_row_group_bytes: int = Field(
+        1 * GiB, ge=MiB, description="Largest decompressed size of one Parquet row group."
+    )
+    max_decompressed_bytes: int = Field(
+        8 * GiB, ge=MiB, description="Largest decompressed size of a whole Parquet upload."
+    )
+    ingest_memory_mb: int = Field(
+        2048,
+        ge=0,
+        description="RLIMIT_DATA of the child process that parses one upload; 0 no limit.",
+    )
     blob_chunk_bytes: int = Field(4 * MiB, ge=64 * 1024, le=64 * MiB)
     blob_store: str = Field(
         "database",
@@ -131,6 +145,12 @@ class Settings(BaseSettings):
     rate_limit_per_minute: int = Field(
         600, ge=0, description="Requests a minute per API key on /v1, per API process; 0 off."
     )
+    auth_failures_per_minute: int = Field(
+        60,
+        ge=0,
+        description="Failed authentications (unknown, revoked or signed-out credentials) a "
+        "minute per client address, per API process, before 429; 0 off.",
+    )
     max_request_bytes: int = Field(32 * MiB, ge=1024, description="Largest non-upload body.")
     max_json_depth: int = Field(32, ge=2, le=512, description="Deepest JSON nesting accepted.")
     cors_origins: list[str] = Field(
@@ -184,6 +204,30 @@ class Settings(BaseSettings):
         1.0, gt=0, description="Wait before the first retry; doubled after each failure."
     )
     callback_timeout_seconds: float = Field(10.0, gt=0, le=300)
+    outbound_allow_loopback: bool = Field(
+        False,
+        description="Let outbound requests (callbacks) reach loopback addresses: for tests and "
+        "single-machine set-ups.",
+    )
+    outbound_allowed_networks: list[str] = Field(
+        default_factory=list,
+        description="Networks (CIDR) that outbound requests may reach although they are not "
+        "public, e.g. [\"10.20.0.0/16\"]; everything else private, link-local or reserved is "
+        "refused.",
+    )
+
+    @field_validator("outbound_allowed_networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for network in value:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError as exc:
+                raise ValueError(
+                    f"RIDGELINE_OUTBOUND_ALLOWED_NETWORKS: {network!r} is not a network such "
+                    "as 10.20.0.0/16"
+                ) from exc
+        return value
 
 
 @lru_cache

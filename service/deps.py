@@ -9,12 +9,13 @@ state-changing request authenticated by the cookie must carry the session's CSRF
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator
 from functools import partial
 from typing import Annotated
 
 import anyio
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
@@ -23,7 +24,8 @@ from service.auth import sessions
 from service.auth.service import Principal, hash_key
 from service.config import Settings
 from service.db import Database
-from service.errors import Forbidden, SignInRequired, Unauthorized
+from service.errors import Forbidden, SignInRequired, TooManyRequests, Unauthorized
+from service.limits import TokenBucketLimiter
 
 
 def get_database(request: Request) -> Database:
@@ -75,6 +77,27 @@ DatabaseDep = Annotated[Database, Depends(database_dependency)]
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 SettingsDep = Annotated[Settings, Depends(settings_dependency)]
 
+#: A list route's `cursor`: the alphabet of the cursors issued (unpadded base64url), or empty.
+Cursor = Annotated[
+    str,
+    Query(
+        pattern=r"^[A-Za-z0-9_-]*$",
+        max_length=512,
+        description="Opaque: pass the `next_cursor` of the previous page (empty or absent: the "
+        "first page). Only a cursor this service issued is valid: any other string, even one "
+        "of the right alphabet, is a 422.",
+    ),
+]
+
+
+def ingest_slots(request: Request) -> anyio.CapacityLimiter:
+    """Parsing an uploaded file holds tens of MiB: bound how many run at once per process."""
+    state = request.app.state
+    if getattr(state, "ingest_slots", None) is None:
+        state.ingest_slots = anyio.CapacityLimiter(state.settings.max_concurrent_ingests)
+    limiter: anyio.CapacityLimiter = state.ingest_slots
+    return limiter
+
 
 LOCAL_TENANT = "local"
 
@@ -85,24 +108,30 @@ def local_principal() -> Principal:
     return Principal(key_name="local", tenant_id=LOCAL_TENANT)
 
 
-def session_digest(request: Request) -> str | None:
-    """The key digest a valid, unexpired session cookie stands for (no database)."""
+def session_token(request: Request) -> sessions.SessionToken | None:
+    """What a valid, unexpired session cookie holds (no database)."""
     token = request.cookies.get(sessions.SESSION_COOKIE)
     if not token:
         return None
-    session_token = sessions.read_token(sessions.session_secret(request.app.state.settings), token)
-    return None if session_token is None else session_token.key_digest
+    return sessions.read_token(sessions.session_secret(request.app.state.settings), token)
 
 
 def session_principal(request: Request) -> Principal | None:
-    """The session cookie's key if still active: the dashboard's pages (a blocking read)."""
-    digest = session_digest(request)
-    if digest is None:
+    """The session cookie's key if still active and not signed out: the dashboard's pages."""
+    token = session_token(request)
+    if token is None:
         return None
     app_state = request.app.state
     with app_state.db.read_sessions() as session:
-        principal: Principal | None = app_state.key_verifier.verify_digest(session, digest)
-    return principal
+        principal: Principal | None = app_state.key_verifier.verify_digest(
+            session, token.key_digest
+        )
+    return _same_epoch(principal, token)
+
+
+def _same_epoch(principal: Principal | None, token: sessions.SessionToken) -> Principal | None:
+    """The principal, unless the session was signed out (the key's epoch moved on)."""
+    return principal if principal is not None and principal.session_epoch == token.epoch else None
 
 
 async def active_key(request: Request, digest: str) -> Principal | None:
@@ -113,6 +142,46 @@ async def active_key(request: Request, digest: str) -> Principal | None:
         digest, lambda d: app_state.db.read(partial(verifier.verify_digest, digest=d))
     )
     return principal
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def failure_wait(request: Request) -> float:
+    """Seconds this address must wait before a credential of it is looked up again."""
+    limiter: TokenBucketLimiter | None = getattr(request.app.state, "auth_failures", None)
+    return 0.0 if limiter is None else limiter.wait(client_address(request))
+
+
+def count_failure(request: Request) -> float:
+    """Count a failed authentication of this address; the seconds to wait if over the limit."""
+    limiter: TokenBucketLimiter | None = getattr(request.app.state, "auth_failures", None)
+    return 0.0 if limiter is None else limiter.acquire(client_address(request))
+
+
+def too_many_failures(request: Request, wait: float) -> TooManyRequests:
+    seconds = max(1, math.ceil(wait))
+    per_minute = request.app.state.settings.auth_failures_per_minute
+    return TooManyRequests(
+        f"more than {per_minute} failed authentications a minute from this address; retry in "
+        f"{seconds} s with a valid API key",
+        headers={"Retry-After": str(seconds)},
+    )
+
+
+def _refused(request: Request, error: Unauthorized) -> TooManyRequests | Unauthorized:
+    """A failed authentication: 401, or 429 once this address failed too often."""
+    wait = count_failure(request)
+    return too_many_failures(request, wait) if wait > 0 else error
+
+
+def _guard(request: Request, digest: str) -> None:
+    """An address over its failure limit gets no lookups of keys not verified lately."""
+    if request.app.state.key_verifier.cached(digest) is None:
+        wait = failure_wait(request)
+        if wait > 0:
+            raise too_many_failures(request, wait)
 
 
 def check_csrf(request: Request, presented: str | None) -> None:
@@ -127,6 +196,21 @@ def check_csrf(request: Request, presented: str | None) -> None:
         )
 
 
+async def cookie_principal(request: Request) -> Principal | None:
+    """The principal of the request's session cookie: valid, key active, not signed out."""
+    token = session_token(request)
+    if token is None:
+        return None
+    _guard(request, token.key_digest)
+    return _same_epoch(await active_key(request, token.key_digest), token)
+
+
+async def bearer_principal(request: Request, key: str) -> Principal | None:
+    digest = hash_key(key)
+    _guard(request, digest)
+    return await active_key(request, digest)
+
+
 async def authenticate(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
@@ -137,12 +221,14 @@ async def authenticate(
         return local_principal()
     has_header = "authorization" in request.headers
     if not has_header and sessions.SESSION_COOKIE in request.cookies:
-        digest = session_digest(request)
-        principal = None if digest is None else await active_key(request, digest)
+        principal = await cookie_principal(request)
         if principal is None:
-            raise Unauthorized(
-                "the dashboard session has expired or its API key was revoked; sign in again "
-                "at / or send 'Authorization: Bearer <key>'"
+            raise _refused(
+                request,
+                Unauthorized(
+                    "the dashboard session has ended (signed out or expired) or its API key was "
+                    "revoked; sign in again at / or send 'Authorization: Bearer <key>'"
+                ),
             )
         if request.method not in sessions.SAFE_METHODS:
             check_csrf(request, request.headers.get(sessions.CSRF_HEADER))
@@ -154,12 +240,28 @@ async def authenticate(
             "send an API key as 'Authorization: Bearer <key>'; create one with "
             "`ridgeline keys create --name NAME`"
         )
-    principal = await active_key(request, hash_key(credentials.credentials))
+    principal = await bearer_principal(request, credentials.credentials)
     if principal is None:
-        raise Unauthorized("the API key is unknown or revoked; check it or create a new one")
+        raise _refused(
+            request, Unauthorized("the API key is unknown or revoked; check it or create a new one")
+        )
     request.state.principal = principal
     request.state.auth_method = "bearer"
     return principal
+
+
+async def still_authorized(request: Request) -> bool:
+    """Whether the credential this request came with is still good (a long stream's re-check):
+    the key not revoked, the session not signed out or expired."""
+    if request.app.state.settings.auth == "disabled":
+        return True
+    if getattr(request.state, "auth_method", None) == "session":
+        token = session_token(request)
+        return token is not None and (
+            _same_epoch(await active_key(request, token.key_digest), token) is not None
+        )
+    _, _, key = request.headers.get("authorization", "").partition(" ")
+    return await active_key(request, hash_key(key.strip())) is not None
 
 
 PrincipalDep = Annotated[Principal, Depends(authenticate)]

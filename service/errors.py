@@ -90,6 +90,18 @@ class TooManyRequests(ServiceError):
     type_slug = "rate-limited"
 
 
+class OutboundRefused(InvalidInput):
+    """An outbound URL, or an address its host resolves to, is not allowed (service/outbound)."""
+
+    type_slug = "outbound-refused"
+
+
+class OutboundUnreachable(InvalidInput):
+    """An outbound URL's host does not resolve, which may pass."""
+
+    type_slug = "outbound-unreachable"
+
+
 class ServiceUnavailable(ServiceError):
     status = 503
     title = "Service Unavailable"

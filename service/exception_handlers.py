@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from service.errors import (
     PROBLEM_MEDIA_TYPE,
@@ -25,6 +26,7 @@ from service.training.errors import PredictionInputError, SpecError
 logger = logging.getLogger("ridgeline.errors")
 
 DATABASE_RETRY_AFTER_SECONDS = 5
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
 def problem_response(body: dict[str, Any], headers: dict[str, str] | None = None) -> JSONResponse:
@@ -60,15 +62,32 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     return problem_response(problem(422, "Unprocessable Content", detail, "invalid-input", errors))
 
 
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route of the app serves on the request's path, in a fixed order."""
+    return [
+        method
+        for method in HTTP_METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] == Match.FULL
+            for route in request.app.router.routes
+        )
+    ]
+
+
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     title = {404: "Not Found", 405: "Method Not Allowed"}.get(exc.status_code, "Error")
     detail = exc.detail if isinstance(exc.detail, str) else title
+    headers = dict(exc.headers or {})
     if exc.status_code == 404 and detail == "Not Found":
         detail = f"No route matches {request.method} {request.url.path}."
+    if exc.status_code == 405:
+        # The router names the methods of the first route whose path matched; a path served
+        # by several routes (GET and DELETE /v1/jobs/{id}) allows all of theirs.
+        headers["Allow"] = ", ".join(allowed_methods(request))
+        detail = f"{request.method} is not allowed on {request.url.path}; use {headers['Allow']}."
     return problem_response(
-        problem(exc.status_code, title, detail, title.lower().replace(" ", "-")),
-        dict(exc.headers or {}),
+        problem(exc.status_code, title, detail, title.lower().replace(" ", "-")), headers
     )
 
 

@@ -10,7 +10,9 @@ middleware, so a 500 carries the request id too) in a pure ASGI middleware that
 It never buffers: response messages pass straight through, so SSE and downloads still stream.
 
 `GET /metrics` serves the app's own registry (`app.state.metrics_registry`, one per app instance),
-to which create_app adds the domains' collectors (the job gauges of service/jobs/gauges.py).
+to which create_app adds the domains' collectors (the job gauges of service/jobs/gauges.py). With
+`metrics_token` set it needs `Authorization: Bearer <token>`; without one it is open only when
+the API binds a loopback address, and refused (403) on any other.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from prometheus_client import (
 )
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.config import is_loopback
 from service.errors import problem
 from service.exception_handlers import problem_response
 from service.observability import REQUEST_ID_HEADER, request_context
@@ -257,9 +260,27 @@ def install_observability(app: FastAPI, settings: Any) -> None:
     app.build_middleware_stack = build_with_observability  # type: ignore[method-assign]
 
     token = _secret(_setting(settings, "metrics_token", ""))
+    host = str(_setting(settings, "host", "127.0.0.1"))
+    closed = not token and not is_loopback(host)
+    if closed:
+        logger.warning(
+            "GET /metrics is refused: the API binds %s, not a loopback address, and "
+            "RIDGELINE_METRICS_TOKEN is not set",
+            host,
+        )
 
     @app.get("/metrics", include_in_schema=False)
     def prometheus_metrics(request: Request) -> Response:
+        if closed:
+            return problem_response(
+                problem(
+                    403,
+                    "Forbidden",
+                    "this server binds a non-loopback address, where /metrics needs a token: "
+                    "set RIDGELINE_METRICS_TOKEN and send it as 'Authorization: Bearer <token>'",
+                    "forbidden",
+                )
+            )
         if token:
             scheme, _, given = request.headers.get("authorization", "").partition(" ")
             if scheme.lower() != "bearer" or not hmac.compare_digest(

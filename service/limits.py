@@ -7,9 +7,9 @@ bound, and CORS when origins are configured.
   rate. Sharing it through the database would cost a write per request, which is the very load
   a rate limit is there to keep off the database.
 - Body bound (`max_request_bytes`): a `Content-Length` over it is a 413 at once; a body without
-  one is counted as it streams and cut off at the limit. Uploads (`POST /v1/datasets`, and
-  multipart `POST /v1/jobs/{id}/predict`) are left alone: they stream to disk and enforce
-  `max_upload_bytes` themselves.
+  one is counted as it streams and cut off at the limit. Dataset uploads (`POST /v1/datasets`)
+  are left alone: they stream to disk and enforce `max_upload_bytes` themselves. A CSV sent to
+  `POST /v1/jobs/{id}/predict` is a body like any other (at most `max_predict_rows` rows).
 - JSON depth (`max_json_depth`): a JSON body on `/v1` nested deeper than this is a 422 before
   the app parses it, found by a linear scan of the brackets outside strings.
 - CORS (`cors_origins`): a CORS middleware only when the list is not empty.
@@ -47,7 +47,7 @@ DEFAULT_RATE_LIMIT_PER_MINUTE = 600
 DEFAULT_MAX_REQUEST_BYTES = 32 * MiB
 DEFAULT_MAX_JSON_DEPTH = 32
 
-_UPLOAD_PATH = re.compile(r"^/v1/(?:datasets|jobs/[^/]+/predict)/?$")
+_UPLOAD_PATH = re.compile(r"^/v1/datasets/?$")
 
 
 # --- Rate limit --------------------------------------------------------------------------------
@@ -77,6 +77,13 @@ class TokenBucketLimiter:
         self.max_keys = max_keys
         self.clock = clock
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def wait(self, key: str) -> float:
+        """Seconds until `key` has a token (0.0: it has one now), taking none."""
+        now = self.clock()
+        tokens, last = self._buckets.get(key, (self.capacity, now))
+        tokens = min(self.capacity, tokens + (now - last) * self.rate)
+        return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self.rate
 
     def acquire(self, key: str) -> float:
         """Take a token: 0.0 if allowed, else the seconds until the next token."""

@@ -15,6 +15,7 @@ from service import __version__
 from service.auth.service import KeyVerifier
 from service.config import Settings, get_settings
 from service.dashboard.router import router as dashboard_router
+from service.datasets import isolated
 from service.datasets.router import router as datasets_router
 from service.datasets.service import register_import_queue, register_in_use_check
 from service.db import Database
@@ -24,7 +25,7 @@ from service.http_observability import install_observability
 from service.jobs.gauges import JobGauges
 from service.jobs.router import router as jobs_router
 from service.jobs.service import ModelCache, dataset_in_use, queue_import
-from service.limits import install_limits
+from service.limits import TokenBucketLimiter, install_limits
 from service.migrate import schema_status
 from service.openapi import install_openapi
 from service.plots.router import router as plots_router
@@ -82,6 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.key_verifier = KeyVerifier(settings.key_cache_seconds)
         app.state.model_cache = ModelCache()
         app.state.scratch = ScratchSpace(settings.tmp_dir)
+        isolated.prewarm()
         if settings.auth == "disabled":
             logger.warning(
                 "authentication is DISABLED (RIDGELINE_AUTH=disabled); every caller on %s "
@@ -103,6 +105,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_tags=TAGS,
     )
     app.state.settings = settings
+    app.state.auth_failures = (
+        TokenBucketLimiter(settings.auth_failures_per_minute)
+        if settings.auth_failures_per_minute
+        else None
+    )
     install_error_handlers(app)
     install_limits(app, settings)
     install_observability(app, settings)

@@ -33,21 +33,21 @@ class ReceivedUpload:
         self.path.unlink(missing_ok=True)
 
 
-def _limit_message(limit: int) -> str:
+def _limit_message(limit: int, setting: str) -> str:
     return (
         f"the upload is larger than the limit of {limit} bytes "
-        f"({limit / (1 << 20):.0f} MiB); split the data or ask for RIDGELINE_MAX_UPLOAD_BYTES "
-        "to be raised"
+        f"({limit / (1 << 20):.0f} MiB); split the data or ask for {setting} to be raised"
     )
 
 
 class _Receiver:
     """multipart parser callbacks: the file part goes to disk, other parts to a small dict."""
 
-    def __init__(self, file_field: str, out: BinaryIO, max_bytes: int) -> None:
+    def __init__(self, file_field: str, out: BinaryIO, max_bytes: int, setting: str) -> None:
         self.file_field = file_field
         self.out = out
         self.max_bytes = max_bytes
+        self.setting = setting
         self.digest = hashlib.sha256()
         self.size = 0
         self.head = b""
@@ -109,7 +109,7 @@ class _Receiver:
         if self._part_is_file:
             self.size += len(chunk)
             if self.size > self.max_bytes:
-                raise PayloadTooLarge(_limit_message(self.max_bytes))
+                raise PayloadTooLarge(_limit_message(self.max_bytes, self.setting))
             if len(self.head) < 65536:
                 self.head += chunk[: 65536 - len(self.head)]
             self.digest.update(chunk)
@@ -134,6 +134,7 @@ async def receive_upload(
     max_bytes: int,
     tmp_dir: Path | None,
     file_field: str = "file",
+    limit_setting: str = "RIDGELINE_MAX_UPLOAD_BYTES",
 ) -> ReceivedUpload:
     """Parse a multipart/form-data body chunk by chunk; over the limit is a 413 at once."""
     if not content_type or not content_type.lower().startswith("multipart/form-data"):
@@ -145,7 +146,7 @@ async def receive_upload(
         and content_length.isdigit()
         and int(content_length) > max_bytes + MULTIPART_OVERHEAD
     ):
-        raise PayloadTooLarge(_limit_message(max_bytes))
+        raise PayloadTooLarge(_limit_message(max_bytes, limit_setting))
     _, params = parse_options_header(content_type)
     boundary = params.get(b"boundary")
     if not boundary:
@@ -155,7 +156,7 @@ async def receive_upload(
     path = Path(name)
     try:
         with os.fdopen(fd, "wb") as out:
-            receiver = _Receiver(file_field, out, max_bytes)
+            receiver = _Receiver(file_field, out, max_bytes, limit_setting)
             parser = MultipartParser(boundary, receiver.callbacks())  # type: ignore[arg-type]
             async for chunk in stream:
                 parser.write(chunk)

@@ -91,6 +91,7 @@ def cli_env(database_url: str, **extra: str) -> dict[str, str]:
             "RIDGELINE_LOG_LEVEL": "WARNING",
             # Tests poll fast from one key on a loaded machine; rate limits have their own tests.
             "RIDGELINE_RATE_LIMIT_PER_MINUTE": "60000",
+            "RIDGELINE_AUTH_FAILURES_PER_MINUTE": "60000",
         }
     )
     env.update(extra)

@@ -5,11 +5,18 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
 from service.auth.models import ApiKey
-from service.auth.service import KeyVerifier, Principal, create_key, hash_key, revoke_key
+from service.auth.service import (
+    KeyVerifier,
+    Principal,
+    create_key,
+    end_sessions,
+    hash_key,
+    revoke_key,
+)
 from service.errors import Conflict, InvalidInput, NotFound
 
 
@@ -88,3 +95,33 @@ def test_a_failed_lookup_reaches_every_waiter_and_is_tried_again() -> None:
     first, again = asyncio.run(main())
     assert all(isinstance(outcome, RuntimeError) for outcome in first)
     assert again is None
+
+
+def test_unknown_keys_are_remembered_for_as_long_as_known_ones(session: Session) -> None:
+    """A client repeating a bad key costs one lookup per cache period, not one per request."""
+    statements: list[str] = []
+    connection = session.connection()
+    event.listen(connection, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    remembering = KeyVerifier(cache_seconds=600)
+    assert remembering.verify(session, "rl_unknown") is None
+    assert remembering.verify(session, "rl_unknown") is None
+    assert remembering.recently_unknown(hash_key("rl_unknown"))
+    assert len([s for s in statements if "api_keys" in s]) == 1
+    forgetful = KeyVerifier(cache_seconds=0)
+    forgetful.verify(session, "rl_unknown")
+    forgetful.verify(session, "rl_unknown")
+    assert len([s for s in statements if "api_keys" in s]) == 3
+
+
+def test_signing_out_moves_the_keys_session_epoch(session: Session) -> None:
+    _, plaintext = create_key(session, name="frank")
+    digest = hash_key(plaintext)
+    verifier = KeyVerifier(cache_seconds=600)
+    before = verifier.verify(session, plaintext)
+    assert before is not None and before.session_epoch == 0
+    end_sessions(session, key_digest=digest, epoch=0)
+    end_sessions(session, key_digest=digest, epoch=0)  # a second sign-out of that session: no-op
+    assert verifier.verify(session, plaintext) == before  # cached until forgotten
+    verifier.forget(digest)
+    after = verifier.verify(session, plaintext)
+    assert after is not None and after.session_epoch == 1

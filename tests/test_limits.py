@@ -216,7 +216,9 @@ def test_an_oversized_json_body_is_413(base_url: str, settings: Settings) -> Non
         assert small.status_code in (404, 422), small.text
 
 
-def test_uploads_are_left_to_their_own_limit(base_url: str, settings: Settings) -> None:
+def test_dataset_uploads_are_left_to_their_own_limit_predict_files_are_not(
+    base_url: str, settings: Settings
+) -> None:
     csv = b"x,y\n" + b"".join(f"{i},{i % 2}\n".encode() for i in range(2000))
     assert len(csv) > settings.max_request_bytes
     with _client(base_url, new_key(settings.database_url)) as client:
@@ -224,7 +226,7 @@ def test_uploads_are_left_to_their_own_limit(base_url: str, settings: Settings) 
         assert uploaded.status_code == 201, uploaded.text
         dataset_id = uploaded.json()["id"]
         predict = client.post(f"/v1/jobs/{uuid.uuid4()}/predict", files={"file": ("p.csv", csv)})
-        assert predict.status_code == 404, "reached the route, not refused for its size"
+        assert_problem(predict, 413)
         as_json = client.post(f"/v1/jobs/{dataset_id}/predict", json={"rows": [{"x": 1}] * 1000})
         assert_problem(as_json, 413)
 
@@ -281,3 +283,37 @@ def test_cors_only_when_origins_are_configured() -> None:
     with serve_app(_cors_app([])) as base, httpx.Client(base_url=base) as client:
         plain = client.get("/v1/ping", headers={"Origin": origin})
         assert "access-control-allow-origin" not in plain.headers
+
+
+def test_failed_authentications_are_limited_per_client_address(
+    settings: Settings,
+) -> None:
+    """Random bearer tokens each get a rate-limit bucket of their own, so the per-key limit
+    never sees them; failed authentications are counted per client address instead."""
+    guarded = settings.model_copy(update={"auth_failures_per_minute": 5, "key_cache_seconds": 600})
+    good = new_key(settings.database_url)
+    with serve_app(hardened_app(guarded)) as base:
+        with _client(base, good) as verified:
+            assert verified.get("/v1/jobs").status_code == 200  # verified before the attack
+        with httpx.Client(base_url=base, timeout=30) as attacker:
+            statuses = [
+                attacker.get(
+                    "/v1/jobs", headers={"Authorization": f"Bearer rl_{uuid.uuid4().hex}"}
+                ).status_code
+                for _ in range(40)
+            ]
+            assert statuses[:5] == [401] * 5 and set(statuses[5:]) == {429}, statuses
+            refused = attacker.get("/v1/jobs", headers={"Authorization": "Bearer rl_guess"})
+            body = assert_problem(refused, 429)
+            assert "failed authentications a minute from this address" in body["detail"]
+            assert 1 <= int(refused.headers["retry-after"]) <= 20
+            with httpx.Client(base_url=base, cookies={"ridgeline_session": "forged"}) as browser:
+                assert browser.get("/v1/jobs").status_code == 429
+            signin = attacker.post("/signin", data={"key": "rl_another_guess"})
+            assert signin.status_code == 429
+        with _client(base, good) as verified:
+            assert verified.get("/v1/jobs").status_code == 200  # a key verified lately still works
+        other_address = httpx.HTTPTransport(local_address="127.0.0.2")
+        with httpx.Client(base_url=base, transport=other_address, timeout=30) as neighbour:
+            wrong = neighbour.get("/v1/jobs", headers={"Authorization": "Bearer rl_typo"})
+            assert wrong.status_code == 401, "another address has its own count"

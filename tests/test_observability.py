@@ -277,6 +277,25 @@ def test_metrics_token_guards_the_endpoint_when_set() -> None:
     assert "ridgeline_http_requests_total" in allowed.text
 
 
+def test_metrics_need_the_token_when_the_server_binds_a_non_loopback_address() -> None:
+    """Served on loopback binds only, unless a token is set; the refusal says what to set."""
+    exposed, _ = tiny_app(host="0.0.0.0")
+    guarded, _ = tiny_app(host="0.0.0.0", metrics_token="s3cret")
+    local, _ = tiny_app(host="127.0.0.1")
+    with serve_app(exposed) as base, httpx.Client(base_url=base) as client:
+        refused = client.get("/metrics")
+        anything = client.get("/metrics", headers={"Authorization": "Bearer guess"})
+    assert refused.status_code == anything.status_code == 403
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert "RIDGELINE_METRICS_TOKEN" in refused.json()["detail"]
+    with serve_app(guarded) as base, httpx.Client(base_url=base) as client:
+        assert client.get("/metrics").status_code == 401
+        allowed = client.get("/metrics", headers={"Authorization": "Bearer s3cret"})
+        assert allowed.status_code == 200
+    with serve_app(local) as base, httpx.Client(base_url=base) as client:
+        assert client.get("/metrics").status_code == 200
+
+
 def test_streaming_responses_stream_through_the_middlewares() -> None:
     app, release = tiny_app()
     with (

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, bindparam, func, select
+from sqlalchemy import Connection, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from service.auth.models import ApiKey
@@ -31,6 +31,7 @@ class Principal:
 
     key_name: str
     tenant_id: str
+    session_epoch: int = 0  # dashboard sessions of an older epoch were signed out
 
 
 def hash_key(key: str) -> str:
@@ -80,16 +81,31 @@ def revoke_key(session: Session, *, name: str) -> ApiKey:
 
 _keys = ApiKey.__table__
 _KEY_BY_DIGEST = select(
-    _keys.c.name, _keys.c.tenant_id, _keys.c.key_hash, _keys.c.revoked_at
+    _keys.c.name, _keys.c.tenant_id, _keys.c.key_hash, _keys.c.revoked_at, _keys.c.session_epoch
 ).where(_keys.c.key_hash == bindparam("digest"))
+MAX_CACHED = 10_000
+
+
+def end_sessions(session: Session, *, key_digest: str, epoch: int) -> None:
+    """Sign out: every dashboard session of this key at this epoch (or before) ends."""
+    session.execute(
+        update(ApiKey)
+        .where(ApiKey.key_hash == key_digest, ApiKey.session_epoch == epoch)
+        .values(session_epoch=ApiKey.session_epoch + 1)
+    )
 
 
 class KeyVerifier:
-    """Checks bearer keys against the database, trusting a positive answer for a few seconds."""
+    """Checks bearer keys against the database, trusting an answer for a few seconds.
+
+    A key found active is trusted for `cache_seconds`; a digest found unknown or revoked is
+    remembered as such for as long, so a client repeating a bad key costs one lookup, not one
+    per request."""
 
     def __init__(self, cache_seconds: float) -> None:
         self._cache_seconds = cache_seconds
         self._cache: dict[str, tuple[float, Principal]] = {}
+        self._unknown: dict[str, float] = {}
         self._lock = threading.Lock()
         self._in_flight: dict[str, asyncio.Future[Principal | None]] = {}
 
@@ -99,7 +115,7 @@ class KeyVerifier:
         """Cached, else one `lookup` per key at a time (event loop only): when an entry ages out
         under load, the requests in flight share one database check instead of sending one each."""
         principal = self.cached(digest)
-        if principal is not None:
+        if principal is not None or self.recently_unknown(digest):
             return principal
         pending = self._in_flight.get(digest)
         if pending is None:
@@ -118,6 +134,18 @@ class KeyVerifier:
             return hit[1]
         return None
 
+    def recently_unknown(self, digest: str, *, now: float | None = None) -> bool:
+        """Whether this digest was found unknown or revoked in the last few seconds."""
+        with self._lock:
+            seen = self._unknown.get(digest)
+        return seen is not None and (now or time.monotonic()) - seen < self._cache_seconds
+
+    def forget(self, digest: str) -> None:
+        """Drop what is cached about a key, so the next request reads it afresh."""
+        with self._lock:
+            self._cache.pop(digest, None)
+            self._unknown.pop(digest, None)
+
     def verify_digest(self, session: Session | Connection, digest: str) -> Principal | None:
         """The principal of the active key with this sha256, or None (unknown or revoked).
 
@@ -125,19 +153,26 @@ class KeyVerifier:
         revoked key ends its sessions as soon as the cache entry ages out."""
         now = time.monotonic()
         principal = self.cached(digest, now=now)
-        if principal is not None:
+        if principal is not None or self.recently_unknown(digest, now=now):
             return principal
         key = session.execute(_KEY_BY_DIGEST, {"digest": digest}).first()
-        if key is None or key.revoked_at is not None:
+        # The index lookup already matched; compare again in constant time all the same.
+        if (
+            key is None
+            or key.revoked_at is not None
+            or not hmac.compare_digest(key.key_hash, digest)
+        ):
             with self._lock:
                 self._cache.pop(digest, None)
+                if len(self._unknown) > MAX_CACHED:
+                    self._unknown.clear()
+                self._unknown[digest] = now
             return None
-        # The index lookup already matched; compare again in constant time all the same.
-        if not hmac.compare_digest(key.key_hash, digest):
-            return None
-        principal = Principal(key_name=key.name, tenant_id=key.tenant_id)
+        principal = Principal(
+            key_name=key.name, tenant_id=key.tenant_id, session_epoch=key.session_epoch
+        )
         with self._lock:
-            if len(self._cache) > 10_000:
+            if len(self._cache) > MAX_CACHED:
                 self._cache.clear()
             self._cache[digest] = (now, principal)
         return principal

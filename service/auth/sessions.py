@@ -2,10 +2,13 @@
 
 Pages, ``<img>`` plots and ``EventSource`` streams cannot send an ``Authorization`` header, so
 the dashboard's sign-in page exchanges an API key for a session cookie. The cookie never holds
-the key: it holds the key's sha256 and an expiry, signed with HMAC-SHA256 under the
-``session_secret`` setting (or, when that is unset, a random secret of this process, so sessions
-end with the process and do not cross API processes). Every request that presents the cookie
-looks the digest up again through the KeyVerifier, so revoking the key ends its sessions.
+the key: it holds the key's sha256, the key's session epoch and an expiry, signed with
+HMAC-SHA256 under the ``session_secret`` setting (or, when that is unset, a random secret of this
+process, so sessions end with the process and do not cross API processes). Every request that
+presents the cookie looks the digest up again through the KeyVerifier, so revoking the key ends
+its sessions, and compares the epoch: signing out increments the key's epoch in the database,
+which ends every session of that key (in every API process once its verifier's cache entry
+ages out, a few seconds).
 
 CSRF: the session cookie is ``SameSite=Strict`` and ``HttpOnly``; a second cookie, readable by
 the dashboard's script, carries a token derived from the session by HMAC (a signed double
@@ -34,7 +37,7 @@ CSRF_FORM_FIELD = "csrf_token"
 DEFAULT_SESSION_SECONDS = 12 * 3600
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
-_VERSION = "v1"
+_VERSION = "v2"
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
 # Used only when no session_secret is configured: sessions then last as long as this process.
 _PROCESS_SECRET = secrets.token_bytes(32)
@@ -43,6 +46,7 @@ _PROCESS_SECRET = secrets.token_bytes(32)
 @dataclass(frozen=True)
 class SessionToken:
     key_digest: str
+    epoch: int
     expires_at: int
 
 
@@ -66,25 +70,28 @@ def _mac(secret: bytes, message: str) -> str:
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
-def issue_token(secret: bytes, key_digest: str, *, lifetime: int, now: float | None = None) -> str:
+def issue_token(
+    secret: bytes, key_digest: str, *, lifetime: int, epoch: int = 0, now: float | None = None
+) -> str:
     expires = int((time.time() if now is None else now) + lifetime)
-    payload = f"{_VERSION}.{key_digest}.{expires}"
+    payload = f"{_VERSION}.{key_digest}.{epoch}.{expires}"
     return f"{payload}.{_mac(secret, payload)}"
 
 
 def read_token(secret: bytes, token: str, *, now: float | None = None) -> SessionToken | None:
     """The token's contents if its signature holds and it has not expired; None otherwise."""
     parts = token.split(".")
-    if len(parts) != 4 or parts[0] != _VERSION:
+    if len(parts) != 5 or parts[0] != _VERSION:
         return None
-    _, digest, expires, signature = parts
-    if not _DIGEST.match(digest) or not expires.isdigit():
+    _, digest, epoch, expires, signature = parts
+    if not _DIGEST.match(digest) or not expires.isdigit() or not epoch.isdigit():
         return None
-    if not hmac.compare_digest(signature, _mac(secret, f"{_VERSION}.{digest}.{expires}")):
+    payload = f"{_VERSION}.{digest}.{epoch}.{expires}"
+    if not hmac.compare_digest(signature, _mac(secret, payload)):
         return None
     if int(expires) <= (time.time() if now is None else now):
         return None
-    return SessionToken(key_digest=digest, expires_at=int(expires))
+    return SessionToken(key_digest=digest, epoch=int(epoch), expires_at=int(expires))
 
 
 def csrf_token(secret: bytes, session_token: str) -> str:
@@ -104,9 +111,15 @@ def is_https(request: Request) -> bool:
 
 
 def set_session_cookies(
-    response: Response, request: Request, secret: bytes, key_digest: str, lifetime: int
+    response: Response,
+    request: Request,
+    secret: bytes,
+    key_digest: str,
+    lifetime: int,
+    *,
+    epoch: int,
 ) -> None:
-    token = issue_token(secret, key_digest, lifetime=lifetime)
+    token = issue_token(secret, key_digest, lifetime=lifetime, epoch=epoch)
     secure = is_https(request)
     response.set_cookie(
         SESSION_COOKIE,

@@ -13,16 +13,17 @@ import logging
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
+import anyio.to_thread
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import RedirectResponse
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from service.auth import sessions
-from service.auth.service import Principal, hash_key
+from service.auth.service import Principal, end_sessions, hash_key
 from service.dashboard import queries
 from service.dashboard.templating import ASSETS, SECURITY_HEADERS, fmt_bytes, render
-from service.deps import SessionDep, ViewerDep, signed_in_viewer
+from service.deps import SessionDep, ViewerDep, count_failure, failure_wait, signed_in_viewer
 from service.errors import NotFound
 from service.ids import parse_id
 from service.jobs import service as jobs_service
@@ -45,6 +46,7 @@ logger = logging.getLogger("ridgeline.dashboard")
 router = APIRouter(include_in_schema=False)
 
 MAX_SIGNIN_BODY = 16 * 1024
+TOO_MANY_FAILURES = "Too many failed sign-ins from this address. Wait a minute and try again."
 DEFAULT_PAGE = "/jobs"
 DIAGNOSIS_EVIDENCE_SKIP = {"thresholds"}
 LEADERBOARD_PAGE = 25
@@ -150,10 +152,14 @@ async def signin(request: Request) -> Response:
     if not key:
         return _signin_page(request, next_url, "Paste an API key.", 400)
     state = request.app.state
+    if failure_wait(request) > 0 and state.key_verifier.cached(hash_key(key)) is None:
+        return _signin_page(request, next_url, TOO_MANY_FAILURES, 429)
     with state.db.read_sessions() as session:
         principal = state.key_verifier.verify(session, key)
     if principal is None:
         logger.info("dashboard sign-in refused: unknown or revoked key")
+        if count_failure(request) > 0:
+            return _signin_page(request, next_url, TOO_MANY_FAILURES, 429)
         return _signin_page(
             request,
             next_url,
@@ -168,12 +174,14 @@ async def signin(request: Request) -> Response:
         sessions.session_secret(state.settings),
         hash_key(key),
         sessions.session_seconds(state.settings),
+        epoch=principal.session_epoch,
     )
     return response
 
 
 @router.post("/signout")
 async def signout(request: Request) -> Response:
+    """Clear the cookies and end the session server-side, so a copied cookie is refused too."""
     token = request.cookies.get(sessions.SESSION_COOKIE)
     if token:
         form = await request.form(max_files=0, max_fields=8)
@@ -190,9 +198,18 @@ async def signout(request: Request) -> Response:
                 title="Forbidden",
                 detail="Sign out with the button on a dashboard page.",
             )
+        session_token = sessions.read_token(secret, token)
+        if session_token is not None:
+            await anyio.to_thread.run_sync(_end_sessions, request.app.state, session_token)
     response = RedirectResponse("/signin", status_code=303)
     sessions.clear_session_cookies(response, request)
     return response
+
+
+def _end_sessions(state: Any, token: sessions.SessionToken) -> None:
+    with state.db.transaction() as session:
+        end_sessions(session, key_digest=token.key_digest, epoch=token.epoch)
+    state.key_verifier.forget(token.key_digest)
 
 
 # -- pages -------------------------------------------------------------------------------------

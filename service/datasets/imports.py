@@ -32,7 +32,7 @@ from service.blobs.stores import (
     parse_store_uri,
 )
 from service.config import Settings
-from service.datasets.ingest import IngestResult, ingest
+from service.datasets.ingest import IngestResult, SizeLimits, ingest
 from service.errors import InvalidInput
 
 PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")
@@ -428,6 +428,7 @@ def ingest_source(
             max_columns=settings.max_columns,
             max_rows=settings.max_rows,
             unique_cap=settings.n_unique_cap,
+            sizes=SizeLimits.from_settings(settings),
         )
     except InvalidInput as exc:
         header_rows = 1 if source.format == "csv" else 0

@@ -13,11 +13,12 @@ import csv
 import io
 import math
 import re
+import unicodedata
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -26,7 +27,10 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from service.errors import InvalidInput, UnsupportedMediaType
+from service.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
+
+if TYPE_CHECKING:
+    from service.config import Settings
 
 Dtype = Literal["integer", "float", "boolean", "categorical"]
 Format = Literal["csv", "parquet"]
@@ -39,6 +43,14 @@ FAST_BLOCK = 1 * MiB
 # A written row group gathers parsed batches up to this many bytes of Arrow memory.
 CHUNK_BYTES = 32 * MiB
 PARQUET_BATCH_ROWS = 64 * 1024
+# A Parquet batch is sized from the footer to hold about this many decompressed bytes.
+BATCH_BYTES = 16 * MiB
+# Pages stream through a buffer this big, instead of a whole column chunk read at once.
+READ_BUFFER = 1 * MiB
+GiB = 1 << 30
+DEFAULT_MAX_CELL_BYTES = 1 * MiB
+DEFAULT_MAX_ROW_GROUP_BYTES = 1 * GiB
+DEFAULT_MAX_DECOMPRESSED_BYTES = 8 * GiB
 MIN_SKETCH = 16
 DELIMITERS = (",", ";", "\t", "|")
 TRUE_VALUES = ["true", "True", "TRUE"]
@@ -81,6 +93,9 @@ _BZIP2 = re.compile(rb"BZh[1-9]1AY&SY")
 _JSON_START = re.compile(rb"\s*(\{\s*(\"|\}|$)|\[\s*(\{|\[|\"|-?\d|\]|true|false|null|$))")
 _MARKUP = re.compile(rb"\s*<(\?xml|!doctype|html|svg)", re.I)
 _CONTROL = bytes(b for b in range(32) if b not in (9, 10, 13)) + b"\x7f"
+# Controls, format characters (zero-width, text-direction) and line/paragraph separators: a
+# column name holding one looks like another name, or reorders the text around it.
+_HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp"})
 
 
 @dataclass(frozen=True)
@@ -120,6 +135,17 @@ class IngestResult:
     columns: list[ColumnStats]
     delimiter: str | None
 
+    @classmethod
+    def from_dict(cls, record: dict[str, Any]) -> IngestResult:
+        """The result back from `to_dict`'s JSON (how an ingest child answers)."""
+        return cls(
+            format=record["format"],
+            n_rows=record["n_rows"],
+            n_columns=record["n_columns"],
+            columns=[ColumnStats(**column) for column in record["columns"]],
+            delimiter=record["delimiter"],
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe record of the whole result, for responses and logs."""
         return {
@@ -131,16 +157,38 @@ class IngestResult:
         }
 
 
+@dataclass(frozen=True)
+class SizeLimits:
+    """How big an accepted file may get once decompressed: per cell, per Parquet row group, all."""
+
+    max_cell_bytes: int = DEFAULT_MAX_CELL_BYTES
+    max_row_group_bytes: int = DEFAULT_MAX_ROW_GROUP_BYTES
+    max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SizeLimits:
+        """The limits the service runs with (RIDGELINE_MAX_CELL_BYTES and the others)."""
+        return cls(
+            max_cell_bytes=settings.max_cell_bytes,
+            max_row_group_bytes=settings.max_row_group_bytes,
+            max_decompressed_bytes=settings.max_decompressed_bytes,
+        )
+
+
 def _finite(value: float | None) -> float | None:
     return value if value is None or math.isfinite(value) else None
 
 
-def _size(n: int) -> str:
-    """A byte count the way a user reads it: 16 MiB, 1 KiB, 900 bytes."""
-    for unit, scale in (("MiB", MiB), ("KiB", 1024)):
+def _size(n: float) -> str:
+    """A byte count the way a user reads it: 16 MiB, 1 KiB, 2.3 GiB, 900 bytes."""
+    units = (("GiB", GiB), ("MiB", MiB), ("KiB", 1024))
+    for unit, scale in units:
         if n >= scale and n % (scale // 16) == 0:
             return f"{n / scale:g} {unit}"
-    return f"{n:,} bytes"
+    for unit, scale in units:
+        if n >= scale:
+            return f"{n / scale:,.1f} {unit}"
+    return f"{round(n):,} bytes"
 
 
 # --------------------------------------------------------------------------- format detection
@@ -288,9 +336,17 @@ def _dtype_of(t: pa.DataType) -> Dtype:
 class _Sink:
     """Writes chunks to the Parquet file and folds them into the stats; one per pass."""
 
-    def __init__(self, dest: Path, schema: pa.Schema, unique_cap: int, max_rows: int | None):
+    def __init__(
+        self,
+        dest: Path,
+        schema: pa.Schema,
+        unique_cap: int,
+        max_rows: int | None,
+        max_cell_bytes: int,
+    ) -> None:
         self.schema = schema
         self.max_rows = max_rows
+        self.max_cell_bytes = max_cell_bytes
         self.n_rows = 0
         self.accs = [_ColumnAcc(f.name, _dtype_of(f.type), unique_cap) for f in schema]
         # Dictionary encoding of float columns almost never pays and costs ~40 % of write time.
@@ -300,17 +356,38 @@ class _Sink:
         )
 
     def consume(self, chunk: pa.Table) -> None:
-        """Cast to the output schema, check the row limit, update stats, write one row group."""
+        """Cast to the output schema, check the row and cell limits, update stats, write."""
+        first_row = self.n_rows
         self.n_rows += chunk.num_rows
         _check_rows(self.n_rows, self.max_rows)
+        if chunk.column_names != self.schema.names:  # names normalized to NFC
+            chunk = chunk.rename_columns(self.schema.names)
         if chunk.schema != self.schema:
             chunk = chunk.cast(self.schema)
+        _check_cells(chunk, first_row, self.max_cell_bytes)
         for acc, col in zip(self.accs, chunk.columns, strict=True):
             acc.update(col)
         self.writer.write_table(chunk, row_group_size=max(chunk.num_rows, 1))
 
     def close(self) -> None:
         self.writer.close()
+
+
+def _check_cells(chunk: pa.Table, first_row: int, limit: int) -> None:
+    """Refuse a text value longer than the per-cell limit, naming its column and row."""
+    for name, col in zip(chunk.column_names, chunk.columns, strict=True):
+        if not pa.types.is_string(col.type) or len(col) == col.null_count:
+            continue
+        lengths = pc.binary_length(col)
+        if pc.max(lengths).as_py() <= limit:
+            continue
+        index = pc.index(pc.greater(lengths, limit), True).as_py()
+        size = lengths[index].as_py()
+        raise PayloadTooLarge(
+            f"column {name!r}, data row {first_row + index + 1:,}: a value of {_size(size)} is "
+            f"over the {_size(limit)} limit on one cell (RIDGELINE_MAX_CELL_BYTES); shorten "
+            "the long values or drop the column"
+        )
 
 
 def _check_rows(n_rows: int, max_rows: int | None) -> None:
@@ -360,20 +437,22 @@ def ingest(
     max_rows: int | None = None,
     unique_cap: int = 10_000,
     block_size: int = 16 << 20,
+    sizes: SizeLimits | None = None,
 ) -> IngestResult:
     """Validate `src` and write it to `dest` as zstd Parquet; `dest` never survives a failure."""
     # `block_size` is the longest row (and header) accepted; parsing uses smaller blocks first.
     if unique_cap < 1 or max_columns < 1 or block_size < 1:
         raise ValueError("unique_cap, max_columns and block_size must be positive")
     src, dest = Path(src), Path(dest)
+    sizes = sizes or SizeLimits()
     try:
         with src.open("rb") as f:
             head = f.read(HEAD_BYTES)
         fmt = detect_format(head, filename)
         if fmt == "parquet":
-            return _ingest_parquet(src, dest, max_columns, max_rows, unique_cap)
+            return _ingest_parquet(src, dest, max_columns, max_rows, unique_cap, sizes)
         return _ingest_csv(
-            src, dest, head, delimiter, max_columns, max_rows, unique_cap, block_size
+            src, dest, head, delimiter, max_columns, max_rows, unique_cap, block_size, sizes
         )
     except BaseException:
         dest.unlink(missing_ok=True)
@@ -384,34 +463,52 @@ def ingest(
 
 
 def _ingest_parquet(
-    src: Path, dest: Path, max_columns: int, max_rows: int | None, unique_cap: int
+    src: Path,
+    dest: Path,
+    max_columns: int,
+    max_rows: int | None,
+    unique_cap: int,
+    sizes: SizeLimits,
 ) -> IngestResult:
     """Map each Parquet column to one of the four dtypes and rewrite it batch by batch."""
+    fields = parquet_field_count(src)
+    if fields is not None and fields - 1 > max_columns:  # the root is a field, not a column
+        raise _too_many_columns(fields - 1, max_columns)
     try:
-        pf = pq.ParquetFile(src)
+        pf = pq.ParquetFile(src, buffer_size=READ_BUFFER)
         schema = pf.schema_arrow
         n_rows = pf.metadata.num_rows
     except (pa.ArrowException, OSError) as exc:
+        if is_out_of_memory(exc):
+            raise
         raise InvalidInput(
             f"the Parquet file is corrupt or truncated ({exc}); write it again and re-upload"
         ) from None
-    names = schema.names
-    _check_header(names, max_columns)
+    names = _check_header(schema.names, max_columns)
     if n_rows == 0:
         raise InvalidInput("the Parquet file has columns but no rows; upload a file with data")
     _check_rows(n_rows, max_rows)
-    out = pa.schema([pa.field(f.name, _parquet_target(f, i)) for i, f in enumerate(schema)])
-    sink = _Sink(dest, out, unique_cap, max_rows)
+    check_decompressed_sizes(pf.metadata, names, sizes)
+    out = pa.schema(
+        [
+            pa.field(name, _parquet_target(f, i))
+            for i, (name, f) in enumerate(zip(names, schema, strict=True))
+        ]
+    )
+    sink = _Sink(dest, out, unique_cap, max_rows, sizes.max_cell_bytes)
+    batch_rows = batch_rows_for(pf.metadata, BATCH_BYTES, PARQUET_BATCH_ROWS)
 
     def batches() -> Iterator[pa.RecordBatch]:
         done = 0
-        reader = pf.iter_batches(batch_size=PARQUET_BATCH_ROWS, use_threads=True)
+        reader = pf.iter_batches(batch_size=batch_rows, use_threads=True)
         while True:
             try:
                 batch = next(reader)
             except StopIteration:
                 return
             except (pa.ArrowException, OSError) as exc:  # only reading errors: bad input
+                if is_out_of_memory(exc):
+                    raise
                 raise InvalidInput(
                     f"the Parquet file is corrupt: reading after row {done:,} failed "
                     f"({' '.join(str(exc).split())}); "
@@ -431,6 +528,112 @@ def _ingest_parquet(
         columns=[acc.result() for acc in sink.accs],
         delimiter=None,
     )
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether an error means memory ran out, however pyarrow or its C++ reported it."""
+    # ArrowMemoryError is a MemoryError; Thrift's bad_alloc becomes an OSError, and a thread
+    # pool that cannot map a stack under RLIMIT_DATA raises a bare ArrowException.
+    return isinstance(exc, MemoryError) or any(
+        sign in str(exc) for sign in ("bad_alloc", "Failed to launch worker thread")
+    )
+
+
+def parquet_field_count(path: Path) -> int | None:
+    """How many schema fields a Parquet footer declares, read before the footer is parsed.
+
+    pyarrow parses the whole footer (every column of every row group, ~3 KiB of memory per
+    column) before it shows the schema, so a 100,000-column file costs hundreds of MiB just to
+    be refused. The footer is Thrift compact protocol: FileMetaData begins with field 1
+    (version, i32) and field 2 (the schema, a list of structs) whose header holds its length.
+    None when the footer does not begin that way; the full parse then decides.
+    """
+    with Path(path).open("rb") as f:
+        size = f.seek(0, io.SEEK_END)
+        if size < 12:
+            return None
+        f.seek(size - 8)
+        tail = f.read(8)
+        footer = int.from_bytes(tail[:4], "little")
+        if tail[4:] != b"PAR1" or footer > size - 12:
+            return None
+        f.seek(size - 8 - footer)
+        data = f.read(min(footer, 32))
+    if len(data) < 4 or data[0] != 0x15:  # field 1, type i32
+        return None
+    version = _varint(data, 1)
+    if version is None or version[1] + 1 >= len(data) or data[version[1]] != 0x19:
+        return None  # not field 2, type list
+    header = data[version[1] + 1]
+    if header & 0x0F != 0x0C:  # a list of structs
+        return None
+    if header >> 4 != 0x0F:
+        return header >> 4
+    count = _varint(data, version[1] + 2)
+    return None if count is None else count[0]
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int] | None:
+    """An unsigned LEB128 integer at `pos` and the position after it; None if cut off."""
+    value = shift = 0
+    while pos < len(data):
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, pos
+        shift += 7
+    return None
+
+
+def check_decompressed_sizes(meta: pq.FileMetaData, names: list[str], sizes: SizeLimits) -> None:
+    """Refuse, from the footer alone, a file whose cells, row groups or whole decompress too big."""
+    groups = meta.num_row_groups
+    text = [
+        i
+        for i in range(meta.num_columns)
+        if meta.schema.column(i).physical_type in ("BYTE_ARRAY", "FIXED_LEN_BYTE_ARRAY")
+    ]
+    total = 0
+    for g in range(groups):
+        group = meta.row_group(g)
+        for i in text:
+            chunk = group.column(i)
+            average = chunk.total_uncompressed_size / max(chunk.num_values, 1)
+            if average > sizes.max_cell_bytes:
+                raise PayloadTooLarge(
+                    f"column {names[i]!r} (position {i + 1}), row group {g + 1} of {groups}: its "
+                    f"values decompress to {_size(average)} each on average, over the "
+                    f"{_size(sizes.max_cell_bytes)} limit on one cell "
+                    "(RIDGELINE_MAX_CELL_BYTES); shorten the long values or drop the column"
+                )
+        if group.total_byte_size > sizes.max_row_group_bytes:
+            raise PayloadTooLarge(
+                f"row group {g + 1} of {groups} decompresses to {_size(group.total_byte_size)}, "
+                f"over the {_size(sizes.max_row_group_bytes)} limit on one row group "
+                "(RIDGELINE_MAX_ROW_GROUP_BYTES); write the file with smaller row groups "
+                "(pyarrow: row_group_size)"
+            )
+        total += group.total_byte_size
+    if total > sizes.max_decompressed_bytes:
+        raise PayloadTooLarge(
+            f"the file decompresses to {_size(total)}, over the "
+            f"{_size(sizes.max_decompressed_bytes)} limit on one upload "
+            "(RIDGELINE_MAX_DECOMPRESSED_BYTES); split it into several datasets"
+        )
+
+
+def batch_rows_for(meta: pq.FileMetaData, target_bytes: int, max_rows: int) -> int:
+    """Rows per batch so that one batch of the widest row group decompresses to ~target_bytes."""
+    widest = max(
+        (
+            meta.row_group(g).total_byte_size / meta.row_group(g).num_rows
+            for g in range(meta.num_row_groups)
+            if meta.row_group(g).num_rows
+        ),
+        default=1.0,
+    )
+    return int(max(1, min(max_rows, target_bytes // max(widest, 1.0))))
 
 
 def _parquet_target(f: pa.Field, index: int) -> pa.DataType:
@@ -547,6 +750,7 @@ def _ingest_csv(
     max_rows: int | None,
     unique_cap: int,
     block_size: int,
+    sizes: SizeLimits,
 ) -> IngestResult:
     """Speculative write pass; on a type surprise, finish discovering types, then write again."""
     if delimiter is not None and (len(delimiter) != 1 or delimiter in '\r\n"'):
@@ -561,7 +765,7 @@ def _ingest_csv(
     for _ in range(4 * len(names) + 4):  # every retry widens a column or grows the block
         try:
             if writing:
-                sink = _Sink(dest, _output_schema(plan), unique_cap, max_rows)
+                sink = _Sink(dest, _output_schema(plan), unique_cap, max_rows, sizes.max_cell_bytes)
                 try:
                     _csv_pass(plan, 0, max_rows, sink.consume)
                 finally:
@@ -746,7 +950,10 @@ def _pin_types(plan: _CsvPlan, block_size: int) -> None:
 def _output_schema(plan: _CsvPlan) -> pa.Schema:
     """Pinned types as written: a column with no value at all becomes an empty categorical."""
     return pa.schema(
-        [pa.field(n, pa.string() if t == pa.null() else t) for n, t in plan.types.items()]
+        [
+            pa.field(unicodedata.normalize("NFC", n), pa.string() if t == pa.null() else t)
+            for n, t in plan.types.items()
+        ]
     )
 
 
@@ -824,16 +1031,18 @@ def _too_many_columns(n: int, limit: int, at_least: bool = False) -> InvalidInpu
     )
 
 
-def _check_header(names: list[str], max_columns: int) -> None:
+def _check_header(names: list[str], max_columns: int) -> list[str]:
+    """The column names, NFC-normalized, if their number and spelling are acceptable."""
     if len(names) > max_columns:
         raise _too_many_columns(len(names), max_columns)
     if not names:
         raise InvalidInput("the file has no columns; upload a file with at least one column")
-    _check_names(names)
+    return _check_names(names)
 
 
-def _check_names(names: list[str]) -> None:
-    """Column names must be non-empty and unique, since jobs refer to columns by name."""
+def _check_names(raw: list[str]) -> list[str]:
+    """Names NFC-normalized, non-empty, visible and unique, since jobs refer to columns by name."""
+    names = [unicodedata.normalize("NFC", n) for n in raw]
     empty = [i + 1 for i, n in enumerate(names) if not n.strip()]
     if empty:
         where = ", ".join(str(i) for i in empty[:10])
@@ -847,7 +1056,20 @@ def _check_names(names: list[str]) -> None:
     dups = {n: pos for n, pos in seen.items() if len(pos) > 1}
     if dups:
         listed = "; ".join(f"{n!r} at positions {', '.join(map(str, p))}" for n, p in dups.items())
-        raise InvalidInput(f"duplicate column names: {listed}. Rename them so each is unique")
+        raise InvalidInput(
+            f"duplicate column names (compared in Unicode NFC form): {listed}. Rename them so "
+            "each is unique"
+        )
+    for i, name in enumerate(names):
+        hidden = next((c for c in name if unicodedata.category(c) in _HIDDEN_CATEGORIES), None)
+        if hidden is not None:
+            what = unicodedata.name(hidden, "a control character")
+            raise InvalidInput(
+                f"column {name!r} (position {i + 1}) contains U+{ord(hidden):04X} ({what}), an "
+                "invisible or text-direction character; rename the column without it",
+                errors=[{"field": f"columns[{i}]", "message": f"contains U+{ord(hidden):04X}"}],
+            )
+    return names
 
 
 # --------------------------------------------------------------------------- csv error details

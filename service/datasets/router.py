@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Annotated, Literal
 
-import anyio
 import anyio.to_thread
 from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
 
-from service.datasets import imports, service
+from service.datasets import export, imports, service
 from service.datasets.schemas import DatasetImport, DatasetPreview, DatasetRead
 from service.db import Database
-from service.deps import DatabaseDep, PrincipalDep, SessionDep
+from service.deps import Cursor, DatabaseDep, PrincipalDep, SessionDep, ingest_slots
 from service.ids import parse_id
 from service.pagination import MAX_LIMIT, Page
 from service.scratch import scratch_dir
@@ -57,15 +57,6 @@ UPLOAD_BODY = {
 }
 
 
-def _ingest_slots(request: Request) -> anyio.CapacityLimiter:
-    """Parsing and storing hold tens of MiB each: bound how many run at once per process."""
-    state = request.app.state
-    if getattr(state, "ingest_slots", None) is None:
-        state.ingest_slots = anyio.CapacityLimiter(state.settings.max_concurrent_ingests)
-    limiter: anyio.CapacityLimiter = state.ingest_slots
-    return limiter
-
-
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
@@ -97,7 +88,7 @@ async def upload_dataset(
             lambda: service.create_dataset(
                 db, tenant_id=principal.tenant_id, upload=upload, tmp_dir=scratch_dir(request)
             ),
-            limiter=_ingest_slots(request),
+            limiter=ingest_slots(request),
         )
     finally:
         upload.discard()
@@ -132,7 +123,7 @@ def list_datasets(
     session: SessionDep,
     principal: PrincipalDep,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
-    cursor: str | None = None,
+    cursor: Cursor = "",
 ) -> Page[DatasetRead]:
     items, next_cursor = service.list_datasets(
         session, tenant_id=principal.tenant_id, limit=limit, cursor=cursor
@@ -181,14 +172,17 @@ def download_dataset(
     db: DatabaseDep,
     principal: PrincipalDep,
     format: Literal["csv", "parquet"] = "csv",
+    escape_formulas: Annotated[bool, Query(description=export.ESCAPE_FORMULAS_DOC)] = True,
 ) -> StreamingResponse:
     dataset = service.get_dataset(
         session, tenant_id=principal.tenant_id, dataset_id=parse_id(dataset_id, "dataset")
     )
+    body: Iterator[export.Piece]
     if format == "parquet":
         body, media_type = service.iter_parquet(db, dataset), "application/vnd.apache.parquet"
     else:
-        body, media_type = service.iter_csv(db, dataset), "text/csv; charset=utf-8"
+        body = service.iter_csv(db, dataset, escape_formulas=escape_formulas)
+        media_type = "text/csv; charset=utf-8"
     filename = f"dataset-{dataset.id}.{format}"
     return StreamingResponse(
         body,

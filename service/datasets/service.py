@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import math
 import tempfile
 import uuid
@@ -10,15 +9,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import pyarrow.csv as pa_csv
-import pyarrow.parquet as pq
+import pyarrow as pa
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from service import blobs
 from service.config import Settings
+from service.datasets import export
 from service.datasets.imports import Source
-from service.datasets.ingest import ingest
+from service.datasets.ingest import SizeLimits
+from service.datasets.isolated import ingest_in_child
 from service.datasets.models import FAILED, IMPORTING, READY, Dataset
 from service.datasets.schemas import DatasetImport
 from service.db import Database, new_id
@@ -27,6 +27,8 @@ from service.pagination import page_of, paginate
 from service.uploads import ReceivedUpload
 
 MAX_NAME = 255
+PREVIEW_CELL_CHARS = 4096
+PREVIEW_BYTES = 8 << 20
 #: The internal trainer that runs an import in a worker's child.
 IMPORT_TRAINER = "import"
 
@@ -69,14 +71,16 @@ def create_dataset(
     dataset_id = new_id()
     with tempfile.TemporaryDirectory(prefix="ridgeline-ingest-", dir=tmp_dir) as work:
         parquet_path = Path(work) / "data.parquet"
-        result = ingest(
+        result = ingest_in_child(
             upload.path,
             parquet_path,
+            memory_limit_mb=settings.ingest_memory_mb,
             filename=upload.filename,
             delimiter=delimiter,
             max_columns=settings.max_columns,
             max_rows=settings.max_rows,
             unique_cap=settings.n_unique_cap,
+            sizes=SizeLimits.from_settings(settings),
         )
         check_quota(db, tenant_id=tenant_id, adding=parquet_path.stat().st_size)
         blob = blobs.write_blob(
@@ -301,48 +305,33 @@ def _json_safe(value: Any) -> Any:
 
 
 def preview_rows(db: Database, dataset: Dataset, *, limit: int) -> list[dict[str, Any]]:
-    """The first rows, read lazily: only the Parquet footer and first row group are fetched."""
-    parquet = pq.ParquetFile(blobs.open_blob(db, require_stored(dataset)))
+    """The first rows, long text cut short, read lazily from the first row group(s) only."""
+    parquet = export.open_stored(db, require_stored(dataset), SizeLimits.from_settings(db.settings))
     rows: list[dict[str, Any]] = []
-    for batch in parquet.iter_batches(batch_size=limit):
-        rows.extend(batch.to_pylist())
+    budget = PREVIEW_BYTES
+    for batch in export.bounded_batches(parquet):
+        part = export.shorten_text(batch.slice(0, limit - len(rows)), PREVIEW_CELL_CHARS)
+        if part.nbytes > budget:  # a preview of wide or long rows stops early, one row at least
+            part = part.slice(0, max(0 if rows else 1, part.num_rows * budget // part.nbytes))
+            limit = len(rows) + part.num_rows
+        budget -= part.nbytes
+        rows.extend(part.to_pylist())
         if len(rows) >= limit:
             break
-    return [{k: _json_safe(v) for k, v in row.items()} for row in rows[:limit]]
+    return [{k: _json_safe(v) for k, v in row.items()} for row in rows]
 
 
 def iter_parquet(db: Database, dataset: Dataset) -> Iterator[bytes]:
     return blobs.iter_blob(db, require_stored(dataset))
 
 
-class _Drain(io.RawIOBase):
-    """A write-only sink whose bytes are handed out as they are produced."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.parts: list[bytes] = []
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: Any) -> int:
-        self.parts.append(bytes(data))
-        return len(data)
-
-    def take(self) -> bytes:
-        out, self.parts = b"".join(self.parts), []
-        return out
-
-
-def iter_csv(db: Database, dataset: Dataset) -> Iterator[bytes]:
-    """Convert the stored Parquet back to CSV batch by batch, never holding the whole table."""
-    parquet = pq.ParquetFile(blobs.open_blob(db, require_stored(dataset)))
-    sink = _Drain()
-    delimiter = dataset.delimiter or ","
-    with pa_csv.CSVWriter(
-        sink, parquet.schema_arrow, write_options=pa_csv.WriteOptions(delimiter=delimiter)
-    ) as writer:
-        for batch in parquet.iter_batches(batch_size=64 * 1024):
-            writer.write_batch(batch)
-            yield sink.take()
-    yield sink.take()
+def iter_csv(db: Database, dataset: Dataset, *, escape_formulas: bool) -> Iterator[export.Piece]:
+    """The stored Parquet back as CSV, in bounded batches, never holding the whole table."""
+    parquet = export.open_stored(db, require_stored(dataset), SizeLimits.from_settings(db.settings))
+    tables = (pa.Table.from_batches([batch]) for batch in export.bounded_batches(parquet))
+    return export.csv_stream(
+        tables,
+        parquet.schema_arrow,
+        delimiter=dataset.delimiter or ",",
+        formulas=escape_formulas,
+    )

@@ -30,15 +30,14 @@ import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from service.config import Settings
 from service.db import Database, rowcount
-from service.errors import InvalidInput
+from service.errors import InvalidInput, OutboundRefused, OutboundUnreachable
 from service.jobs import queue
 from service.jobs.models import (
     CALLBACK_DELIVERED,
@@ -47,6 +46,7 @@ from service.jobs.models import (
     TERMINAL,
     Job,
 )
+from service.outbound import DEFAULT_PORTS, OutboundPolicy
 
 logger = logging.getLogger("ridgeline.callbacks")
 
@@ -68,10 +68,11 @@ def _problem(message: str) -> InvalidInput:
     return InvalidInput(message, errors=[{"field": "callback_url", "message": message}])
 
 
-def validate_callback_url(settings: Settings, url: str) -> str:
-    """The URL if callbacks are configured and it is http(s) on an allowed host; else a 422."""
-    allowed = {host.lower().rstrip(".") for host in settings.callback_allowed_hosts}
-    if not allowed:
+def validate_callback_url(
+    settings: Settings, url: str, *, policy: OutboundPolicy | None = None
+) -> str:
+    """The URL if callbacks are configured and the outbound policy lets it out; else a 422."""
+    if not settings.callback_allowed_hosts:
         raise _problem(
             "callbacks are off on this server: set RIDGELINE_CALLBACK_ALLOWED_HOSTS (a JSON list "
             "of host names) and RIDGELINE_CALLBACK_SECRET on the API and the workers"
@@ -81,28 +82,16 @@ def validate_callback_url(settings: Settings, url: str) -> str:
             "callbacks need RIDGELINE_CALLBACK_SECRET (the key that signs them) on the API and "
             "the workers"
         )
+    policy = policy or OutboundPolicy.from_settings(settings)
     try:
-        parts = urlsplit(url)
-        if parts.port == 0:  # reading .port also rejects a malformed one
-            raise ValueError("port 0")
-    except ValueError as exc:
-        raise _problem(f"callback_url is not a valid URL: {exc}") from exc
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise _problem("callback_url must be an absolute http:// or https:// URL")
-    if parts.username is not None or parts.password is not None:
-        raise _problem("callback_url must not carry credentials; verify the signature instead")
-    host = parts.hostname.lower().rstrip(".")
-    if host not in allowed:
-        raise _problem(
-            f"callback_url host {host!r} is not among the hosts this server sends callbacks to "
-            "(RIDGELINE_CALLBACK_ALLOWED_HOSTS); use an allowed host or ask the operator to add it"
-        )
+        parsed = policy.check_url(url, allowed_hosts=settings.callback_allowed_hosts)
+        policy.resolve(parsed.host, parsed.port or DEFAULT_PORTS[parsed.scheme])
+    except InvalidInput as exc:
+        hint = ""
+        if "allowed hosts" in exc.detail:
+            hint = " (RIDGELINE_CALLBACK_ALLOWED_HOSTS); use an allowed host or ask the operator"
+        raise _problem(f"callback_url is refused: {exc.detail}{hint}") from None
     return url
-
-
-def host_allowed(settings: Settings, url: str) -> bool:
-    host = (urlsplit(url).hostname or "").lower().rstrip(".")
-    return host in {h.lower().rstrip(".") for h in settings.callback_allowed_hosts}
 
 
 def sign(secret: bytes, timestamp: int, body: bytes) -> str:
@@ -154,10 +143,30 @@ class Delivery:
 
 
 def claim_due(
-    session: Session, *, lease_seconds: float, limit: int = CLAIM_BATCH
+    session: Session, *, lease_seconds: float, max_attempts: int, limit: int = CLAIM_BATCH
 ) -> list[Delivery]:
-    """Claim the tries that are due; a conditional UPDATE makes each claim exclusive."""
+    """Claim the tries that are due; a conditional UPDATE makes each claim exclusive.
+
+    A delivery whose tries are all used up (its sender died before recording the last one)
+    is marked failed here instead of being tried again."""
     now = queue.db_now(session)
+    session.execute(
+        update(Job)
+        .where(
+            Job.callback_status == CALLBACK_PENDING,
+            Job.status.in_(TERMINAL),
+            Job.callback_attempts >= max_attempts,
+            or_(Job.callback_next_at.is_(None), Job.callback_next_at <= now),
+        )
+        .values(
+            callback_status=CALLBACK_FAILED,
+            callback_next_at=None,
+            callback_last_error=func.coalesce(
+                Job.callback_last_error, f"no outcome was recorded for any of {max_attempts} tries"
+            ),
+        )
+        .execution_options(synchronize_session=False)
+    )
     due = session.execute(
         select(Job.id, Job.callback_attempts)
         .where(
@@ -215,10 +224,14 @@ def record(
     return bool(rowcount(result))
 
 
-def send(settings: Settings, client: httpx.Client, delivery: Delivery) -> tuple[str | None, bool]:
+def send(
+    settings: Settings, client: httpx.Client, policy: OutboundPolicy, delivery: Delivery
+) -> tuple[str | None, bool]:
     """POST one signed try: (error or None, whether a failure is worth retrying)."""
-    if not host_allowed(settings, delivery.url):
-        return "the callback host is no longer in RIDGELINE_CALLBACK_ALLOWED_HOSTS", False
+    try:
+        policy.check_url(delivery.url, allowed_hosts=settings.callback_allowed_hosts)
+    except OutboundRefused as exc:
+        return f"{exc.detail} (checked again before sending)", False
     timestamp = int(time.time())
     secret = settings.callback_secret.get_secret_value().encode()
     headers = {
@@ -230,8 +243,10 @@ def send(settings: Settings, client: httpx.Client, delivery: Delivery) -> tuple[
     }
     try:
         response = client.post(delivery.url, content=delivery.body, headers=headers)
-    except httpx.HTTPError as exc:
-        return f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS], True
+    except OutboundRefused as exc:  # the address the host resolves to now is refused
+        return exc.detail, False
+    except (httpx.HTTPError, OutboundUnreachable) as exc:
+        return _error_text(exc), True
     if response.is_success:
         return None, False
     error = f"HTTP {response.status_code}"
@@ -240,18 +255,30 @@ def send(settings: Settings, client: httpx.Client, delivery: Delivery) -> tuple[
     return error, response.status_code >= 500 or response.status_code in RETRY_STATUSES
 
 
+def _error_text(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
+
+
 def backoff(settings: Settings, attempt: int) -> float:
     """Seconds before the try after `attempt` failed ones: base, 2·base, 4·base, …"""
     return float(settings.callback_backoff_seconds * 2 ** (attempt - 1))
 
 
-def deliver_due(db: Database, settings: Settings, client: httpx.Client) -> int:
+def deliver_due(
+    db: Database, settings: Settings, client: httpx.Client, policy: OutboundPolicy
+) -> int:
     """Claim what is due, send each, record each outcome; how many were tried."""
     lease = settings.callback_timeout_seconds + CLAIM_MARGIN_SECONDS
     with db.transaction() as session:
-        claimed = claim_due(session, lease_seconds=lease)
+        claimed = claim_due(
+            session, lease_seconds=lease, max_attempts=settings.callback_max_attempts
+        )
     for delivery in claimed:
-        error, retryable = send(settings, client, delivery)
+        try:
+            error, retryable = send(settings, client, policy, delivery)
+        except Exception as exc:  # one bad delivery never ends the batch
+            logger.exception("callback of job %s could not be sent", delivery.job_id)
+            error, retryable = _error_text(exc), True
         retry_in = None
         if error is not None and retryable and delivery.attempt < settings.callback_max_attempts:
             retry_in = backoff(settings, delivery.attempt)
@@ -280,12 +307,13 @@ class CallbackSender(threading.Thread):
         self.stop = stop
 
     def run(self) -> None:
-        with httpx.Client(
+        policy = OutboundPolicy.from_settings(self.settings)
+        with policy.client(
             follow_redirects=False, timeout=self.settings.callback_timeout_seconds
         ) as client:
             while not self.stop.is_set():
                 try:
-                    busy = deliver_due(self.db, self.settings, client) >= CLAIM_BATCH
+                    busy = deliver_due(self.db, self.settings, client, policy) >= CLAIM_BATCH
                 except Exception as exc:
                     logger.warning("callback loop error (will retry): %s", exc)
                     busy = False

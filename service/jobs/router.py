@@ -3,19 +3,32 @@
 from __future__ import annotations
 
 import json
+import time
+import unicodedata
 import uuid
 from functools import partial
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import anyio.to_thread
+import pyarrow as pa
+import pyarrow.csv as pa_csv
 from fastapi import APIRouter, Header, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from service import blobs
+from service.datasets import export
 from service.db import Database
-from service.deps import DatabaseDep, PrincipalDep, SessionDep
+from service.deps import (
+    Cursor,
+    DatabaseDep,
+    PrincipalDep,
+    SessionDep,
+    ingest_slots,
+    still_authorized,
+)
 from service.errors import (
     Conflict,
     InvalidInput,
@@ -93,7 +106,7 @@ def list_jobs(
     status_filter: Annotated[JobStatus | None, Query(alias="status")] = None,
     dataset_id: uuid.UUID | None = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
-    cursor: str | None = None,
+    cursor: Cursor = "",
 ) -> Page[JobRead]:
     items, next_cursor = service.list_jobs(
         session,
@@ -239,39 +252,60 @@ async def _predict_rows(request: Request, db: Database) -> Any:
             raise InvalidInput(
                 f"{len(payload.rows)} rows is over the limit of {max_rows} per request"
             )
-        return payload.rows
+        return [{_nfc(name): value for name, value in row.items()} for row in payload.rows]
     if content_type.startswith("multipart/form-data"):
         upload = await receive_upload(
             request.stream(),
             content_type=request.headers.get("content-type"),
             content_length=request.headers.get("content-length"),
-            max_bytes=db.settings.max_upload_bytes,
+            max_bytes=db.settings.max_request_bytes,
             tmp_dir=scratch_dir(request),
+            limit_setting="RIDGELINE_MAX_REQUEST_BYTES",
         )
         try:
-            return await anyio.to_thread.run_sync(lambda: _read_csv_rows(upload.path, max_rows))
+            return await anyio.to_thread.run_sync(
+                lambda: _read_csv_rows(upload.path, max_rows), limiter=ingest_slots(request)
+            )
         finally:
             upload.discard()
     raise UnsupportedMediaType("send application/json rows or a multipart/form-data CSV 'file'")
 
 
-def _read_csv_rows(path: Any, max_rows: int) -> Any:
-    import pyarrow as pa
-    import pyarrow.csv as pa_csv
-
+def _read_csv_rows(path: Path, max_rows: int) -> pa.Table:
+    """The CSV's rows, types inferred over the file, once a streamed count kept to the limit."""
     try:
+        _count_csv_rows(path, max_rows)
         table = pa_csv.read_csv(path)
     except pa.ArrowInvalid as exc:
         raise InvalidInput(f"the CSV could not be parsed: {exc}") from exc
-    try:
-        table.column_names  # noqa: B018  (pyarrow decodes the header lazily)
-    except UnicodeDecodeError as exc:
+    except UnicodeDecodeError as exc:  # pyarrow decodes the header lazily
         raise InvalidInput("the CSV header is not UTF-8; save the file as UTF-8") from exc
     if table.num_rows == 0:
         raise InvalidInput("the CSV has no rows to score")
-    if table.num_rows > max_rows:
-        raise InvalidInput(f"{table.num_rows} rows is over the limit of {max_rows} per request")
-    return table
+    return table.rename_columns([_nfc(name) for name in table.column_names])
+
+
+def _nfc(name: str) -> str:
+    """Column names compare in Unicode NFC form, the form datasets store them in."""
+    return unicodedata.normalize("NFC", name)
+
+
+def _count_csv_rows(path: Path, max_rows: int) -> None:
+    """Read the CSV as text block by block, stopping as soon as it passes the row limit."""
+    names = pa_csv.open_csv(path).schema.names
+    reader = pa_csv.open_csv(
+        path, convert_options=pa_csv.ConvertOptions(column_types=dict.fromkeys(names, pa.string()))
+    )
+    rows = 0
+    for batch in reader:
+        rows += batch.num_rows
+        if rows > max_rows:
+            reader.close()
+            raise InvalidInput(
+                f"the CSV has more than {max_rows} rows, the limit of one request "
+                "(RIDGELINE_MAX_PREDICT_ROWS); send fewer rows, or score a stored dataset with "
+                '{"dataset_id": ...}'
+            )
 
 
 @router.post(
@@ -287,7 +321,11 @@ def _read_csv_rows(path: Any, max_rows: int) -> Any:
     responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}},
 )
 async def predict(
-    job_id: str, request: Request, db: DatabaseDep, principal: PrincipalDep
+    job_id: str,
+    request: Request,
+    db: DatabaseDep,
+    principal: PrincipalDep,
+    escape_formulas: Annotated[bool, Query(description=export.ESCAPE_FORMULAS_DOC)] = True,
 ) -> PredictResponse | StreamingResponse:
     job = await anyio.to_thread.run_sync(lambda: _load_job(db, principal, job_id))
     service.require_succeeded(job)
@@ -297,7 +335,12 @@ async def predict(
         dataset_id = rows
         stream = await anyio.to_thread.run_sync(
             lambda: service.score_dataset(
-                db, cache, job, tenant_id=principal.tenant_id, dataset_id=dataset_id
+                db,
+                cache,
+                job,
+                tenant_id=principal.tenant_id,
+                dataset_id=dataset_id,
+                escape_formulas=escape_formulas,
             )
         )
         return StreamingResponse(
@@ -343,15 +386,25 @@ async def job_events(
     request: Request,
     db: DatabaseDep,
     principal: PrincipalDep,
-    last_event_id: Annotated[int | None, Header(ge=0, le=2**63 - 1)] = None,
+    last_event_id: Annotated[
+        int,
+        Header(ge=0, le=2**63 - 1, description="Resume after this event id (0: from the start)."),
+    ] = 0,
 ) -> StreamingResponse:
     job = await anyio.to_thread.run_sync(lambda: _load_job(db, principal, job_id))
-    after = last_event_id or 0
+    after = last_event_id
+    recheck = max(db.settings.key_cache_seconds, EVENT_POLL_SECONDS)
 
     async def stream() -> Any:
         nonlocal after
         idle = 0.0
+        checked = time.monotonic()
         while not await request.is_disconnected():
+            if time.monotonic() - checked >= recheck:  # the verifier's cadence
+                if not await still_authorized(request):
+                    yield ": the credential was revoked or signed out; the stream ends\n\n"
+                    return
+                checked = time.monotonic()
             events, status_now = await anyio.to_thread.run_sync(
                 service.events_after, db, job.id, after
             )

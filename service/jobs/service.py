@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import threading
 import uuid
@@ -19,8 +18,16 @@ from sqlalchemy.orm import Session
 
 from service import blobs
 from service.config import Settings
+from service.datasets import export
+from service.datasets.ingest import SizeLimits
 from service.datasets.models import Dataset
-from service.datasets.service import IMPORT_TRAINER, dataset_to_train_on, fail_import
+from service.datasets.service import (
+    IMPORT_TRAINER,
+    dataset_named,
+    dataset_to_train_on,
+    fail_import,
+    require_stored,
+)
 from service.db import Database, rowcount, utcnow
 from service.errors import Conflict, InvalidInput, NotFound, TooManyRequests
 from service.jobs import callbacks, queue
@@ -432,19 +439,21 @@ SCORE_BATCH_ROWS = 16_384
 
 
 def score_dataset(
-    db: Database, cache: ModelCache, job: Job, *, tenant_id: str, dataset_id: uuid.UUID
-) -> Iterator[bytes]:
-    """A stored dataset's rows as CSV with the model's predictions, batch by batch from its
+    db: Database,
+    cache: ModelCache,
+    job: Job,
+    *,
+    tenant_id: str,
+    dataset_id: uuid.UUID,
+    escape_formulas: bool,
+) -> Iterator[export.Piece]:
+    """A stored dataset's rows as CSV with the model's predictions, in bounded batches from its
     Parquet; the first batch is scored before this returns, so bad input is still a 4xx."""
-    import pyarrow.parquet as pq
-
-    from service.datasets.service import dataset_named, require_stored
-
     with db.transaction(write=False) as session:
         dataset = dataset_named(session, tenant_id=tenant_id, dataset_id=dataset_id)
         blob_id = require_stored(dataset)
     model = cache.get(db, job)
-    parquet = pq.ParquetFile(blobs.open_blob(db, blob_id))
+    parquet = export.open_stored(db, blob_id, SizeLimits.from_settings(db.settings))
     missing = [name for name in model.feature_schema if name not in parquet.schema_arrow.names]
     if missing:
         raise InvalidInput(
@@ -452,26 +461,22 @@ def score_dataset(
             "that the model was trained on",
             errors=[{"field": name, "message": "missing column"} for name in missing],
         )
-    batches = parquet.iter_batches(batch_size=SCORE_BATCH_ROWS)
+    batches = export.bounded_batches(parquet, max_rows=SCORE_BATCH_ROWS)
     first = next(batches, None)
-    head = _scored_csv(
-        model,
-        pa.Table.from_batches([first]) if first else parquet.schema_arrow.empty_table(),
-        header=True,
+    head = _scored(
+        model, pa.Table.from_batches([first]) if first else parquet.schema_arrow.empty_table()
     )
 
-    def stream() -> Iterator[bytes]:
+    def tables() -> Iterator[pa.Table]:
         yield head
         for batch in batches:
-            yield _scored_csv(model, pa.Table.from_batches([batch]), header=False)
+            yield _scored(model, pa.Table.from_batches([batch])).cast(head.schema)
 
-    return stream()
+    return export.csv_stream(tables(), head.schema, delimiter=",", formulas=escape_formulas)
 
 
-def _scored_csv(model: Any, table: pa.Table, *, header: bool) -> bytes:
-    """One batch as CSV: its columns, then `prediction` and one `proba_<label>` per class."""
-    import pyarrow.csv as pa_csv
-
+def _scored(model: Any, table: pa.Table) -> pa.Table:
+    """One batch with its columns, then `prediction` and one `proba_<label>` per class."""
     result = model.predict(table.select(list(model.feature_schema)))
     added: dict[str, pa.Array] = {}
     if result.classes is None:
@@ -485,9 +490,7 @@ def _scored_csv(model: Any, table: pa.Table, *, header: bool) -> bytes:
     out = table.select([name for name in table.column_names if name not in added])
     for name, values in added.items():
         out = out.append_column(name, values)
-    sink = io.BytesIO()
-    pa_csv.write_csv(out, sink, pa_csv.WriteOptions(include_header=header))
-    return sink.getvalue()
+    return out
 
 
 def require_succeeded(job: Job) -> None:

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request, Response
 from service.deps import PrincipalDep, SessionDep
 from service.ids import parse_id
 from service.plots import service
-from service.plots.service import Format, JobPlot, PlotCache, SweepPlot
+from service.plots.service import JOB_LIST, MAX_OVERLAY, Format, JobPlot, PlotCache, SweepPlot
 
 router = APIRouter(tags=["plots"])
 
@@ -96,7 +96,14 @@ def loss_curves(
     request: Request,
     session: SessionDep,
     principal: PrincipalDep,
-    job_ids: Annotated[str, Query(alias="jobs", description="Comma-separated job ids.")],
+    job_ids: Annotated[
+        str,
+        Query(
+            alias="jobs",
+            pattern=JOB_LIST,
+            description=f"1 to {MAX_OVERLAY} comma-separated job ids.",
+        ),
+    ],
     format: Format = "svg",
 ) -> Response:
     data = service.overlaid_loss_curves(

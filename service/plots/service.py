@@ -27,6 +27,8 @@ Format = Literal["svg", "png"]
 JobPlot = Literal["loss-curve", "coefficients", "learning-curve"]
 SweepPlot = Literal["validation-curve", "regularization-path"]
 MAX_OVERLAY = 10
+# 1 to MAX_OVERLAY non-empty items between commas: what the route's schema says, checked here too.
+JOB_LIST = rf"^\s*[^\s,]+\s*(,\s*[^\s,]+\s*){{0,{MAX_OVERLAY - 1}}}$"
 
 
 class PlotCache:

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
 
-from service.deps import DatabaseDep, PrincipalDep, SessionDep
+from service.deps import Cursor, DatabaseDep, PrincipalDep, SessionDep
 from service.ids import parse_id
 from service.pagination import MAX_LIMIT, Page
 from service.sweeps import service
@@ -46,7 +46,7 @@ def list_sweeps(
     session: SessionDep,
     principal: PrincipalDep,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
-    cursor: str | None = None,
+    cursor: Cursor = "",
 ) -> Page[SweepRead]:
     items, next_cursor = service.list_sweeps(
         session, tenant_id=principal.tenant_id, limit=limit, cursor=cursor

@@ -54,10 +54,21 @@ class SearchSpec(BaseModel):
     max_trials: int | None = Field(None, ge=1, description="Configurations drawn in random mode.")
 
 
-class CVSpec(BaseModel):
-    """k-fold cross-validation, or a single validation split."""
+def _exactly_one_cv_field(schema: dict[str, Any]) -> None:
+    """The documented shape is what validation accepts: exactly one of the two is a number."""
+    schema["oneOf"] = [
+        {"required": ["folds"], "properties": {"folds": {"type": "integer"}}},
+        {
+            "required": ["validation_fraction"],
+            "properties": {"validation_fraction": {"type": "number"}},
+        },
+    ]
 
-    model_config = ConfigDict(extra="forbid")
+
+class CVSpec(BaseModel):
+    """k-fold cross-validation (`folds`), or a single validation split (`validation_fraction`)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_exactly_one_cv_field)
 
     folds: int | None = Field(None, ge=2, le=20)
     validation_fraction: float | None = Field(None, gt=0, lt=1)

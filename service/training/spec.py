@@ -14,6 +14,7 @@ later (a plugin) is accepted without editing this module.
 from __future__ import annotations
 
 import threading
+import unicodedata
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
@@ -359,6 +360,7 @@ class TrainingSpec(BaseModel):
         default=None,
         description="Classification only: 'balanced' weighs classes inversely to frequency.",
     )
+
     model: ModelSpec = Field(
         default_factory=_default_model, description="Model family and its options."
     )
@@ -381,6 +383,14 @@ class TrainingSpec(BaseModel):
             "scores per share (metrics.learning_curve); needs validation.fraction > 0."
         ),
     )
+
+    @field_validator("target", "features")
+    @classmethod
+    def _nfc(cls, value: str | list[str] | None) -> str | list[str] | None:
+        """Column names compare in Unicode NFC form, the form datasets store them in."""
+        if isinstance(value, str):
+            return unicodedata.normalize("NFC", value)
+        return None if value is None else [unicodedata.normalize("NFC", v) for v in value]
 
 
 @dataclass(frozen=True)

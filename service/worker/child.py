@@ -7,43 +7,17 @@ This module stays light so the worker itself never imports torch; the forkserver
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
-import resource
-import signal
 import sys
 import threading
 import traceback
 from multiprocessing.connection import Connection
 from typing import Any
 
+from service.childproc import isolate, limit_memory
 from service.plugins import import_plugins
 from service.worker.trainers import TRAINERS, Reporter
-
-PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """Ask the kernel to SIGKILL us when our parent goes (Linux); the watchdog covers the rest."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except OSError:
-        pass
-
-
-def _watch(alive: Connection) -> None:
-    """Exit at once when the worker's end of the pipe closes: a child never outlives it."""
-    with contextlib.suppress(EOFError, OSError):
-        alive.recv_bytes()
-    os._exit(70)
-
-
-def _limit_memory(limit_mb: int) -> None:
-    if limit_mb > 0:
-        limit = limit_mb * (1 << 20)
-        resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
 
 
 class PipeReporter(Reporter):
@@ -82,9 +56,7 @@ def _readable(exc: BaseException, limit_mb: int) -> str:
 
 def child_main(conn: Connection, alive: Connection, payload: dict[str, Any]) -> None:
     """Entry point of one attempt: isolate, limit, train, report, exit."""
-    os.setpgid(0, 0)
-    _die_with_parent()
-    threading.Thread(target=_watch, args=(alive,), daemon=True).start()
+    isolate(alive)
     import pyarrow.parquet as pq
     import torch
     from threadpoolctl import threadpool_limits
@@ -94,7 +66,7 @@ def child_main(conn: Connection, alive: Connection, payload: dict[str, Any]) -> 
     reporter = PipeReporter(conn)
     limit_mb = int(payload["memory_limit_mb"])
     try:
-        _limit_memory(limit_mb)
+        limit_memory(limit_mb)
         import_plugins(payload.get("plugins", []))
         trainer = TRAINERS[payload["trainer"]]
         with threadpool_limits(limits=threads):

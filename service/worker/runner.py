@@ -11,7 +11,6 @@ import io
 import json
 import logging
 import multiprocessing
-import os
 import shutil
 import signal
 import threading
@@ -25,6 +24,7 @@ from typing import Any
 from sqlalchemy import select
 
 from service import blobs
+from service.childproc import kill_group
 from service.config import Settings
 from service.datasets.imports import DatasetChanged, reference_source
 from service.datasets.models import Dataset
@@ -353,15 +353,8 @@ class AttemptRunner(threading.Thread):
             return False
 
     def _kill_child(self) -> None:
-        process = self.process
-        if process is None or process.pid is None:
-            return
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            if process.is_alive():
-                process.kill()
-        process.join(timeout=5)
+        if self.process is not None:
+            kill_group(self.process)
 
     def _complete(self, process: Any, state: ChildState) -> None:
         if state.result is None:

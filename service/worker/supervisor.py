@@ -9,7 +9,6 @@ import os
 import signal
 import socket
 import sqlite3
-import sys
 import threading
 import time
 import uuid
@@ -18,6 +17,7 @@ from datetime import timedelta
 from sqlalchemy import exists, make_url, select
 
 from service import blobs
+from service.childproc import forkserver_context, start_forkserver
 from service.config import Settings
 from service.datasets.service import IMPORT_TRAINER, fail_import
 from service.db import Database
@@ -37,19 +37,11 @@ SQLITE_WATCH_SECONDS = 0.02
 
 def warm_context(settings: Settings) -> multiprocessing.context.BaseContext:
     """A forkserver with numpy, scikit-learn, pyarrow and torch imported once, up front."""
-    # Children run service.worker.child and need nothing from __main__ (the CLI); without this,
-    # multiprocessing re-executes the main module in every child, a third of a second each.
-    main = sys.modules["__main__"]
-    main.__spec__ = None
-    if hasattr(main, "__file__"):
-        del main.__file__
-    context = multiprocessing.get_context("forkserver")
     # Plugins first, so a kind they register is known to the warm-up and to every child.
-    preload = [*settings.plugins, "service.worker.preload", *settings.worker_plugins]
-    context.set_forkserver_preload(preload)
-    probe = context.Process(target=os.getpid)
-    probe.start()
-    probe.join()
+    context = forkserver_context(
+        [*settings.plugins, "service.worker.preload", *settings.worker_plugins]
+    )
+    start_forkserver(context)
     return context
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Iterator
+from contextlib import closing
 from typing import Any
 
 import httpx
@@ -26,17 +27,20 @@ DIGEST = "ab" * 32
 
 
 def test_token_round_trip_expiry_and_tampering() -> None:
-    token = sessions.issue_token(SECRET, DIGEST, lifetime=60, now=1000)
+    token = sessions.issue_token(SECRET, DIGEST, lifetime=60, epoch=3, now=1000)
     read = sessions.read_token(SECRET, token, now=1030)
     assert read is not None and read.key_digest == DIGEST and read.expires_at == 1060
+    assert read.epoch == 3
     assert sessions.read_token(SECRET, token, now=1060) is None  # expired
     assert sessions.read_token(b"x" * 32, token, now=1030) is None  # another secret
-    version, digest, expires, signature = token.split(".")
-    longer = ".".join([version, digest, str(int(expires) + 3600), signature])
+    version, digest, epoch, expires, signature = token.split(".")
+    longer = ".".join([version, digest, epoch, str(int(expires) + 3600), signature])
     assert sessions.read_token(SECRET, longer, now=1030) is None
-    other = ".".join([version, "cd" * 32, expires, signature])
+    other = ".".join([version, "cd" * 32, epoch, expires, signature])
     assert sessions.read_token(SECRET, other, now=1030) is None
-    for junk in ("", "v1", "v1.a.b.c", "v2." + token[3:], token + "."):
+    newer = ".".join([version, digest, "4", expires, signature])  # a signed-out epoch revived
+    assert sessions.read_token(SECRET, newer, now=1030) is None
+    for junk in ("", "v2", "v2.a.b.c.d", "v1." + token[3:], token + "."):
         assert sessions.read_token(SECRET, junk, now=1030) is None
 
 
@@ -219,6 +223,73 @@ def test_sign_out_needs_the_csrf_token_and_clears_both_cookies(
     cleared = set_cookie_headers(response)
     assert {"ridgeline_session", "ridgeline_csrf"} <= set(cleared)
     assert all("Max-Age=0" in header for header in cleared.values())
+
+
+def test_sign_out_ends_the_session_on_the_server(server: Server) -> None:
+    """A copy of the cookie taken before signing out, and the key's other sessions, are
+    refused afterwards; signing in again works."""
+    _, key = named_key(server)
+    with closing(signed_in(server, key)) as client, closing(signed_in(server, key)) as elsewhere:
+        copied = dict(client.cookies)
+        assert client.get("/v1/jobs").status_code == 200
+        assert elsewhere.get("/v1/jobs").status_code == 200
+        response = client.post("/signout", data={"csrf_token": client.cookies["ridgeline_csrf"]})
+        assert response.status_code == 303
+        with httpx.Client(base_url=server.base_url, cookies=copied) as replay:
+            refused = replay.get("/v1/jobs")
+            assert refused.status_code == 401, refused.text
+            assert "signed out" in refused.json()["detail"]
+            csrf = {"X-CSRF-Token": copied["ridgeline_csrf"]}
+            assert replay.post("/v1/jobs", json={}, headers=csrf).status_code == 401
+            page = replay.get("/jobs")
+            assert page.status_code == 303 and page.headers["location"].startswith("/signin")
+        assert elsewhere.get("/v1/jobs").status_code == 401
+    with closing(signed_in(server, key)) as again:
+        assert again.get("/v1/jobs").status_code == 200
+
+
+def test_signing_out_ends_an_open_event_stream(server: Server, worker: Any) -> None:
+    from tests.conftest import insert_job
+    from tests.hardening.test_security import _stream_until_closed
+
+    name, key = named_key(server)
+    with server.client(key) as api:
+        dataset_id = upload_tiny(api)
+    job_id = insert_job(
+        server.database_url,
+        tenant=_tenant_of(server, name),
+        dataset_id=dataset_id,
+        trainer="test-sleep",
+        seed=60,
+    )
+    try:
+        with closing(signed_in(server, key)) as client:
+            csrf = client.cookies["ridgeline_csrf"]
+
+            def sign_out() -> None:
+                with httpx.Client(base_url=server.base_url, cookies=dict(client.cookies)) as other:
+                    assert other.post("/signout", data={"csrf_token": csrf}).status_code == 303
+
+            with client.stream("GET", f"/v1/jobs/{job_id}/events") as stream:
+                assert stream.status_code == 200
+                lines = _stream_until_closed(stream, sign_out, deadline_s=20)
+        assert any(line.startswith(": the credential was revoked or signed out") for line in lines)
+    finally:
+        with server.client(key) as api:
+            api.post(f"/v1/jobs/{job_id}/cancel")
+
+
+def _tenant_of(server: Server, name: str) -> str:
+    from sqlalchemy import select
+
+    from service.auth.models import ApiKey
+
+    database = Database(Settings(database_url=server.database_url))
+    try:
+        with database.transaction(write=False) as session:
+            return str(session.scalar(select(ApiKey.tenant_id).where(ApiKey.name == name)))
+    finally:
+        database.dispose()
 
 
 def test_pages_escape_user_text_and_send_a_strict_csp(

@@ -222,3 +222,34 @@ def test_dataset_in_use_by_an_active_job_cannot_be_deleted(server: Server) -> No
         wait_for_job(api, job_id, statuses=("cancelled",), timeout=30)
         assert api.delete(f"/v1/datasets/{dataset_id}").status_code == 204
         assert api.get(f"/v1/datasets/{dataset_id}").status_code == 404
+
+
+FORMULAS = ['=HYPERLINK("http://evil.example","x")', "+1+1", "-2+3", "@SUM(A1)", "\tx", "\rx"]
+
+
+def test_csv_downloads_escape_formulas_unless_asked_not_to(api: httpx.Client) -> None:
+    """OWASP's CSV injection advice: a text cell (or name) a spreadsheet would run as a formula
+    gets a leading quote; numbers, negative ones included, are left as they are."""
+    source = pa.table(
+        {
+            "=cmd": [f"ok {i}" for i in range(len(FORMULAS))],
+            "note": FORMULAS,
+            "amount": [-1.5, 2.0, -3.0, 4.0, 5.0, -6.0],
+        }
+    )
+    sink = io.BytesIO()
+    pq.write_table(source, sink)
+    created = _upload(api, sink.getvalue(), filename="f.parquet")
+    assert created.status_code == 201, created.text
+    url = f"/v1/datasets/{created.json()['id']}/download"
+
+    escaped = pd.read_csv(io.BytesIO(api.get(url, params={"format": "csv"}).content))
+    assert list(escaped.columns) == ["'=cmd", "note", "amount"]
+    assert list(escaped["note"]) == ["'" + cell for cell in FORMULAS]
+    assert list(escaped["amount"]) == [-1.5, 2.0, -3.0, 4.0, 5.0, -6.0]
+    assert list(escaped["'=cmd"]) == [f"ok {i}" for i in range(len(FORMULAS))]
+
+    exact = api.get(url, params={"format": "csv", "escape_formulas": "false"})
+    back = pd.read_csv(io.BytesIO(exact.content), keep_default_na=False)
+    assert list(back.columns) == ["=cmd", "note", "amount"]
+    assert list(back["note"]) == FORMULAS

@@ -225,3 +225,24 @@ def test_events_with_an_out_of_range_last_event_id(
             raise AssertionError(f"the event stream broke: {exc!r}") from exc
     assert response.status_code == 422, response.text
     assert response.headers["content-type"].startswith("application/problem+json")
+
+
+def test_an_undocumented_method_is_405_and_allow_lists_every_method_of_the_path(
+    server: Server, live_schema: Any
+) -> None:
+    """RFC 9110: a 405 names the methods the resource supports. A path served by several
+    routes (GET and DELETE /v1/jobs/{job_id}) used to name only the first route's."""
+    methods = ("GET", "POST", "PUT", "PATCH", "DELETE")
+    checked = 0
+    with httpx.Client(base_url=server.base_url, timeout=30) as client:
+        for path, item in live_schema.raw_schema["paths"].items():
+            documented = {m.upper() for m in item if m.upper() in methods}
+            url = re.sub(r"{\w+}", "00000000-0000-0000-0000-000000000000", path)
+            for method in sorted(set(methods) - documented):
+                response = client.request(method, url)
+                assert response.status_code == 405, (method, path, response.text)
+                allowed = {m.strip() for m in response.headers["allow"].split(",")}
+                assert allowed - {"HEAD", "OPTIONS"} == documented, (method, path, allowed)
+                problem_json(None, response, None)
+                checked += 1
+    assert checked > 50

@@ -383,3 +383,59 @@ def test_no_cors_grant_for_other_origins_by_default(server: Server) -> None:
     for response in (simple, preflight, health):
         granted = {k: v for k, v in response.headers.items() if k.startswith("access-control-")}
         assert not granted, (response.request.method, response.url, granted)
+
+
+# --- a live event stream and the key behind it -------------------------------------------------
+
+
+def _stream_until_closed(
+    stream: httpx.Response, on_first_epoch: Any, *, deadline_s: float
+) -> list[str]:
+    """Every line of an SSE stream until the server closes it; `on_first_epoch` runs once the
+    first epoch arrives. Fails if the stream is still open `deadline_s` after that."""
+    lines: list[str] = []
+    acted_at: float | None = None
+    for line in stream.iter_lines():
+        lines.append(line)
+        if acted_at is None and line == "event: epoch":
+            on_first_epoch()
+            acted_at = time.monotonic()
+        if acted_at is not None and time.monotonic() - acted_at > deadline_s:
+            raise AssertionError(f"the stream was still open {deadline_s} s later")
+    return lines
+
+
+def test_an_event_stream_ends_when_its_key_is_revoked(
+    server: Server, worker: subprocess.Popen[str]
+) -> None:
+    from tests.conftest import insert_job, upload_tiny
+
+    name = f"sse-{uuid.uuid4().hex[:8]}"
+    tenant = f"t-{uuid.uuid4().hex[:12]}"
+    database = Database(Settings(database_url=server.database_url))
+    try:
+        with database.transaction() as session:
+            _, key = create_key(session, name=name, tenant_id=tenant)
+    finally:
+        database.dispose()
+    with server.client(key) as client:
+        dataset_id = upload_tiny(client)
+    job_id = insert_job(  # an epoch every 0.1 s for a minute
+        server.database_url, tenant=tenant, dataset_id=dataset_id, trainer="test-sleep", seed=60
+    )
+    try:
+        with (
+            server.client(key) as client,
+            client.stream("GET", f"/v1/jobs/{job_id}/events") as stream,
+        ):
+            assert stream.status_code == 200
+            lines = _stream_until_closed(
+                stream, lambda: run_cli(server.database_url, "keys", "revoke", name), deadline_s=20
+            )
+        assert any(line.startswith(": the credential was revoked") for line in lines)
+        assert not any(
+            line.startswith('data: {"attempt": 1, "status": "succeeded"') for line in lines
+        )
+    finally:
+        with server.client(server.new_key(tenant)) as cleanup:
+            cleanup.post(f"/v1/jobs/{job_id}/cancel")

@@ -128,19 +128,23 @@ def test_batches_are_read_and_sent_one_at_a_time(
         with database.transaction(write=False) as session:
             job = session.get_one(Job, uuid.UUID(job_id))
             tenant = job.tenant_id
-        chunks = list(
-            service.score_dataset(
+        chunks = [
+            bytes(chunk)
+            for chunk in service.score_dataset(
                 database,
                 service.ModelCache(),
                 job,
                 tenant_id=tenant,
                 dataset_id=uuid.UUID(dataset_id),
+                escape_formulas=False,
             )
-        )
+        ]
     finally:
         database.dispose()
-    batches = -(-N_SCORED // service.SCORE_BATCH_ROWS)
-    assert len(chunks) == batches >= 2
+    header, *scored_chunks = chunks
+    assert header.count(b"\n") == 1
+    assert len(scored_chunks) >= -(-N_SCORED // service.SCORE_BATCH_ROWS) >= 2
+    assert max(chunk.count(b"\n") for chunk in scored_chunks) <= service.SCORE_BATCH_ROWS
     assert sum(chunk.count(b"\n") for chunk in chunks) == N_SCORED + 1  # one header
 
 
@@ -175,3 +179,16 @@ def test_dataset_scoring_errors(server: Server, api: httpx.Client) -> None:
     finally:
         api.post(f"/v1/jobs/{queued['id']}/cancel")
         wait_for_job(api, queued["id"], timeout=30)
+
+
+def test_scored_csv_escapes_formulas_unless_asked_not_to(api: httpx.Client) -> None:
+    job_id = _train(api, _upload(api, _frame(200, seed=8)))
+    formulas = ["=1+1", "+2", "-3-3", "@A1", "plain"]
+    rows = _frame(len(formulas), seed=9).drop(columns="y").assign(note=formulas)
+    dataset_id = _upload(api, rows)
+    url = f"/v1/jobs/{job_id}/predict"
+    escaped = pd.read_csv(io.StringIO(api.post(url, json={"dataset_id": dataset_id}).text))
+    assert escaped["note"].tolist() == ["'=1+1", "'+2", "'-3-3", "'@A1", "plain"]
+    assert escaped["x"].tolist() == pytest.approx(rows["x"].tolist(), nan_ok=True)
+    exact = api.post(url, params={"escape_formulas": "false"}, json={"dataset_id": dataset_id})
+    assert pd.read_csv(io.StringIO(exact.text))["note"].tolist() == formulas

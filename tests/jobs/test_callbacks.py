@@ -20,6 +20,7 @@ import pytest
 
 from service.config import Settings
 from service.db import Database, utcnow
+from service.errors import InvalidInput
 from service.jobs import callbacks
 from service.jobs.models import Job
 from service.migrate import upgrade
@@ -114,6 +115,7 @@ def stack(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[St
         "RIDGELINE_CALLBACK_BACKOFF_SECONDS": str(BACKOFF),
         "RIDGELINE_CALLBACK_MAX_ATTEMPTS": str(MAX_ATTEMPTS),
         "RIDGELINE_CALLBACK_TIMEOUT_SECONDS": "5",
+        "RIDGELINE_OUTBOUND_ALLOW_LOOPBACK": "true",
     }
     server = start_server(url, work, **env)
     worker = start_worker(url, work, work / "worker.log", **env)
@@ -177,6 +179,7 @@ def test_failed_job_is_reported_and_5xx_is_retried_with_backoff(
     receiver.scripts[path] = [500, 503]
     monkeypatch.setenv("RIDGELINE_CALLBACK_ALLOWED_HOSTS", '["127.0.0.1"]')
     monkeypatch.setenv("RIDGELINE_CALLBACK_SECRET", SECRET)
+    monkeypatch.setenv("RIDGELINE_OUTBOUND_ALLOW_LOOPBACK", "true")
     job_id = insert_job(  # a trainer that raises: the job fails in the worker
         stack.database_url,
         tenant=stack.tenant,
@@ -221,7 +224,7 @@ def test_redirects_are_not_followed_and_dead_hosts_give_up(
 def test_disallowed_hosts_and_bad_urls_are_422(stack: Stack) -> None:
     dataset_id = upload_tiny(stack.client)
     for url, words in [
-        ("http://example.com/hook", "not among the hosts"),
+        ("http://example.com/hook", "not among the allowed hosts"),
         ("ftp://127.0.0.1/hook", "http"),
         ("http://user:pw@127.0.0.1/hook", "credentials"),
         ("http://127.0.0.1:99999/hook", "valid URL"),
@@ -251,28 +254,15 @@ def test_callbacks_are_refused_where_not_configured(api: httpx.Client) -> None:
 def test_a_try_is_claimed_once_even_when_two_workers_race(db: Database) -> None:
     """The conditional UPDATE: a second claim racing the first (blocked on its row lock on
     Postgres, on the write lock on SQLite) finds the try taken; a stale outcome is fenced."""
-    job = Job(
-        tenant_id=f"t-{uuid.uuid4().hex[:12]}",
-        status="succeeded",
-        spec={},
-        task="classification",
-        task_reason="test",
-        max_seconds=60,
-        max_attempts=1,
-        finished_at=utcnow(),
-        callback_url="http://127.0.0.1:9/hook",
-        callback_status="pending",
-    )
-    with db.transaction() as session:
-        session.add(job)
+    job = _ended_job(db, "http://127.0.0.1:9/hook")
     second: list[list[callbacks.Delivery]] = []
 
     def race() -> None:
         with db.transaction() as session:
-            second.append(callbacks.claim_due(session, lease_seconds=60))
+            second.append(callbacks.claim_due(session, lease_seconds=60, max_attempts=5))
 
     with db.transaction() as session:
-        first = callbacks.claim_due(session, lease_seconds=60)
+        first = callbacks.claim_due(session, lease_seconds=60, max_attempts=5)
         racer = threading.Thread(target=race)
         racer.start()
         racer.join(0.5)
@@ -283,10 +273,92 @@ def test_a_try_is_claimed_once_even_when_two_workers_race(db: Database) -> None:
     with db.transaction() as session:
         assert callbacks.record(session, first[0], error="HTTP 500", retry_in=0.0)
     with db.transaction() as session:
-        (retry,) = [d for d in callbacks.claim_due(session, lease_seconds=60) if d.job_id == job.id]
+        (retry,) = [
+            d
+            for d in callbacks.claim_due(session, lease_seconds=60, max_attempts=5)
+            if d.job_id == job.id
+        ]
     assert retry.attempt == 2
     with db.transaction() as session:
         assert not callbacks.record(session, first[0], error=None, retry_in=None)  # stale try
         assert callbacks.record(session, retry, error=None, retry_in=None)
         stored = session.get_one(Job, job.id)
         assert (stored.callback_status, stored.callback_attempts) == ("delivered", 2)
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://127.0.0.\t1:9/tab", "http://127.0.0.1:9/a\r\nX-Injected: 1", "http://127.0.0.1:9/\n"],
+)
+def test_urls_with_control_characters_are_422_at_submit(stack: Stack, url: str) -> None:
+    response = stack.client.post(
+        "/v1/jobs",
+        json={"dataset_id": upload_tiny(stack.client), "target": "y", "callback_url": url},
+    )
+    assert response.status_code == 422, response.text
+    assert "(U+000" in response.json()["detail"]
+    assert response.json()["errors"][0]["field"] == "callback_url"
+
+
+def test_hosts_are_resolved_and_loopback_needs_the_explicit_setting() -> None:
+    """The allow-list names hosts; what they resolve to is checked as well, so an allowed name
+    that points at an internal address is refused."""
+    settings = Settings(callback_allowed_hosts=["127.0.0.1", "localhost"], callback_secret=SECRET)
+    for url in ("http://127.0.0.1:9/hook", "http://localhost:9/hook"):
+        with pytest.raises(InvalidInput) as refused:
+            callbacks.validate_callback_url(settings, url)
+        assert "a loopback address" in refused.value.detail
+    allowed = settings.model_copy(update={"outbound_allow_loopback": True})
+    assert callbacks.validate_callback_url(allowed, "http://localhost:9/hook")
+
+
+def test_a_stored_bad_url_fails_at_once_and_other_callbacks_still_go(
+    stack: Stack, receiver: Receiver
+) -> None:
+    """A URL stored before submit refused control characters: the sender records the refusal
+    on that job (no retry loop) and delivers the other jobs of the same batch."""
+    path = f"/neighbour/{uuid.uuid4().hex}"
+    bad = _ended_job(stack.database, f"http://127.0.0.\t1:{receiver.port}/tab", tenant=stack.tenant)
+    good = _ended_job(stack.database, receiver.url(path), tenant=stack.tenant)
+    recorded = _delivery(stack, str(bad.id), ("delivered", "failed"))
+    assert recorded.callback_status == "failed" and recorded.callback_attempts == 1
+    assert "a tab (U+0009)" in (recorded.callback_last_error or "")
+    assert _delivery(stack, str(good.id), ("delivered", "failed")).callback_status == "delivered"
+    assert len(receiver.to(path)) == 1
+
+
+def _ended_job(
+    database: Database, callback_url: str, *, tenant: str | None = None, **values: Any
+) -> Job:
+    """A finished job whose callback is due, written straight to the database."""
+    job = Job(
+        **{
+            "tenant_id": tenant or f"t-{uuid.uuid4().hex[:12]}",
+            "status": "succeeded",
+            "spec": {},
+            "task": "classification",
+            "task_reason": "test",
+            "max_seconds": 60,
+            "max_attempts": 1,
+            "finished_at": utcnow(),
+            "callback_url": callback_url,
+            "callback_status": "pending",
+            **values,
+        }
+    )
+    with database.transaction() as session:
+        session.add(job)
+    return job
+
+
+def test_tries_used_up_without_an_outcome_end_failed(db: Database) -> None:
+    """A sender that died after claiming the last try leaves it pending: the next claim
+    marks it failed instead of trying again (and again)."""
+    job = _ended_job(db, "http://127.0.0.1:9/hook", status="failed", callback_attempts=3)
+    with db.transaction() as session:
+        claimed = callbacks.claim_due(session, lease_seconds=60, max_attempts=3)
+    assert job.id not in [d.job_id for d in claimed]
+    with db.transaction(write=False) as session:
+        stored = session.get_one(Job, job.id)
+        assert stored.callback_status == "failed"
+        assert "3 tries" in (stored.callback_last_error or "")
