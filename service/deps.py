@@ -14,7 +14,7 @@ from functools import partial
 from typing import Annotated
 
 import anyio
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
@@ -24,6 +24,7 @@ from service.auth.service import Principal, hash_key
 from service.config import Settings
 from service.db import Database
 from service.errors import Forbidden, SignInRequired, Unauthorized
+from service.tags import parse_tag_filters
 
 
 def get_database(request: Request) -> Database:
@@ -181,3 +182,20 @@ def dashboard_viewer(request: Request) -> Principal:
 
 
 ViewerDep = Annotated[Principal, Depends(dashboard_viewer)]
+
+
+async def tag_filters(
+    tag: Annotated[
+        list[str] | None,
+        Query(
+            description="key:value; only what carries that tag (repeat for several, all must "
+            "match).",
+            max_length=20,
+        ),
+    ] = None,
+) -> dict[str, str]:
+    """The list's ``?tag=key:value`` filters, parsed at the boundary (a malformed one is a 422)."""
+    return parse_tag_filters(tag)
+
+
+TagFiltersDep = Annotated[dict[str, str], Depends(tag_filters)]

@@ -1,0 +1,212 @@
+"""The predict and artifact answers, shared by the routes that serve a job's model: by job id
+(the jobs router) and by model name (the registry router). Request parsing and response
+building only; the rules (which model, may it be served) stay with the services.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import anyio.to_thread
+from fastapi import Request, Response
+from fastapi.responses import StreamingResponse
+from pydantic import ValidationError
+
+from service import blobs
+from service.db import Database
+from service.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
+from service.jobs.schemas import PredictRequest, PredictResponse
+from service.jobs.service import ModelCache, StoredModel, score_dataset
+from service.scratch import scratch_dir
+from service.uploads import receive_upload
+
+MAX_PREDICT_JSON_BYTES = 32 << 20
+
+PREDICT_DESCRIPTION = (
+    'Send JSON `{"rows": [...]}` or a CSV file (at most RIDGELINE_MAX_PREDICT_ROWS rows), or JSON '
+    '`{"dataset_id": "..."}` to score a whole stored dataset: the answer is then a streamed CSV '
+    "(text/csv) of the dataset's rows in order, each with `prediction` and, for classifiers, one "
+    "`proba_<label>` column per class. Missing values are imputed as in training; an unseen "
+    "category is encoded as none of the known ones."
+)
+
+PREDICT_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/PredictRequest"}},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary", "description": "A CSV."}
+                    },
+                }
+            },
+        },
+    }
+}
+
+PREDICT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/csv": {"schema": {"type": "string"}}}}
+}
+
+ARTIFACT_DESCRIPTION = (
+    "`format=native` (the default): a skops file for scikit-learn pipelines; for an MLP a zip "
+    "with safetensors weights, the JSON architecture and the skops preprocessing. `format=onnx`: "
+    "one ONNX graph, preprocessing included, whose inputs are the raw feature columns ([N, 1] "
+    "each: double, or string for categorical columns; NaN and the empty string mark missing "
+    "values) and whose outputs are `label` and `probabilities` (classifiers) or `variable` "
+    "(regressors); 422 if the model cannot be exported. The sha256 of the bytes sent is in the "
+    "X-Artifact-SHA256 header."
+)
+
+ARTIFACT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"application/octet-stream": {}, "application/zip": {}}}
+}
+
+
+async def predict_rows(request: Request, db: Database) -> Any:
+    """JSON records, a CSV file whose header names the columns, or a dataset id to score."""
+    content_type = (request.headers.get("content-type") or "").lower()
+    max_rows = db.settings.max_predict_rows
+    if content_type.startswith("application/json"):
+        return await _json_rows(request, max_rows)
+    if content_type.startswith("multipart/form-data"):
+        upload = await receive_upload(
+            request.stream(),
+            content_type=request.headers.get("content-type"),
+            content_length=request.headers.get("content-length"),
+            max_bytes=db.settings.max_upload_bytes,
+            tmp_dir=scratch_dir(request),
+        )
+        try:
+            return await anyio.to_thread.run_sync(lambda: _read_csv_rows(upload.path, max_rows))
+        finally:
+            upload.discard()
+    raise UnsupportedMediaType("send application/json rows or a multipart/form-data CSV 'file'")
+
+
+async def _json_rows(request: Request, max_rows: int) -> Any:
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_PREDICT_JSON_BYTES:
+            raise PayloadTooLarge(
+                f"the JSON body is over {MAX_PREDICT_JSON_BYTES} bytes; send a CSV file "
+                "or fewer rows"
+            )
+    try:
+        payload = PredictRequest.model_validate(json.loads(body))
+    except (ValueError, ValidationError) as exc:
+        raise InvalidInput(
+            'send {"rows": [{"column": value, ...}, ...]} with at least one row, or '
+            '{"dataset_id": "..."} to score a stored dataset'
+        ) from exc
+    if payload.dataset_id is not None:
+        return payload.dataset_id
+    assert payload.rows is not None
+    if len(payload.rows) > max_rows:
+        raise InvalidInput(f"{len(payload.rows)} rows is over the limit of {max_rows} per request")
+    return payload.rows
+
+
+def _read_csv_rows(path: Path, max_rows: int) -> Any:
+    import pyarrow as pa
+    import pyarrow.csv as pa_csv
+
+    try:
+        table = pa_csv.read_csv(path)
+    except pa.ArrowInvalid as exc:
+        raise InvalidInput(f"the CSV could not be parsed: {exc}") from exc
+    try:
+        table.column_names  # noqa: B018  (pyarrow decodes the header lazily)
+    except UnicodeDecodeError as exc:
+        raise InvalidInput("the CSV header is not UTF-8; save the file as UTF-8") from exc
+    if table.num_rows == 0:
+        raise InvalidInput("the CSV has no rows to score")
+    if table.num_rows > max_rows:
+        raise InvalidInput(f"{table.num_rows} rows is over the limit of {max_rows} per request")
+    return table
+
+
+async def predict_answer(
+    request: Request,
+    db: Database,
+    model: StoredModel,
+    *,
+    tenant_id: str,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    """Score the request's rows with the model (cached per process): JSON, or a streamed CSV."""
+    rows = await predict_rows(request, db)
+    cache: ModelCache = request.app.state.model_cache
+    if isinstance(rows, uuid.UUID):
+        dataset_id = rows
+        stream = await anyio.to_thread.run_sync(
+            lambda: score_dataset(db, cache, model, tenant_id=tenant_id, dataset_id=dataset_id)
+        )
+        filename = f"job-{model.id}-{dataset_id}.csv"
+        return StreamingResponse(
+            stream,
+            media_type="text/csv",
+            headers={
+                "Content-Disposition": f'attachment; filename="{filename}"',
+                **(headers or {}),
+            },
+        )
+
+    def run() -> bytes:
+        result = cache.get(db, model).predict(rows)
+        answer = PredictResponse(
+            job_id=model.id,
+            predictions=result.predictions,
+            probabilities=result.probabilities,
+            classes=result.classes,
+        )
+        return answer.model_dump_json().encode()
+
+    body = await anyio.to_thread.run_sync(run)
+    return Response(body, media_type="application/json", headers=headers)
+
+
+def artifact_answer(
+    cache: ModelCache,
+    db: Database,
+    model: StoredModel,
+    *,
+    format: str,
+    filename: str,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    """The model's artifact (verified) or its ONNX export, named `filename` plus a suffix."""
+    extra = headers or {}
+    if format == "onnx":
+        data, sha256 = cache.onnx(db, model)
+        return Response(
+            data,
+            media_type="application/octet-stream",
+            headers={
+                "Content-Disposition": f'attachment; filename="{filename}.onnx"',
+                "X-Artifact-SHA256": sha256,
+                **extra,
+            },
+        )
+    assert model.artifact_blob_id is not None and model.artifact_sha256 is not None
+    is_zip = model.artifact_kind == "mlp-zip"
+    suffix = "zip" if is_zip else "skops"
+    # Artifacts are small: read and verify the whole file before the first byte goes out.
+    data = blobs.read_blob(lambda: db.transaction(write=False), model.artifact_blob_id)
+    return Response(
+        data,
+        media_type="application/zip" if is_zip else "application/octet-stream",
+        headers={
+            "Content-Disposition": f'attachment; filename="{filename}.{suffix}"',
+            "X-Artifact-SHA256": model.artifact_sha256,
+            **extra,
+        },
+    )
