@@ -90,9 +90,7 @@ def test_models_and_versions(server: Server, trained: Trained) -> None:
         _problem(client.get("/v1/models/nothing-here"), 404, "no model named")
 
 
-def test_only_a_succeeded_job_of_the_tenant_is_registered(
-    server: Server, trained: Trained
-) -> None:
+def test_only_a_succeeded_job_of_the_tenant_is_registered(server: Server, trained: Trained) -> None:
     name = unique("strict")
     failing = insert_job(
         server.database_url,
@@ -140,9 +138,7 @@ def test_aliases_move_with_history_and_guard_versions(server: Server, trained: T
             422,
             "no version 7",
         )
-        _problem(
-            client.put(f"/v1/models/{name}/aliases/1bad", json={"version": 1}), 422, "alias"
-        )
+        _problem(client.put(f"/v1/models/{name}/aliases/1bad", json={"version": 1}), 422, "alias")
 
         listed = client.get(f"/v1/models/{name}/aliases").json()
         assert {a["alias"]: a["version"] for a in listed["aliases"]} == {
@@ -193,9 +189,7 @@ def test_a_job_behind_a_version_is_not_deleted(server: Server, trained: Trained)
         assert client.delete(f"/v1/jobs/{job['id']}").status_code == 204
 
 
-def test_serving_by_alias_and_version_answers_as_the_job(
-    server: Server, trained: Trained
-) -> None:
+def test_serving_by_alias_and_version_answers_as_the_job(server: Server, trained: Trained) -> None:
     name = unique("served")
     rows = {"rows": trained.rows}
     with trained.client(server) as client:
