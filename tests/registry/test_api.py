@@ -229,7 +229,7 @@ def test_serving_by_alias_and_version_answers_as_the_job(server: Server, trained
         )
         _problem(client.post(f"/v1/models/{name}@nobody/predict", json=rows), 404, "no alias")
         _problem(client.post(f"/v1/models/{name}/versions/5/predict", json=rows), 404)
-        _problem(client.post(f"/v1/models/ghost@champion/predict", json=rows), 404, "ghost")
+        _problem(client.post("/v1/models/ghost@champion/predict", json=rows), 404, "ghost")
 
 
 def test_artifacts_by_alias_and_version(server: Server, trained: Trained) -> None:
