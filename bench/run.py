@@ -2,7 +2,7 @@
 
 `make bench` runs this. `--quick` uses small sizes (a smoke check in a couple of minutes);
 `--big` adds the ~1 GB upload of the ingest benchmark. Each benchmark runs alone too:
-`python bench/ingest.py --help`, `bench/train.py`, `bench/worker.py`.
+`python bench/ingest.py --help`, `bench/train.py`, `bench/worker.py`, `bench/registry.py`.
 """
 
 from __future__ import annotations
@@ -15,12 +15,20 @@ import traceback
 import common
 import ingest
 import load
+import registry
 import sweep
 import train
 import worker
 from common import Figure
 
-BENCHMARKS = {"ingest": ingest, "train": train, "worker": worker, "sweep": sweep, "load": load}
+BENCHMARKS = {
+    "ingest": ingest,
+    "train": train,
+    "worker": worker,
+    "sweep": sweep,
+    "load": load,
+    "registry": registry,
+}
 
 
 def main() -> int:
