@@ -95,14 +95,7 @@ def list_models(
 async def predict_by_alias(
     name: str, alias: str, request: Request, db: DatabaseDep, principal: PrincipalDep
 ) -> Response:
-    served = await _served(request, db, principal, name, alias)
-    return await serving.predict_answer(
-        request,
-        db,
-        served,
-        tenant_id=principal.tenant_id,
-        headers={MODEL_VERSION_HEADER: str(served.version)},
-    )
+    return await _predict(request, db, principal, name, alias)
 
 
 @router.get(
@@ -228,14 +221,7 @@ async def predict_by_version(
     db: DatabaseDep,
     principal: PrincipalDep,
 ) -> Response:
-    served = await _served(request, db, principal, name, version)
-    return await serving.predict_answer(
-        request,
-        db,
-        served,
-        tenant_id=principal.tenant_id,
-        headers={MODEL_VERSION_HEADER: str(served.version)},
-    )
+    return await _predict(request, db, principal, name, version)
 
 
 @router.get(
@@ -345,6 +331,20 @@ async def _served(
     if served is None:
         raise await db.read(partial(service.unresolved, tenant_id=tenant_id, name=name, ref=ref))
     return served
+
+
+async def _predict(
+    request: Request, db: Database, principal: PrincipalDep, name: str, ref: str | int
+) -> Response:
+    """Job predict's answer from the version `ref` names, with the version in a header."""
+    served = await _served(request, db, principal, name, ref)
+    return await serving.predict_answer(
+        request,
+        db,
+        served,
+        tenant_id=principal.tenant_id,
+        headers={MODEL_VERSION_HEADER: str(served.version)},
+    )
 
 
 async def _artifact(

@@ -10,10 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner
 
 from service.client import AsyncClient, Client, Conflict, NotFound, ValidationFailed
-from service.client.cli import app
 from tests.conftest import Server
 
 pytestmark = pytest.mark.usefixtures("worker")
@@ -105,17 +103,6 @@ def test_async_client_mirrors_the_model_verbs(server: Server, key: str, cancer_c
             assert "## Loading it" in await rl.model_card("async", 1)
 
     asyncio.run(main())
-
-
-@pytest.fixture
-def run(server: Server, key: str) -> Callable[..., Any]:
-    runner = CliRunner()
-    env = {"RIDGELINE_URL": server.base_url, "RIDGELINE_API_KEY": key, "COLUMNS": "200"}
-
-    def invoke(*args: str) -> Any:
-        return runner.invoke(app, list(args), env=env)
-
-    return invoke
 
 
 def _ok(result: Any) -> str:

@@ -271,10 +271,15 @@ def _factories(ids: Ids, parquet: bytes, columns: list[dict[str, Any]]) -> dict[
             }
         ],
         "job_metrics": [
-            {"job_id": ids.job, "tenant_id": TENANT, "split": split, "name": "accuracy",
-             "value": figures["accuracy"]}
+            {
+                "job_id": ids.job,
+                "tenant_id": TENANT,
+                "split": split,
+                "name": "accuracy",
+                "value": figures["accuracy"],
+            }
             for split, figures in final.items()
-        ],  # fmt: skip
+        ],
         "registered_models": [
             {
                 "id": ids.model,

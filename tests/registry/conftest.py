@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-import pandas as pd
 import pytest
 from sklearn.datasets import load_breast_cancer
 
@@ -73,7 +72,3 @@ def trained(server: Server, worker: Any) -> Iterator[Trained]:
 def unique(prefix: str) -> str:
     """A model name no other test uses (the tenant is shared within a module)."""
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-def frame_rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    return frame.to_dict(orient="records")  # type: ignore[no-any-return]
