@@ -15,8 +15,12 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 install: $(VENV)/.installed
 
+# `make serve PORT=8001 HOST=0.0.0.0` to listen elsewhere (0.0.0.0 needs an API key, always).
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
 serve: install
-	$(VENV)/bin/ridgeline serve
+	$(VENV)/bin/ridgeline serve --host $(HOST) --port $(PORT)
 
 test: install
 	$(PY) -m pytest -q -m "not slow"
@@ -31,6 +35,7 @@ lint: install
 	$(VENV)/bin/lint-imports
 
 bench: install
+	$(PIP) install --quiet -c constraints.txt -e '.[dev,bench]'
 	$(PY) bench/run.py
 
 clean:

@@ -2,7 +2,8 @@
 
 `make bench` runs this. `--quick` uses small sizes (a smoke check in a couple of minutes);
 `--big` adds the ~1 GB upload of the ingest benchmark. Each benchmark runs alone too:
-`python bench/ingest.py --help`, `bench/train.py`, `bench/worker.py`, `bench/registry.py`.
+`python bench/ingest.py --help`, `bench/train.py`, `bench/worker.py`, `bench/registry.py`,
+`bench/peers.py` (H2O-3 side by side; needs the `bench` extra and Java).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import traceback
 import common
 import ingest
 import load
+import peers
 import registry
 import sweep
 import train
@@ -28,6 +30,7 @@ BENCHMARKS = {
     "sweep": sweep,
     "load": load,
     "registry": registry,
+    "peers": peers,
 }
 
 

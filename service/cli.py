@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 from typing import Annotated, Any
@@ -89,6 +90,45 @@ def _first_key(settings: Settings) -> str | None:
         db.dispose()
 
 
+def _bind(host: str, port: int) -> socket.socket:
+    """The listening socket, or a clear exit if the address is taken or not ours to bind."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind((host, port))
+    except OSError as exc:
+        listener.close()
+        raise _fail(
+            f"cannot listen on {host}:{port} ({exc.strerror or exc}); another program may be "
+            "using the port: choose another with `make serve PORT=8001` or "
+            "`ridgeline serve --port 8001`"
+        ) from exc
+    listener.listen(2048)
+    listener.set_inheritable(True)
+    return listener
+
+
+def _display_host(host: str) -> str:
+    """Where a browser on this machine reaches an address bound to every interface."""
+    if host in ("0.0.0.0", "::"):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
+
+
+def _print_banner(settings: Settings, base: str, key: str | None) -> None:
+    print(f"Ridgeline {__version__} on {settings.database_url.split('://')[0]}")
+    print(f"  API:        {base}/v1")
+    print(f"  Swagger UI: {base}/docs")
+    print(f"  Dashboard:  {base}/")
+    if key:
+        print("  First start: created API key 'default'. It is shown only this once; keep it:")
+        print(f"  API key:    {key}")
+    elif settings.auth != "disabled":
+        print("  API keys:   `ridgeline keys create --name NAME` makes one (prints it once)")
+    sys.stdout.flush()
+
+
 # How `serve` runs uvicorn (bench/load.py serves its bare endpoint the same way). The asyncio
 # loop, not uvloop: with the loop saturated, uvloop kept some connections waiting ten times the
 # median (p99 370 ms against 57 ms with asyncio, at the same throughput).
@@ -113,16 +153,10 @@ def serve(
     settings = _settings(host=host, port=port)
     _setup_logging(settings)
     _prepare_database(settings, auto_migrate=True)
+    # Bind before anything is created or printed: a taken port must not use up the one-time key.
+    listener = _bind(host, port)
     key = _first_key(settings)
-
-    base = f"http://{host}:{port}"
-    print(f"Ridgeline {__version__} on {settings.database_url.split('://')[0]}")
-    print(f"  API:        {base}/v1")
-    print(f"  Swagger UI: {base}/docs")
-    if key:
-        print("  First start: created API key 'default'. It is shown only this once; keep it:")
-        print(f"  API key:    {key}")
-    sys.stdout.flush()
+    _print_banner(settings, f"http://{_display_host(host)}:{port}", key)
 
     child: subprocess.Popen[bytes] | None = None
     if worker:
@@ -131,7 +165,7 @@ def serve(
             env={**os.environ, "RIDGELINE_DATABASE_URL": settings.database_url},
         )
     try:
-        uvicorn.run(
+        config = uvicorn.Config(
             create_app(settings),
             host=host,
             port=port,
@@ -140,6 +174,7 @@ def serve(
             log_config=None,  # keep configure_logging's JSON handler
             access_log=False,  # the observability middleware writes the access line
         )
+        uvicorn.Server(config).run(sockets=[listener])
     finally:
         if child is not None and child.poll() is None:
             child.send_signal(signal.SIGTERM)

@@ -37,6 +37,16 @@ def dispose_database_url(url: str) -> None:
         drop_pg_database(url)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _schemathesis_keeps_its_cache_in_a_temp_folder(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """schemathesis writes ./.schemathesis by default; a test run leaves the work tree clean."""
+    storage = sys.modules.get("schemathesis.core.storage")  # imported at collection, if at all
+    if storage is not None:
+        storage.DEFAULT_ROOT = tmp_path_factory.mktemp("schemathesis")
+
+
 @pytest.fixture(scope="session", params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)

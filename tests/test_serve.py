@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -38,6 +39,7 @@ def test_first_start_prints_docs_url_and_a_working_key(tmp_path: Path) -> None:
         wait_for(lambda: "API key:" in log.read_text(), timeout=60, message="the first key")
         output = log.read_text()
         assert f"{base}/docs" in output
+        assert f"Dashboard:  {base}/" in output
         key = re.search(r"API key:\s+(\S+)", output).group(1)  # type: ignore[union-attr]
         wait_for(lambda: _ready(base), timeout=60, message="readiness")
         headers = {"Authorization": f"Bearer {key}"}
@@ -63,6 +65,35 @@ def test_first_start_prints_docs_url_and_a_working_key(tmp_path: Path) -> None:
         timeout=60,
     )
     assert second.stdout.count("active") == 1 and key not in second.stdout
+
+
+def test_a_taken_port_is_refused_before_the_first_key_is_made(tmp_path: Path) -> None:
+    env = cli_env(f"sqlite:///{tmp_path}/data/ridgeline.db")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        refused = subprocess.run(
+            [sys.executable, "-m", "service.cli", "serve", "--port", str(port)],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert refused.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in refused.stderr
+    assert "make serve PORT=" in refused.stderr
+    assert "API key" not in refused.stdout
+    keys = subprocess.run(
+        [sys.executable, "-m", "service.cli", "keys", "list"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "active" not in keys.stdout  # the one-time key is still to be made, on a good start
 
 
 def _ready(base: str) -> bool:

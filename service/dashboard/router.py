@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import RedirectResponse
 
 from service.auth import sessions
@@ -37,6 +37,7 @@ router = APIRouter(include_in_schema=False)
 MAX_SIGNIN_BODY = 16 * 1024
 DEFAULT_PAGE = "/jobs"
 DIAGNOSIS_EVIDENCE_SKIP = {"thresholds"}
+LEADERBOARD_PAGE = 25
 
 
 # -- who is looking ----------------------------------------------------------------------------
@@ -328,7 +329,13 @@ def sweeps_page(request: Request, session: SessionDep, viewer: ViewerDep) -> Res
 
 
 @router.get("/sweeps/{sweep_id}")
-def sweep_page(sweep_id: str, request: Request, session: SessionDep, viewer: ViewerDep) -> Response:
+def sweep_page(
+    sweep_id: str,
+    request: Request,
+    session: SessionDep,
+    viewer: ViewerDep,
+    page: Annotated[int, Query(ge=1, le=10_000)] = 1,
+) -> Response:
     try:
         sweep = sweeps_service.get_sweep(
             session, tenant_id=viewer.tenant_id, sweep_id=parse_id(sweep_id, "sweep")
@@ -352,6 +359,7 @@ def sweep_page(sweep_id: str, request: Request, session: SessionDep, viewer: Vie
         sweep=read,
         dataset_name=names.get(sweep.dataset_id) if sweep.dataset_id else None,
         rows=rows,
+        board=_leaderboard_page(rows, page),
         best=best,
         best_figures=_best_figures(best, read.metric),
         has_curve=any(row.get("mean") is not None for row in rows),
@@ -463,6 +471,22 @@ def _score(metrics: dict[str, Any] | None) -> str:
         if validation.get(name) is not None:
             return f"{name} {validation[name]:.4g}"
     return "—"
+
+
+def _leaderboard_page(rows: list[dict[str, Any]], page: int) -> dict[str, Any]:
+    """One page of the leaderboard: its rows with their ranks, and where the others are."""
+    pages = max(1, -(-len(rows) // LEADERBOARD_PAGE))
+    page = min(page, pages)
+    first = (page - 1) * LEADERBOARD_PAGE
+    shown = rows[first : first + LEADERBOARD_PAGE]
+    return {
+        "rows": [(first + i + 1, row) for i, row in enumerate(shown)],
+        "page": page,
+        "pages": pages,
+        "first": first + 1,
+        "last": first + len(shown),
+        "total": len(rows),
+    }
 
 
 def _default_target(dataset: dict[str, Any] | None) -> str:

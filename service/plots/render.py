@@ -1,10 +1,11 @@
 """Charts of training results as SVG or PNG bytes, safe to draw in a threaded server.
 
-Only matplotlib's object API is used: a fresh ``Figure`` per chart drawn by its own
-``FigureCanvasSVG`` / ``FigureCanvasAgg``. pyplot (a global figure registry and GUI backends)
-is never imported and no backend is selected, so concurrent requests never share a figure.
-Output is deterministic: SVG ids come from a fixed salt (``svg.hashsalt``, set here once if
-unset) and the date/creator/software metadata are left out.
+Each ``draw_*`` function returns a matplotlib ``Figure`` (what the tests inspect);
+``as_bytes(figure, fmt)`` renders it. Only matplotlib's object API is used: a fresh ``Figure``
+per chart drawn by its own ``FigureCanvasSVG`` / ``FigureCanvasAgg``. pyplot (a global figure
+registry and GUI backends) is never imported and no backend is selected, so concurrent requests
+never share a figure. Output is deterministic: SVG ids come from a fixed salt (``svg.hashsalt``,
+set here once if unset) and the date/creator/software metadata are left out.
 
 Inputs are the plain dicts the training core produces: MLP ``history`` rows, ``coefficients``
 rows, ``learning_curve`` points, ``fit_path`` results, and sweep leaderboard rows
@@ -30,12 +31,13 @@ __all__ = [
     "DPI",
     "FIGSIZE",
     "Format",
-    "coefficients",
-    "learning_curve",
-    "loss_curve",
-    "loss_curves",
-    "regularization_path",
-    "validation_curve",
+    "as_bytes",
+    "draw_coefficients",
+    "draw_learning_curve",
+    "draw_loss_curve",
+    "draw_loss_curves",
+    "draw_regularization_path",
+    "draw_validation_curve",
 ]
 
 Format = Literal["svg", "png"]
@@ -46,6 +48,8 @@ DPI = 100
 #: Lines drawn in a regularization path at most (the largest coefficients); legend entries.
 PATH_MAX_LINES = 30
 LEGEND_MAX_ENTRIES = 10
+#: Inches added on the right of charts whose legend sits beside the axes.
+LEGEND_WIDTH = 2.2
 
 if matplotlib.rcParams["svg.hashsalt"] is None:
     # Stable ids in SVG output (otherwise a random uuid per figure); a no-op if someone set one.
@@ -65,19 +69,27 @@ def _check_fmt(fmt: str) -> None:
         raise ValueError(f"fmt must be 'svg' or 'png', got {fmt!r}")
 
 
-def _figure(fmt: str, height: float = FIGSIZE[1], left: float = 0.12) -> tuple[Figure, Axes]:
-    """A figure with one axes and fixed margins (a layout engine would triple the drawing time)."""
+def _figure(
+    fmt: str, height: float = FIGSIZE[1], left: float = 0.12, *, legend_outside: bool = False
+) -> tuple[Figure, Axes]:
+    """A figure with one axes and fixed margins (a layout engine would triple the drawing time).
+
+    With `legend_outside` the figure is wider and the axes leave its right part to the legend,
+    so no key ever covers a curve.
+    """
     _check_fmt(fmt)
-    fig = Figure(figsize=(FIGSIZE[0], height), dpi=DPI)
+    width = FIGSIZE[0] + (LEGEND_WIDTH if legend_outside else 0.0)
+    fig = Figure(figsize=(width, height), dpi=DPI)
     bottom = 0.5 / height  # half an inch for tick labels and the x label
     top = 1.0 - 0.35 / height  # a third of an inch for the title
-    fig.subplots_adjust(left=left, right=0.97, bottom=bottom, top=top)
+    right = (FIGSIZE[0] - 0.2) / width
+    fig.subplots_adjust(left=left * FIGSIZE[0] / width, right=right, bottom=bottom, top=top)
     ax = fig.add_subplot()
     ax.grid(True, alpha=0.3)
     return fig, ax
 
 
-def _render(fig: Figure, fmt: Format) -> bytes:
+def as_bytes(fig: Figure, fmt: Format) -> bytes:
     """The figure as bytes, with no timestamps or version strings (identical input, same bytes)."""
     buf = io.BytesIO()
     if fmt == "svg":
@@ -116,22 +128,30 @@ def _style_keys(ax: Axes) -> None:
     ax.plot([], [], "--", color="0.35", label="train")
 
 
-def _legend(ax: Axes) -> None:
+def _legend(ax: Axes, *, outside: bool = False) -> None:
     handles, labels = ax.get_legend_handles_labels()
     # The style keys first, so the entry limit never drops them.
     order = sorted(range(len(labels)), key=lambda i: labels[i] not in ("train", "validation"))
     handles, labels = [handles[i] for i in order], [labels[i] for i in order]
-    if handles:
-        ax.legend(handles[:LEGEND_MAX_ENTRIES], labels[:LEGEND_MAX_ENTRIES], fontsize="small")
+    if not handles:
+        return
+    placement: dict[str, Any] = (
+        {"loc": "upper left", "bbox_to_anchor": (1.02, 1.0), "borderaxespad": 0.0}
+        if outside
+        else {}
+    )
+    ax.legend(
+        handles[:LEGEND_MAX_ENTRIES], labels[:LEGEND_MAX_ENTRIES], fontsize="small", **placement
+    )
 
 
-def loss_curve(
+def draw_loss_curve(
     history: Sequence[dict[str, Any]],
     best_epoch: int | None = None,
     title: str | None = None,
     *,
     fmt: Format = "svg",
-) -> bytes:
+) -> Figure:
     """Training and validation loss per epoch of one MLP job, its best epoch marked."""
     if not history:
         raise ValueError(
@@ -158,21 +178,21 @@ def loss_curve(
     ax.set_ylabel("loss")
     ax.set_title(title or "Loss per epoch")
     _legend(ax)
-    return _render(fig, fmt)
+    return fig
 
 
-def loss_curves(
+def draw_loss_curves(
     series: Sequence[tuple[str, Sequence[dict[str, Any]]]],
     title: str | None = None,
     *,
     fmt: Format = "svg",
-) -> bytes:
+) -> Figure:
     """Several jobs' loss curves overlaid: validation solid, train dashed, one color per job."""
     if not series:
         raise ValueError("series is empty: pass at least one (label, history) pair")
     if not any(history for _, history in series):
         raise ValueError("every history is empty: only MLP jobs record loss curves")
-    fig, ax = _figure(fmt)
+    fig, ax = _figure(fmt, legend_outside=True)
     for i, (label, history) in enumerate(series):
         color = f"C{i % 10}"
         tx, train = _xy(history, "epoch", "train_loss")
@@ -184,8 +204,8 @@ def loss_curves(
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss")
     ax.set_title(title or "Loss per epoch (validation solid, train dashed)")
-    _legend(ax)
-    return _render(fig, fmt)
+    _legend(ax, outside=True)
+    return fig
 
 
 def _coef_label(row: dict[str, Any], multiclass: bool) -> str:
@@ -193,14 +213,17 @@ def _coef_label(row: dict[str, Any], multiclass: bool) -> str:
     return f"{name} [{row.get('class')}]" if multiclass else name
 
 
-def coefficients(
+def draw_coefficients(
     coefs: Sequence[dict[str, Any]],
     top: int = 20,
     title: str | None = None,
     *,
     fmt: Format = "svg",
-) -> bytes:
-    """The largest coefficients by absolute value as horizontal bars; the title counts zeros."""
+) -> Figure:
+    """The largest non-zero coefficients as horizontal bars; the title counts the zeros left out.
+
+    An L1 model zeroes most of its weights: bars of nothing would crowd out the ones it kept.
+    """
     if not coefs:
         raise ValueError("coefs is empty: only linear models report coefficients")
     if top < 1:
@@ -208,8 +231,8 @@ def coefficients(
     values = [(row, _num(row.get("value"))) for row in coefs]
     n_zero = sum(1 for _, v in values if v == 0.0)
     multiclass = len({row.get("class") for row in coefs}) > 1
-    ranked = [(row, v) for row, v in values if v is not None]
-    ranked = sorted(ranked, key=lambda rv: -abs(rv[1] or 0.0))[:top]
+    nonzero = [(row, v) for row, v in values if v]
+    ranked = sorted(nonzero, key=lambda rv: -abs(rv[1] or 0.0))[:top]
     ranked.reverse()  # barh draws bottom-up: the largest ends on top
     labels = [_coef_label(row, multiclass) for row, _ in ranked]
     widest = max((len(label) for label in labels), default=1)
@@ -224,19 +247,27 @@ def coefficients(
     ax.set_yticks(range(len(ranked)), labels, fontsize="small")
     ax.axvline(0.0, color="0.3", linewidth=0.8)
     ax.set_xlabel("coefficient (standardized features)")
-    shown = f"top {len(ranked)} by |value|" if len(ranked) < len(coefs) else "all"
-    counted = f"({n_zero} zero of {len(coefs)})"
-    ax.set_title(f"{title} {counted}" if title else f"Coefficients, {shown} {counted}")
-    return _render(fig, fmt)
+    if not ranked:
+        ax.text(
+            0.5, 0.5, f"all {len(coefs)} coefficients are zero", ha="center", transform=ax.transAxes
+        )
+    shown = (
+        f"largest {len(ranked)} of {len(nonzero)} non-zero"
+        if len(ranked) < len(nonzero)
+        else f"{len(nonzero)} non-zero"
+    )
+    counted = f"{shown}; {n_zero} of {len(coefs)} zero, not shown"
+    ax.set_title(f"{title} ({counted})" if title else f"Coefficients ({counted})")
+    return fig
 
 
-def learning_curve(
+def draw_learning_curve(
     points: Sequence[dict[str, Any]],
     metric: str,
     title: str | None = None,
     *,
     fmt: Format = "svg",
-) -> bytes:
+) -> Figure:
     """A score against the number of training rows: train dashed, validation solid."""
     if not points:
         raise ValueError("points is empty: set learning_curve.sizes in the training spec")
@@ -263,7 +294,7 @@ def learning_curve(
     ax.set_ylabel(metric)
     ax.set_title(title or f"Learning curve ({metric})")
     _legend(ax)
-    return _render(fig, fmt)
+    return fig
 
 
 def _group_label(row: dict[str, Any]) -> str:
@@ -306,14 +337,14 @@ def _validation_group(ax: Axes, label: str, members: list[dict[str, Any]], color
     return plotted
 
 
-def validation_curve(
+def draw_validation_curve(
     leaderboard: Sequence[dict[str, Any]],
     metric: str,
     best: dict[str, Any] | None = None,
     title: str | None = None,
     *,
     fmt: Format = "svg",
-) -> bytes:
+) -> Figure:
     """Cross-validated score against strength (log x): one line per penalty, std as error bars.
 
     Validation is solid with error bars, train dashed in the same color; rows without a penalty
@@ -328,34 +359,46 @@ def validation_curve(
     groups: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
         groups.setdefault(_group_label(r), []).append(r)
-    fig, ax = _figure(fmt)
+    fig, ax = _figure(fmt, legend_outside=True)
     plotted = False
     for i, (label, members) in enumerate(groups.items()):
         plotted = _validation_group(ax, label, members, f"C{i % 10}") or plotted
     if not plotted:
         raise ValueError(f"no leaderboard row has a finite mean {metric!r} to plot")
     if best is not None:
-        s, m = _num(best.get("strength")), _num(best.get("mean"))
-        if s is not None and s > 0 and m is not None:
-            ax.plot([s], [m], "*", color="black", markersize=14, label=f"best: strength {s:.3g}")
+        _mark_best(ax, best)
     _style_keys(ax)
     if any((_num(r.get("strength")) or 0.0) > 0 for r in rows):
         _log_x(ax)
     ax.set_xlabel("regularization strength (log scale)")
     ax.set_ylabel(metric)
     ax.set_title(title or f"Validation curve ({metric}; error bars: std across folds)")
-    _legend(ax)
-    return _render(fig, fmt)
+    _legend(ax, outside=True)
+    return fig
 
 
-def regularization_path(
+def _mark_best(ax: Axes, best: dict[str, Any]) -> None:
+    """A star at the winner's strength and cross-validated score (a sweep's `best`)."""
+    strength = _num(best.get("strength"))
+    score = _num(best.get("cv_mean", best.get("mean")))
+    if strength is None or strength <= 0 or score is None:
+        return
+    label = f"best: {best.get('penalty') or 'strength'} {strength:.3g}"
+    ax.plot([strength], [score], "*", color="black", markersize=14, label=label, zorder=5)
+
+
+def draw_regularization_path(
     path: Sequence[dict[str, Any]],
     title: str | None = None,
     *,
+    penalty: str | None = None,
     top: int = PATH_MAX_LINES,
     fmt: Format = "svg",
-) -> bytes:
-    """Each coefficient against strength (log x), as fit_path returns them; the largest drawn."""
+) -> Figure:
+    """Each coefficient against strength (log x), as fit_path returns them; the largest drawn.
+
+    The title names the `penalty` the path was fitted with.
+    """
     if not path:
         raise ValueError("path is empty: fit_path returns one entry per strength")
     points = [p for p in path if (_num(p.get("strength")) or 0.0) > 0]
@@ -371,7 +414,7 @@ def regularization_path(
     if not lines:
         raise ValueError("the path holds no coefficients to plot")
     ranked = sorted(lines.items(), key=lambda kv: -max(abs(v) for _, v in kv[1]))[:top]
-    fig, ax = _figure(fmt)
+    fig, ax = _figure(fmt, legend_outside=True)
     for i, (label, pts) in enumerate(ranked):
         ax.plot([s for s, _ in pts], [v for _, v in pts], "-", color=f"C{i % 10}", label=label)
     ax.axhline(0.0, color="0.3", linewidth=0.8)
@@ -379,6 +422,7 @@ def regularization_path(
     ax.set_xlabel("regularization strength (log scale)")
     ax.set_ylabel("coefficient (standardized features)")
     shown = f", largest {len(ranked)} of {len(lines)}" if len(ranked) < len(lines) else ""
-    ax.set_title(title or f"Regularization path{shown}")
-    _legend(ax)
-    return _render(fig, fmt)
+    what = f"{penalty} regularization path" if penalty else "Regularization path"
+    ax.set_title(f"{title}: {what}{shown}" if title else f"{what.capitalize()}{shown}")
+    _legend(ax, outside=True)
+    return fig

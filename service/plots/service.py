@@ -71,7 +71,7 @@ def _loss_curve(session: Session, job: Job, title: str, fmt: Format) -> Callable
             raise NotFound("this job has no per-epoch history: loss curves exist for MLP jobs")
         raise Conflict(f"job {job.id} is {job.status} and has no epoch yet; retry later")
     best_epoch = (job.metrics or {}).get("best_epoch")
-    return lambda: render.loss_curve(history, best_epoch, title, fmt=fmt)
+    return lambda: render.as_bytes(render.draw_loss_curve(history, best_epoch, title, fmt=fmt), fmt)
 
 
 def _coefficients(session: Session, job: Job, title: str, fmt: Format) -> Callable[[], bytes]:
@@ -80,7 +80,7 @@ def _coefficients(session: Session, job: Job, title: str, fmt: Format) -> Callab
     coefs = (job.metrics or {}).get("coefficients")
     if not coefs:
         raise NotFound("this job has no coefficients: they exist for succeeded linear jobs")
-    return lambda: render.coefficients(coefs, title=title, fmt=fmt)
+    return lambda: render.as_bytes(render.draw_coefficients(coefs, title=title, fmt=fmt), fmt)
 
 
 def _learning_curve(session: Session, job: Job, title: str, fmt: Format) -> Callable[[], bytes]:
@@ -93,7 +93,7 @@ def _learning_curve(session: Session, job: Job, title: str, fmt: Format) -> Call
             '{"sizes": [0.1, 0.25, 0.5, 1.0]} in the spec'
         )
     metric = "accuracy" if job.task == "classification" else "r2"
-    return lambda: render.learning_curve(points, metric, title, fmt=fmt)
+    return lambda: render.as_bytes(render.draw_learning_curve(points, metric, title, fmt=fmt), fmt)
 
 
 _JOB_PLOTS: dict[str, Callable[[Session, Job, str, Format], Callable[[], bytes]]] = {
@@ -118,8 +118,10 @@ def job_plot(
     return cache.get(("job", kind, fmt, *_job_version(session, job)), make)
 
 
-def _sweep_paths(session: Session, sweep: Sweep, penalty: str | None) -> list[dict[str, Any]]:
-    """The first fold's warm-started path of the chosen (or best) penalty."""
+def _sweep_paths(
+    session: Session, sweep: Sweep, penalty: str | None
+) -> tuple[list[dict[str, Any]], str | None]:
+    """The first fold's warm-started path of the chosen (or best) penalty, and that penalty."""
     wanted = penalty or (sweep.best or {}).get("penalty")
     candidates = session.scalars(
         select(Job).where(
@@ -129,8 +131,8 @@ def _sweep_paths(session: Session, sweep: Sweep, penalty: str | None) -> list[di
     for job in sorted(candidates, key=lambda j: (j.params or {}).get("fold", 0)):
         params = job.params or {}
         if wanted is None or params.get("penalty") == wanted:
-            return list((job.metrics or {}).get("path") or [])
-    return []
+            return list((job.metrics or {}).get("path") or []), params.get("penalty")
+    return [], wanted
 
 
 def _validation_curve(
@@ -145,7 +147,9 @@ def _validation_curve(
     best = sweep.best
 
     def make() -> bytes:
-        return render.validation_curve(rows, sweep.metric, best, title, fmt=fmt)
+        return render.as_bytes(
+            render.draw_validation_curve(rows, sweep.metric, best, title, fmt=fmt), fmt
+        )
 
     return make, (sweep.status, len(rows))
 
@@ -153,7 +157,7 @@ def _validation_curve(
 def _regularization_path(
     session: Session, sweep: Sweep, title: str, fmt: Format, penalty: str | None
 ) -> tuple[Callable[[], bytes], tuple[Any, ...]]:
-    path = _sweep_paths(session, sweep, penalty)
+    path, shown = _sweep_paths(session, sweep, penalty)
     if not path:
         if sweep.status in TERMINAL:
             raise NotFound(
@@ -161,7 +165,11 @@ def _regularization_path(
                 + (f" with penalty {penalty!r}" if penalty else "")
             )
         raise Conflict(f"sweep {sweep.id} has no finished path yet; retry later")
-    return (lambda: render.regularization_path(path, title, fmt=fmt)), (
+    return (
+        lambda: render.as_bytes(
+            render.draw_regularization_path(path, title, penalty=shown, fmt=fmt), fmt
+        )
+    ), (
         sweep.status,
         penalty,
         len(path),
@@ -206,4 +214,7 @@ def overlaid_loss_curves(
             raise Conflict(f"job {job.id} has no per-epoch history (yet); loss curves need MLPs")
         series.append((job.name or str(job.id)[:8], history))
         version.extend(_job_version(session, job))
-    return cache.get(("overlay", fmt, *version), lambda: render.loss_curves(series, fmt=fmt))
+    return cache.get(
+        ("overlay", fmt, *version),
+        lambda: render.as_bytes(render.draw_loss_curves(series, fmt=fmt), fmt),
+    )

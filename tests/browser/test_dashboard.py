@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import Server
+from tests.conftest import Server, insert_job, upload_tiny
 
 pytestmark = pytest.mark.slow
 
@@ -164,3 +164,66 @@ def test_sign_in_upload_train_and_follow_a_job(
     assert not {"ridgeline_session", "ridgeline_csrf"} & set(session_cookies(page))
     page.goto(f"{server.base_url}/jobs/{job_id}")
     page.wait_for_url(re.compile(r"/signin\?next="))
+
+
+# Records, per epoch, when the page's own stream handler received it and when the live chart
+# showed it (the chart's data-epoch), in page time.
+LIVE_CHART_RECORDER = """
+window.__received = {};
+window.__drawn = {};
+const addListener = EventSource.prototype.addEventListener;
+EventSource.prototype.addEventListener = function (type, listener, options) {
+  if (type !== "epoch") return addListener.call(this, type, listener, options);
+  return addListener.call(this, type, function (event) {
+    const epoch = JSON.parse(event.data).epoch;
+    if (!(epoch in window.__received)) window.__received[epoch] = performance.now();
+    return listener.call(this, event);
+  }, options);
+};
+document.addEventListener("DOMContentLoaded", () => {
+  const chart = document.querySelector('[data-role="live-chart"]');
+  if (!chart) return;
+  new MutationObserver(() => {
+    const epoch = chart.getAttribute("data-epoch");
+    if (epoch !== null && !(epoch in window.__drawn)) window.__drawn[epoch] = performance.now();
+  }).observe(chart, {attributes: true, attributeFilter: ["data-epoch"]});
+});
+"""
+
+
+def test_the_live_chart_follows_each_epoch_as_it_arrives(
+    page: Any, server: Server, worker: subprocess.Popen[str]
+) -> None:
+    key, tenant = server.new_tenant()
+    with server.client(key) as api:
+        dataset_id = upload_tiny(api)
+    # An "MLP" whose trainer reports an epoch every 0.1 s for 15 s.
+    job_id = insert_job(
+        server.database_url,
+        tenant=tenant,
+        dataset_id=dataset_id,
+        trainer="test-sleep",
+        seed=15,
+        model={"kind": "mlp", "hidden_layers": [4], "epochs": 150},
+    )
+    page.add_init_script(LIVE_CHART_RECORDER)
+    sign_in(page, server, key)
+    page.goto(f"{server.base_url}/jobs/{job_id}")
+    page.wait_for_function("() => Object.keys(window.__drawn).length >= 20", timeout=60_000)
+    received = page.evaluate("window.__received")
+    drawn = page.evaluate("window.__drawn")
+    late = {
+        epoch: round(drawn[epoch] - at)
+        for epoch, at in received.items()
+        if epoch in drawn and drawn[epoch] - at > 1000
+    }
+    assert not late, f"epochs drawn more than a second after their event (ms): {late}"
+    # Read in one turn of the page's event loop: the newest epoch received is the one shown.
+    state = page.evaluate(
+        """() => ({
+          newest: Math.max(...Object.keys(window.__received).map(Number)),
+          shown: Number(document.querySelector('[data-role="live-chart"]').dataset.epoch),
+        })"""
+    )
+    assert state["shown"] == state["newest"], state
+    assert not page.problems, page.problems

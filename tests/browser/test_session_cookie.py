@@ -298,7 +298,7 @@ def test_pages_render_queued_jobs_and_sweeps(
     page = client.get(f"/jobs/{mlp['id']}")
     assert page.status_code == 200
     assert "The curve appears after the first epoch" in page.text or 'id="loss-curve"' in page.text
-    assert f'data-src="/v1/jobs/{mlp["id"]}/plots/loss-curve"' in page.text
+    assert 'data-role="live-chart"' in page.text  # drawn from the event stream while it trains
     listing = client.get("/sweeps")
     assert listing.status_code == 200 and "page sweep" in listing.text
     detail = client.get(f"/sweeps/{sweep.json()['id']}")
@@ -312,3 +312,38 @@ def test_pages_render_queued_jobs_and_sweeps(
     assert filtered.status_code == 200 and mlp["id"] not in filtered.text
     new = client.get(f"/jobs/new?dataset_id={dataset_id}")
     assert new.status_code == 200 and f'<option value="{dataset_id}" selected>' in new.text
+
+
+def test_a_long_leaderboard_comes_in_pages(
+    server: Server, worker: Any, browserless: tuple[httpx.Client, str, str]
+) -> None:
+    client, _, key = browserless
+    with server.client(key) as api:
+        dataset_id = upload_tiny(api)
+        sweep = api.post(
+            "/v1/sweeps",
+            json={
+                "dataset_id": dataset_id,
+                "target": "y",
+                "search": {
+                    "penalty": ["l2"],
+                    "strength": {"min": 1e-4, "max": 10, "num": 30, "scale": "log"},
+                },
+                "cv": {"validation_fraction": 0.3},
+                "refit": False,
+            },
+        ).json()
+        wait_for(
+            lambda: api.get(f"/v1/sweeps/{sweep['id']}").json()["status"] == "succeeded",
+            timeout=120,
+            message="the sweep to succeed",
+        )
+    first = client.get(f"/sweeps/{sweep['id']}")
+    assert "ranks 1\u201325 of 30 (page 1 of 2)" in first.text
+    assert 'href="?page=2" rel="next"' in first.text and 'rel="prev"' not in first.text
+    assert first.text.count("<tr") == 26  # the header and 25 ranks
+    second = client.get(f"/sweeps/{sweep['id']}?page=2")
+    assert "ranks 26\u201330 of 30 (page 2 of 2)" in second.text
+    assert '<td class="num">26</td>' in second.text and 'rel="next"' not in second.text
+    beyond = client.get(f"/sweeps/{sweep['id']}?page=9")
+    assert "page 2 of 2" in beyond.text

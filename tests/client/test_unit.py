@@ -94,6 +94,19 @@ def test_import_is_light(module: str) -> None:
     assert result.returncode == 0, result.stderr
 
 
+def test_the_ridgeline_command_starts_without_the_heavy_libraries() -> None:
+    """`ridgeline datasets list` and friends import the CLI module; no numpy, torch, or DB."""
+    code = (
+        "import service.cli, sys; "
+        f"bad = [m for m in {HEAVY!r} if m in sys.modules]; "
+        "assert not bad, bad"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+
+
 # --- retries -----------------------------------------------------------------------------------
 
 

@@ -9,6 +9,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 from service.plots import render
 
@@ -70,14 +72,26 @@ PATH = [
     for s in (1.0, 0.3, 0.1, 0.03, 0.01)
 ]
 
-CHARTS: dict[str, tuple[Callable[..., bytes], tuple[Any, ...]]] = {
-    "loss_curve": (render.loss_curve, (HISTORY, 7, "MLP job")),
-    "loss_curves": (render.loss_curves, ([("job a", HISTORY), ("job b", HISTORY[:10])],)),
-    "coefficients": (render.coefficients, (COEFS, 10)),
-    "learning_curve": (render.learning_curve, (POINTS, "accuracy")),
-    "validation_curve": (render.validation_curve, (LEADERBOARD, "accuracy", LEADERBOARD[3])),
-    "regularization_path": (render.regularization_path, (PATH,)),
+BEST = {"penalty": "l2", "strength": 1e-1, "cv_mean": LEADERBOARD[3]["mean"], "metric": "accuracy"}
+
+DRAWINGS: dict[str, tuple[Callable[..., Figure], tuple[Any, ...]]] = {
+    "loss_curve": (render.draw_loss_curve, (HISTORY, 7, "MLP job")),
+    "loss_curves": (render.draw_loss_curves, ([("job a", HISTORY), ("job b", HISTORY[:10])],)),
+    "coefficients": (render.draw_coefficients, (COEFS, 10)),
+    "learning_curve": (render.draw_learning_curve, (POINTS, "accuracy")),
+    "validation_curve": (render.draw_validation_curve, (LEADERBOARD, "accuracy", BEST)),
+    "regularization_path": (render.draw_regularization_path, (PATH,)),
 }
+
+
+def _bytes(draw: Callable[..., Figure]) -> Callable[..., bytes]:
+    def chart(*args: Any, fmt: render.Format = "svg", **kwargs: Any) -> bytes:
+        return render.as_bytes(draw(*args, fmt=fmt, **kwargs), fmt)
+
+    return chart
+
+
+CHARTS = {name: (_bytes(draw), args) for name, (draw, args) in DRAWINGS.items()}
 
 
 @pytest.mark.parametrize("name", sorted(CHARTS))
@@ -100,30 +114,76 @@ def test_empty_input_is_a_clear_value_error(name: str) -> None:
         function([], *args[1:])
 
 
-def test_titles_and_counts_reach_the_chart() -> None:
-    svg = render.coefficients(COEFS, top=5).decode()
-    assert "10 zero of 30" in svg or "10&#160;zero" in svg or svg.count("<path") > 0
-    # Text is drawn as glyph paths by default; the title's words are kept in an svg comment.
-    assert "<!-- Coefficients, top 5 by |value| (10 zero of 30) -->" in svg
-    curve = render.validation_curve(LEADERBOARD, "accuracy").decode()
-    assert "<!-- Validation curve (accuracy; error bars: std across folds) -->" in curve
+def _legend_texts(figure: Figure) -> list[str]:
+    legend = figure.axes[0].get_legend()
+    assert legend is not None
+    return [text.get_text() for text in legend.get_texts()]
+
+
+def _outside_axes(figure: Figure) -> bool:
+    """The legend's box lies right of the axes: it cannot cover a curve."""
+    ax = figure.axes[0]
+    legend = ax.get_legend()
+    assert legend is not None
+    renderer = FigureCanvasAgg(figure).get_renderer()
+    return bool(legend.get_window_extent(renderer).x0 >= ax.get_window_extent(renderer).x1)
+
+
+def test_l1_coefficients_show_the_non_zero_ones_and_count_the_zeros() -> None:
+    figure = render.draw_coefficients(COEFS, top=5)
+    ax = figure.axes[0]
+    values = [bar.get_width() for bar in ax.patches]
+    assert len(values) == 5 and all(v != 0 for v in values)
+    assert ax.get_title() == "Coefficients (largest 5 of 20 non-zero; 10 of 30 zero, not shown)"
+    sparse = [{"feature": f"x{i}", "class": None, "value": 0.0 if i else 1.5} for i in range(40)]
+    ax = render.draw_coefficients(sparse).axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["x0"]
+    assert ax.get_title().endswith("(1 non-zero; 39 of 40 zero, not shown)")
+
+
+def test_validation_curve_marks_the_best_and_keeps_its_legend_off_the_curves() -> None:
+    figure = render.draw_validation_curve(LEADERBOARD, "accuracy", BEST)
+    stars = [line for line in figure.axes[0].get_lines() if line.get_marker() == "*"]
+    assert len(stars) == 1
+    assert list(stars[0].get_xdata()) == [1e-1]
+    assert list(stars[0].get_ydata()) == [BEST["cv_mean"]]
+    assert "best: l2 0.1" in _legend_texts(figure)
+    assert _outside_axes(figure)
+    title = figure.axes[0].get_title()
+    assert title == "Validation curve (accuracy; error bars: std across folds)"
+
+
+def test_regularization_path_names_its_penalty_and_keeps_its_legend_off_the_lines() -> None:
+    figure = render.draw_regularization_path(PATH, penalty="l1")
+    assert figure.axes[0].get_title() == "L1 regularization path"
+    assert _outside_axes(figure)
+    titled = render.draw_regularization_path(PATH, "sweep a", penalty="elasticnet")
+    assert titled.axes[0].get_title() == "sweep a: elasticnet regularization path"
+
+
+def test_overlaid_loss_curves_are_labelled_by_the_given_names() -> None:
+    figure = render.draw_loss_curves([("MLP, dropout 0.5", HISTORY), ("MLP, L2", HISTORY)])
+    labels = _legend_texts(figure)
+    assert "MLP, dropout 0.5" in labels and "MLP, L2" in labels
+    assert _outside_axes(figure)
 
 
 def test_unknown_metric_or_format_is_refused() -> None:
     with pytest.raises(ValueError, match="'f1'"):
-        render.learning_curve(POINTS, "f1")
+        render.draw_learning_curve(POINTS, "f1")
     with pytest.raises(ValueError, match="'f1'"):
-        render.validation_curve(LEADERBOARD, "f1")
+        render.draw_validation_curve(LEADERBOARD, "f1")
     with pytest.raises(ValueError, match="fmt"):
-        render.loss_curve(HISTORY, fmt="jpg")  # type: ignore[arg-type]
+        render.draw_loss_curve(HISTORY, fmt="jpg")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="strength above 0"):
-        render.regularization_path([{"strength": 0.0, "coefficients": []}])
+        render.draw_regularization_path([{"strength": 0.0, "coefficients": []}])
 
 
 def test_rendering_never_loads_pyplot() -> None:
     code = (
         "import sys; from service.plots import render; "
-        "render.loss_curve([{'epoch': 1, 'train_loss': 1.0, 'val_loss': 1.0}], fmt='png'); "
+        "render.as_bytes(render.draw_loss_curve("
+        "[{'epoch': 1, 'train_loss': 1.0, 'val_loss': 1.0}], fmt='png'), 'png'); "
         "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot was imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -125,41 +125,121 @@
     setTimeout(tick, POLL_MS);
   }
 
-  // -- a job: follow its Server-Sent Events; reload once it ends to show the results ---------
+  // -- the live loss chart: an SVG drawn here from the epochs the event stream brings --------
+  var SVG_NS = "http://www.w3.org/2000/svg";
+  var CHART = { width: 640, height: 320, left: 56, right: 150, top: 16, bottom: 40 };
+
+  function svgNode(name, attrs, text) {
+    var node = document.createElementNS(SVG_NS, name);
+    Object.keys(attrs).forEach(function (key) {
+      node.setAttribute(key, attrs[key]);
+    });
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+
+  function liveChart(svg) {
+    var losses = {}; // epoch -> {train, val}; the stream replays from the start, so keyed
+
+    function series(epochs, key) {
+      return epochs.filter(function (e) {
+        return typeof losses[e][key] === "number" && isFinite(losses[e][key]);
+      });
+    }
+
+    function draw() {
+      var epochs = Object.keys(losses).map(Number).sort(function (a, b) {
+        return a - b;
+      });
+      var values = [];
+      epochs.forEach(function (e) {
+        ["train", "val"].forEach(function (k) {
+          if (typeof losses[e][k] === "number" && isFinite(losses[e][k])) values.push(losses[e][k]);
+        });
+      });
+      if (!values.length) return;
+      var c = CHART;
+      var x0 = epochs[0], x1 = Math.max(epochs[epochs.length - 1], x0 + 1);
+      var y0 = Math.min.apply(null, values), y1 = Math.max.apply(null, values);
+      if (y1 - y0 < 1e-12) { y0 -= 0.5; y1 += 0.5; }
+      var plotW = c.width - c.left - c.right, plotH = c.height - c.top - c.bottom;
+      function px(e) { return c.left + ((e - x0) / (x1 - x0)) * plotW; }
+      function py(v) { return c.top + (1 - (v - y0) / (y1 - y0)) * plotH; }
+      while (svg.firstChild) svg.removeChild(svg.firstChild);
+      svg.appendChild(svgNode("rect", { x: c.left, y: c.top, width: plotW, height: plotH, "class": "frame" }));
+      [y0, (y0 + y1) / 2, y1].forEach(function (v) {
+        svg.appendChild(svgNode("line", { x1: c.left, x2: c.left + plotW, y1: py(v), y2: py(v), "class": "grid" }));
+        svg.appendChild(svgNode("text", { x: c.left - 6, y: py(v) + 4, "text-anchor": "end" }, fmt(v)));
+      });
+      [x0, x1].forEach(function (e) {
+        svg.appendChild(svgNode("text", { x: px(e), y: c.top + plotH + 16, "text-anchor": "middle" }, String(e)));
+      });
+      svg.appendChild(svgNode("text", { x: c.left + plotW / 2, y: c.height - 6, "text-anchor": "middle" }, "epoch"));
+      [["train", "train", "5 4"], ["val", "validation", ""]].forEach(function (s, i) {
+        var points = series(epochs, s[0]).map(function (e) {
+          return px(e).toFixed(1) + "," + py(losses[e][s[0]]).toFixed(1);
+        });
+        var cls = "line " + s[0];
+        svg.appendChild(svgNode("polyline", { points: points.join(" "), "class": cls, "stroke-dasharray": s[2] }));
+        var ly = c.top + 14 + i * 18;
+        svg.appendChild(svgNode("line", { x1: c.width - c.right + 12, x2: c.width - c.right + 36, y1: ly - 4, y2: ly - 4, "class": cls, "stroke-dasharray": s[2] }));
+        svg.appendChild(svgNode("text", { x: c.width - c.right + 42, y: ly }, s[1]));
+      });
+      var last = epochs[epochs.length - 1];
+      svg.appendChild(svgNode("text", { x: c.width - c.right + 12, y: c.top + 64, "data-role": "live-epoch" }, "epoch " + last));
+      svg.setAttribute("data-epoch", String(last));
+    }
+
+    return {
+      add: function (data) {
+        if (typeof data.epoch !== "number") return;
+        losses[data.epoch] = { train: data.train_loss, val: data.val_loss };
+        draw();
+      },
+    };
+  }
+
+  // -- a job: follow its Server-Sent Events; once it ends, show the final page in place -------
+  function swapInPage(url) {
+    // The results page replaces <main> without a reload, so the chart never blanks.
+    return fetch(url, { credentials: "same-origin", headers: { Accept: "text/html" } })
+      .then(function (res) {
+        if (!res.ok) throw new Error("HTTP " + res.status);
+        return res.text();
+      })
+      .then(function (html) {
+        var fresh = new DOMParser().parseFromString(html, "text/html");
+        var main = fresh.querySelector("main");
+        if (!main) throw new Error("no <main> in the page");
+        document.querySelector("main").replaceWith(document.importNode(main, true));
+        document.title = fresh.title;
+        init();
+      })
+      .catch(function () {
+        window.location.reload();
+      });
+  }
+
   function initJob() {
     var root = document.getElementById("job");
     if (!root) return;
     var id = root.getAttribute("data-job-id");
     var totalEpochs = root.getAttribute("data-epochs");
-    var figure = document.querySelector('[data-role="loss-curve"]');
+    var svg = document.querySelector('[data-role="live-chart"]');
+    var chart = svg ? liveChart(svg) : null;
     var best = 0;
-    var lastPlot = 0;
-    var plotTimer = null;
 
-    function refreshPlot(epoch) {
-      if (!figure) return;
-      var now = Date.now();
-      var wait = Math.max(0, 1000 - (now - lastPlot));
-      clearTimeout(plotTimer);
-      plotTimer = setTimeout(function () {
-        lastPlot = Date.now();
-        var img = figure.querySelector("img");
-        if (!img) {
-          img = document.createElement("img");
-          img.id = "loss-curve";
-          img.alt = "Training and validation loss per epoch";
-          figure.appendChild(img);
-        }
-        img.src = figure.getAttribute("data-src") + "?epoch=" + encodeURIComponent(epoch);
-        figure.hidden = false;
-        var waitNote = document.querySelector('[data-role="loss-curve-wait"]');
-        if (waitNote) waitNote.hidden = true;
-      }, wait);
+    function showEpoch(data) {
+      if (!chart) return;
+      chart.add(data);
+      var figure = document.querySelector('[data-role="live-figure"]');
+      if (figure) figure.hidden = false;
+      var waitNote = document.querySelector('[data-role="loss-curve-wait"]');
+      if (waitNote) waitNote.hidden = true;
     }
 
     function finished() {
-      // The page renders the final metrics, diagnosis and plots: load it afresh.
-      window.location.reload();
+      swapInPage(window.location.href);
     }
 
     if (isTerminal(root.getAttribute("data-status"))) return;
@@ -194,7 +274,7 @@
           "epoch " + data.epoch + (totalEpochs ? "/" + totalEpochs : "") +
           " · train loss " + fmt(data.train_loss) + " · validation loss " + fmt(data.val_loss);
       }
-      refreshPlot(data.epoch);
+      showEpoch(data);
     });
     source.onerror = function () {
       if (source.readyState === EventSource.CLOSED) pollJob(id, root, finished);
