@@ -26,7 +26,6 @@ from service.ids import parse_id
 from service.jobs import service as jobs_service
 from service.jobs.models import SUCCEEDED, TERMINAL, Job
 from service.registry import service as registry_service
-from service.registry.card import render_card
 from service.registry.schemas import aliases_read, version_read
 from service.sweeps import service as sweeps_service
 
@@ -397,9 +396,10 @@ def model_page(
     shown = next((v for v in versions if v.version == version), versions[0] if versions else None)
     card = None
     if shown is not None:
-        job = session.get_one(Job, shown.job_id)
         card = markdown_html(
-            render_card(name, shown, job.metrics, by_version.get(shown.version, []))
+            registry_service.version_card(
+                session, tenant_id=viewer.tenant_id, name=name, version=shown.version
+            )
         )
     return _page(
         request,

@@ -14,12 +14,10 @@ from sqlalchemy.orm import Session
 from service.db import Database
 from service.deps import DatabaseDep, PrincipalDep, SessionDep, TagFiltersDep
 from service.jobs import serving
-from service.jobs.models import Job
 from service.jobs.schemas import PredictResponse
 from service.pagination import MAX_LIMIT, Page
 from service.registry import service
 from service.registry.cache import ServedVersions
-from service.registry.card import render_card
 from service.registry.schemas import (
     AliasesRead,
     AliasRead,
@@ -255,12 +253,7 @@ async def artifact_by_version(
 def model_card(
     name: str, version: VersionNumber, session: SessionDep, principal: PrincipalDep
 ) -> Response:
-    model, found = service.get_version(
-        session, tenant_id=principal.tenant_id, name=name, version=version
-    )
-    job = session.get_one(Job, found.job_id)
-    aliases = service.aliases_by_version(session, model.id).get(version, [])
-    card = render_card(model.name, found, job.metrics, aliases)
+    card = service.version_card(session, tenant_id=principal.tenant_id, name=name, version=version)
     return Response(card, media_type="text/markdown; charset=utf-8")
 
 

@@ -63,7 +63,7 @@ class AliasUpdate(BaseModel):
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"version": 2}]})
 
-    version: int = Field(ge=1, description="An existing version of the model.")
+    version: int = Field(ge=1, le=2**31 - 1, description="An existing version of the model.")
 
 
 class DatasetRecord(BaseModel):

@@ -17,6 +17,7 @@ from service.db import utcnow
 from service.errors import Conflict, InvalidInput, NotFound
 from service.jobs.models import SUCCEEDED, Job, summary_of
 from service.pagination import page_of, paginate
+from service.registry.card import render_card
 from service.registry.models import ModelAlias, ModelAliasEvent, ModelVersion, RegisteredModel
 from service.registry.schemas import (
     ALIAS_PATTERN,
@@ -322,6 +323,14 @@ def aliases_and_history(
         .limit(HISTORY_LIMIT)
     )
     return list(aliases), list(history)
+
+
+def version_card(session: Session, *, tenant_id: str, name: str, version: int) -> str:
+    """The version's model card (Markdown), from what it froze and its job's full metrics."""
+    model, found = get_version(session, tenant_id=tenant_id, name=name, version=version)
+    metrics = session.scalar(select(Job.metrics).where(Job.id == found.job_id))
+    aliases = aliases_by_version(session, model.id).get(version, [])
+    return render_card(model.name, found, metrics, aliases)
 
 
 def job_in_use(session: Session, job_id: uuid.UUID) -> str | None:
