@@ -118,7 +118,7 @@ def plain_torch_epoch_seconds(parquet: Path, epochs: int, threads: int) -> float
     import torch.nn.functional as F
     from torch import nn
 
-    from service.training.mlp import CURVE_ROWS
+    from service.training.kinds.mlp_estimator import CURVE_ROWS
 
     table = pq.read_table(parquet)
     features = [c for c in table.column_names if c != TARGET]

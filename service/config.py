@@ -72,6 +72,11 @@ class Settings(BaseSettings):
         description="Fallback poll of an idle worker; new jobs wake it at once (Postgres "
         "LISTEN/NOTIFY, a commit watch on SQLite).",
     )
+    plugins: list[str] = Field(
+        default_factory=list,
+        description="Modules every API process, worker and training child imports at start: "
+        "each may register a model kind (service.training.kinds.registry.register).",
+    )
     worker_plugins: list[str] = Field(
         default_factory=list, description="Modules that register extra trainers (tests, bench)."
     )

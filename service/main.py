@@ -29,6 +29,7 @@ from service.limits import install_limits
 from service.migrate import schema_status
 from service.openapi import install_openapi
 from service.plots.router import router as plots_router
+from service.plugins import import_plugins
 from service.registry import service as registry_service
 from service.registry.cache import ServedVersions
 from service.registry.router import router as registry_router
@@ -80,6 +81,7 @@ def check_schema(db: Database) -> None:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    import_plugins(settings.plugins)  # before any spec is validated or the OpenAPI is built
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

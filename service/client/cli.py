@@ -453,12 +453,13 @@ def _final_table(metrics: Metrics) -> Table | None:
     splits = [s for s in ("train", "validation", "test") if isinstance(final.get(s), dict)]
     if not splits:
         return None
-    table = Table("metric", *splits, title="final metrics", title_justify="left")
+    table = Table("metric", "better", *splits, title="final metrics", title_justify="left")
     names: list[str] = []
     for split in splits:
         names += [k for k in final[split] if k not in names]
     for name in names:
-        table.add_row(name, *[_fmt(final[s].get(name)) for s in splits])
+        better = _direction(metrics.greater_is_better(name)).removesuffix(" is better")
+        table.add_row(name, better, *[_fmt(final[s].get(name)) for s in splits])
     return table
 
 
@@ -531,7 +532,7 @@ def _watch_job(client: Client, job: Job) -> Job:
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     model = (job.spec or {}).get("model") or {}
-    epochs = model.get("epochs") if model.get("kind") == "mlp" else None
+    epochs = model.get("epochs")
     progress = Progress(
         SpinnerColumn(),
         TextColumn("[bold]{task.description}"),
@@ -695,7 +696,7 @@ def jobs_list(
         extra = (order_by,) if order_by else ()
         table = _list_table("name", "status", "progress", "model", "task", *extra, "created")
         for job in page.items:
-            kind = ((job.spec or {}).get("model") or {}).get("kind", "linear")
+            kind = ((job.spec or {}).get("model") or {}).get("kind", "")
             figure = (_fmt(_final_figure(job, order_by)),) if order_by else ()
             table.add_row(
                 job.id, escape(job.name or ""), job.status, f"{job.progress:.0%}", kind,
@@ -866,120 +867,53 @@ def jobs_predict(
 
 # --- sweeps -----------------------------------------------------------------------------------
 
-_LOWER_IS_BETTER = ("loss", "error", "rmse", "mse", "mae", "deviance")
-_SCORE_KEYS = ("mean", "cv_mean", "score", "mean_score", "validation_score", "val_score", "value")
-_CONFIG_KEYS = ("penalty", "strength", "l1_ratio", "dropout", "params")
+#: A leaderboard row's configuration, as SweepRead's LeaderboardRow names it.
+_CONFIG_KEYS = ("penalty", "strength", "l1_ratio", "dropout")
 
 
-def _sweep_metric(sweep: Sweep) -> str | None:
-    extra = sweep.model_extra or {}
-    for value in (sweep.metric, extra.get("scoring"), (sweep.best or {}).get("metric")):
-        if isinstance(value, str):
-            return value
-    return None
+def _direction(greater: bool | None) -> str:
+    """The server's word on which way a metric is better, for a table."""
+    if greater is None:
+        return ""
+    return "higher is better" if greater else "lower is better"
 
 
-def _score_field(entry: dict[str, Any], metric: str | None) -> str | None:
-    """Where the entry holds the sweep's metric (a flattened key), wherever the server put it."""
-    candidates: list[str] = []
-    if metric:
-        candidates.append(metric)
-        candidates += [f"{nest}.{metric}" for nest in ("validation", "metrics", "scores", "val")]
-    candidates += list(_SCORE_KEYS)
-    flat = _flatten(entry)
-    for key in candidates:
-        value = flat.get(key)
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return key
-    return None
-
-
-def _entry_score(entry: dict[str, Any], metric: str | None) -> float | None:
-    key = _score_field(entry, metric)
-    return float(_flatten(entry)[key]) if key else None
-
-
-def _greater_is_better(sweep: Sweep, metric: str | None) -> bool:
-    if sweep.lower_is_better is not None:
-        return not sweep.lower_is_better
-    extra = sweep.model_extra or {}
-    if isinstance(extra.get("greater_is_better"), bool):
-        return bool(extra["greater_is_better"])
-    for key in ("direction", "goal", "mode", "order"):
-        value = str(extra.get(key, "")).lower()
-        if value in ("max", "maximize", "higher", "desc"):
-            return True
-        if value in ("min", "minimize", "lower", "asc"):
-            return False
-    return not (metric and any(word in metric.lower() for word in _LOWER_IS_BETTER))
-
-
-def _is_best(entry: dict[str, Any], best: dict[str, Any] | None) -> bool:
-    if entry.get("best") is True:
-        return True
+def _is_best(row: dict[str, Any], best: dict[str, Any] | None) -> bool:
+    """The row whose configuration the server named the winner."""
     if not best:
         return False
-    for key in ("job_id", "id", "trial", "index"):
-        if key in entry and key in best:
-            return bool(entry[key] == best[key])
-    shared = [k for k in _CONFIG_KEYS if k in best and k in entry]
-    return bool(shared) and all(entry[k] == best[k] for k in shared)
+    return all(row.get(k) == best.get(k) for k in _CONFIG_KEYS)
 
 
 def sorted_leaderboard(sweep: Sweep) -> list[tuple[bool, dict[str, Any]]]:
-    """(is best, entry), best first by the sweep's metric; unscored entries last."""
-    metric = _sweep_metric(sweep)
-    sign = -1.0 if _greater_is_better(sweep, metric) else 1.0
-    entries = [e for e in sweep.leaderboard if isinstance(e, dict)]
+    """(is best, row), best first by the rows' cross-validated ``mean`` in the direction the
+    server gives (its own order where it gives none); rows without a mean last."""
+    rows = list(sweep.leaderboard)
+    greater = sweep.ranks_greater_first
+    if greater is not None:
+        sign = -1.0 if greater else 1.0
 
-    def key(entry: dict[str, Any]) -> tuple[int, float]:
-        score = _entry_score(entry, metric)
-        return (1, 0.0) if score is None or math.isnan(score) else (0, sign * score)
+        def key(row: dict[str, Any]) -> tuple[int, float]:
+            mean = row.get("mean")
+            return (1, 0.0) if mean is None or math.isnan(mean) else (0, sign * float(mean))
 
-    ordered = sorted(entries, key=key)
-    marks = [_is_best(e, sweep.best) for e in ordered]
-    if ordered and not any(marks) and _entry_score(ordered[0], metric) is not None:
-        marks[0] = True
-    return list(zip(marks, ordered, strict=True))
-
-
-def _flatten(entry: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in entry.items():
-        if isinstance(value, dict) and not prefix:
-            out.update(_flatten(value, f"{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
+        rows.sort(key=key)
+    return [(_is_best(row, sweep.best), row) for row in rows]
 
 
 def _leaderboard_table(sweep: Sweep) -> Table:
-    metric = _sweep_metric(sweep)
-    ranked = sorted_leaderboard(sweep)
-    flat = [_flatten(entry) for _, entry in ranked]
-    shown_as_score = {_score_field(entry, metric) for _, entry in ranked} - {None}
-    columns: list[str] = []
-    for row in flat:
-        columns += [
-            k
-            for k in row
-            if k not in columns
-            and k not in ("best", "rank", *shown_as_score)
-            and not (k == "metric" and row[k] == metric)  # already the score's title
-        ]
-    score_title = metric or "score"
+    metric = sweep.metric or "metric"
     table = Table(
-        "", "#", score_title, *[escape(c) for c in columns],
-        title=f"leaderboard (by {score_title})", title_justify="left",
+        "", "#", f"{metric} (mean)", "std", "train mean", "folds", *_CONFIG_KEYS,
+        title=f"leaderboard (by {metric})", title_justify="left",
     )  # fmt: skip
-    for rank, ((best, entry), row) in enumerate(zip(ranked, flat, strict=True), start=1):
+    for rank, (best, row) in enumerate(sorted_leaderboard(sweep), start=1):
         table.add_row(
-            "★" if best else "",
-            str(rank),
-            _fmt(_entry_score(entry, metric)),
-            *[escape(_fmt(row.get(c))) for c in columns],
+            "★" if best else "", str(rank), _fmt(row.get("mean")), _fmt(row.get("std")),
+            _fmt(row.get("train_mean")), _fmt(row.get("n_folds")),
+            *[escape(_fmt(row.get(k))) for k in _CONFIG_KEYS],
             style="bold green" if best else None,
-        )
+        )  # fmt: skip
     return table
 
 
@@ -1003,11 +937,11 @@ def _print_sweep(sweep: Sweep) -> None:
     rows: list[tuple[str, Any]] = [("status", sweep.status)]
     if sweep.progress is not None:
         rows.append(("progress", f"{sweep.progress:.0%}"))
-    metric = _sweep_metric(sweep)
+    metric = sweep.metric
     if metric:
         rows.append(("metric", metric))
-    if sweep.lower_is_better is not None:
-        rows.append(("ranking", "lower is better" if sweep.lower_is_better else "higher is better"))
+    if sweep.ranks_greater_first is not None:
+        rows.append(("ranking", _direction(sweep.ranks_greater_first)))
     if sweep.n_configs is not None:
         rows.append(("configurations", f"{sweep.n_configs} in {sweep.n_jobs} jobs"))
     best = sweep.best or {}
@@ -1116,11 +1050,10 @@ def sweeps_list(
             return
         table = _list_table("status", "progress", "metric", "best", "created")
         for sweep in page.items:
-            best = ranked[0][1] if (ranked := sorted_leaderboard(sweep)) else None
-            score = _entry_score(best, _sweep_metric(sweep)) if best else None
+            best = ranked[0][1] if (ranked := sorted_leaderboard(sweep)) else {}
             table.add_row(
-                sweep.id, sweep.status, _pct(sweep.progress), _fmt(_sweep_metric(sweep)),
-                _fmt(score), _when(sweep.created_at),
+                sweep.id, sweep.status, _pct(sweep.progress), _fmt(sweep.metric),
+                _fmt(best.get("mean")), _when(sweep.created_at),
             )  # fmt: skip
         out = _stdout()
         out.print(table)

@@ -23,6 +23,7 @@ __all__ = [
     "Epoch",
     "Event",
     "Job",
+    "MetricInfo",
     "Metrics",
     "ModelVersion",
     "Page",
@@ -134,6 +135,14 @@ class Epoch(_Model):
     val_metric: float | None = None
 
 
+class MetricInfo(_Model):
+    """The server's word on a metric: which way is better, and what it means."""
+
+    greater_is_better: bool | None = None
+    needs_probabilities: bool | None = None
+    description: str | None = None
+
+
 class Metrics(_Model):
     job_id: str
     status: str
@@ -150,7 +159,16 @@ class Metrics(_Model):
     history: list[Epoch] = Field(default_factory=list)
     best_epoch: int | None = None
     fit_seconds: float | None = None
+    metric_info: dict[str, MetricInfo] = Field(
+        default_factory=dict,
+        description="Per metric in `final`, from the server: greater_is_better and a description.",
+    )
     extra: dict[str, Any] = Field(default_factory=dict)
+
+    def greater_is_better(self, metric: str) -> bool | None:
+        """Whether a greater value of the metric is better, as the server says (None: unknown)."""
+        info = self.metric_info.get(metric)
+        return info.greater_is_better if info is not None else None
 
     @property
     def diagnosis(self) -> dict[str, Any] | None:
@@ -210,6 +228,9 @@ class Sweep(_Model):
     progress: float | None = None
     task: str | None = None
     metric: str | None = None
+    greater_is_better: bool | None = Field(
+        None, description="Whether a greater metric ranks higher, as the server says."
+    )
     lower_is_better: bool | None = None
     n_configs: int | None = None
     n_jobs: int | None = None
@@ -229,6 +250,13 @@ class Sweep(_Model):
     @property
     def done(self) -> bool:
         return self.status in TERMINAL_STATUSES
+
+    @property
+    def ranks_greater_first(self) -> bool | None:
+        """The server's ranking direction (None when it sent neither direction field)."""
+        if self.greater_is_better is not None:
+            return self.greater_is_better
+        return None if self.lower_is_better is None else not self.lower_is_better
 
 
 class RegisteredModel(_Model):

@@ -15,11 +15,19 @@ from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import RedirectResponse
+from pydantic import ValidationError
+from sqlalchemy.orm import Session
 
 from service.auth import sessions
 from service.auth.service import Principal, hash_key
 from service.dashboard import queries
-from service.dashboard.templating import ASSETS, SECURITY_HEADERS, markdown_html, render
+from service.dashboard.templating import (
+    ASSETS,
+    SECURITY_HEADERS,
+    fmt_bytes,
+    markdown_html,
+    render,
+)
 from service.deps import SessionDep, ViewerDep, signed_in_viewer
 from service.errors import NotFound
 from service.ids import parse_id
@@ -28,6 +36,17 @@ from service.jobs.models import SUCCEEDED, TERMINAL, Job
 from service.registry import service as registry_service
 from service.registry.schemas import aliases_read, version_read
 from service.sweeps import service as sweeps_service
+from service.training.kinds import registry
+from service.training.kinds.base import ModelKind
+from service.training.metrics import METRICS
+from service.training.results import (
+    Diagnosis,
+    FinalMetrics,
+    GeneralizationGap,
+    JobMetrics,
+    WeightStats,
+)
+from service.training.spec import ModelSpecBase
 
 logger = logging.getLogger("ridgeline.dashboard")
 
@@ -221,27 +240,64 @@ def jobs_page(
 def new_job_page(
     request: Request, session: SessionDep, viewer: ViewerDep, dataset_id: str | None = None
 ) -> Response:
-    datasets = queries.recent_datasets(session, viewer.tenant_id)
-    choices = [
-        {
-            "id": str(d.id),
-            "name": d.name,
-            "n_rows": d.n_rows,
-            "columns": [{"name": c["name"], "dtype": c["dtype"]} for c in d.columns],
-        }
-        for d in datasets
-    ]
-    selected = next((c for c in choices if c["id"] == dataset_id), choices[0] if choices else None)
     return _page(
         request,
         viewer,
         "new_job.html",
         page="new-job",
         title="New job",
-        datasets=choices,
-        selected=selected,
-        default_target=_default_target(selected),
+        **_training_form(session, viewer, dataset_id),
     )
+
+
+@router.get("/sweeps/new")
+def new_sweep_page(
+    request: Request, session: SessionDep, viewer: ViewerDep, dataset_id: str | None = None
+) -> Response:
+    return _page(
+        request,
+        viewer,
+        "new_sweep.html",
+        page="new-sweep",
+        title="New sweep",
+        metrics=list(METRICS.values()),
+        **_training_form(session, viewer, dataset_id),
+    )
+
+
+def _training_form(session: Session, viewer: Principal, dataset_id: str | None) -> dict[str, Any]:
+    """What the job and sweep forms offer: the datasets (with their columns) and model kinds."""
+    choices = [
+        {
+            "id": str(d.id),
+            "name": d.name,
+            # Identical uploads differ only by when: the picker shows size and time too.
+            "label": f"{d.name} · {d.n_rows:,} rows · {fmt_bytes(d.size_bytes)} · "
+            f"{d.created_at:%Y-%m-%d %H:%M}",
+            "n_rows": d.n_rows,
+            "columns": [{"name": c["name"], "dtype": c["dtype"]} for c in d.columns],
+        }
+        for d in queries.recent_datasets(session, viewer.tenant_id)
+    ]
+    selected = next((c for c in choices if c["id"] == dataset_id), choices[0] if choices else None)
+    return {
+        "datasets": choices,
+        "selected": selected,
+        "default_target": _default_target(selected),
+        "kinds": [
+            {"name": k.name, "title": k.title, "fields": sorted(_FORM_FIELDS & _settable(k))}
+            for k in registry.kinds()
+        ],
+    }
+
+
+#: The model and regularization options the new-job form has inputs for.
+_FORM_FIELDS = frozenset({"hidden_layers", "epochs", "dropout", "early_stopping"})
+
+
+def _settable(kind: ModelKind[Any]) -> set[str]:
+    """The kind's model fields and the regularization options it honours."""
+    return set(kind.spec_class.model_fields) | set(kind.options)
 
 
 @router.get("/jobs/{job_id}")
@@ -255,10 +311,10 @@ def job_page(job_id: str, request: Request, session: SessionDep, viewer: ViewerD
     names = queries.dataset_names(session, viewer.tenant_id, [job.dataset_id])
     epochs = jobs_service.epochs_of(session, job)
     attempts = jobs_service.attempts_of(session, job)
-    metrics = job.metrics or {}
+    metrics = JobMetrics.model_validate(job.metrics or {})
     spec = job.spec or {}
-    model = spec.get("model") or {}
-    is_mlp = model.get("kind") == "mlp"
+    kind, model = _model_of(spec)
+    has_history = kind is not None and kind.has_history
     last = epochs[-1] if epochs else None
     return _page(
         request,
@@ -270,24 +326,23 @@ def job_page(job_id: str, request: Request, session: SessionDep, viewer: ViewerD
         spec=spec,
         spec_json=json.dumps(spec, indent=2, sort_keys=True),
         native_params=job.native_params,
-        model=model,
+        model_details=kind.details(model) if kind is not None and model is not None else None,
+        max_epochs=kind.epochs(model) if kind is not None and model is not None else None,
         reg=spec.get("regularization") or {},
-        is_mlp=is_mlp,
+        has_history=has_history,
         attempts=attempts,
         epochs=len(epochs),
         last_epoch=last,
-        final=_final_table(metrics.get("final")),
-        gap=metrics.get("generalization_gap") or {},
-        weights=metrics.get("weights") or {},
-        best_epoch=metrics.get("best_epoch"),
-        fit_seconds=metrics.get("fit_seconds"),
-        diagnosis=_diagnosis(metrics.get("diagnosis")),
-        show_loss_curve=is_mlp,
-        loss_curve_ready=bool(epochs or metrics.get("history")),
-        show_coefficients=(
-            not is_mlp and job.status == SUCCEEDED and bool(metrics.get("coefficients"))
-        ),
-        show_learning_curve=job.status in TERMINAL and bool(metrics.get("learning_curve")),
+        final=_final_table(metrics.final),
+        gap=(metrics.generalization_gap or GeneralizationGap()).to_json(),
+        weights=(metrics.weights or WeightStats()).to_json(),
+        best_epoch=metrics.best_epoch,
+        fit_seconds=metrics.fit_seconds,
+        diagnosis=_diagnosis(metrics.diagnosis),
+        show_loss_curve=has_history,
+        loss_curve_ready=bool(epochs or metrics.history),
+        show_coefficients=job.status == SUCCEEDED and bool(metrics.coefficients),
+        show_learning_curve=job.status in TERMINAL and bool(metrics.learning_curve),
         artifact=job.status == SUCCEEDED and job.artifact_sha256 is not None,
         registered=queries.versions_of_job(session, viewer.tenant_id, job.id),
         model_names=queries.model_names(session, viewer.tenant_id),
@@ -500,16 +555,24 @@ def _default_target(dataset: dict[str, Any] | None) -> str:
     return str(names[-1])
 
 
+def _model_of(spec: dict[str, Any]) -> tuple[ModelKind[Any] | None, ModelSpecBase | None]:
+    """The stored spec's model kind and block; (None, None) for a kind this process lacks."""
+    block = spec.get("model") or {}
+    try:
+        kind = registry.get(str(block.get("kind", registry.DEFAULT_KIND)))
+        return kind, kind.spec_class.model_validate(block)
+    except (KeyError, ValidationError):
+        return None, None
+
+
 def _job_row(job: Job, names: dict[Any, str]) -> dict[str, Any]:
     spec = job.spec or {}
-    model = spec.get("model") or {}
     reg = spec.get("regularization") or {}
-    kind = model.get("kind", "linear")
-    if kind == "mlp":
-        layers = "x".join(str(n) for n in model.get("hidden_layers") or [])
-        model_text = f"MLP {layers}".strip()
+    kind, model = _model_of(spec)
+    if kind is not None and model is not None:
+        model_text = kind.describe(model)
     else:
-        model_text = "linear"
+        model_text = str((spec.get("model") or {}).get("kind", "unknown"))
     penalty = reg.get("penalty", "l2")
     if penalty == "none" or not reg.get("strength"):
         reg_text = "no penalty"
@@ -517,7 +580,7 @@ def _job_row(job: Job, names: dict[Any, str]) -> dict[str, Any]:
         reg_text = f"{penalty} {reg.get('strength'):.3g}"
         if penalty == "elasticnet" and reg.get("l1_ratio") is not None:
             reg_text += f" (l1_ratio {reg['l1_ratio']:g})"
-    if kind == "mlp" and reg.get("dropout"):
+    if kind is not None and "dropout" in kind.options and reg.get("dropout"):
         reg_text += f", dropout {reg['dropout']:g}"
     return {
         "id": str(job.id),
@@ -544,49 +607,47 @@ def _job_row(job: Job, names: dict[Any, str]) -> dict[str, Any]:
     }
 
 
-def _final_table(final: Any) -> dict[str, Any] | None:
+def _final_table(final: FinalMetrics | None) -> dict[str, Any] | None:
     """{split: {metric: value}} as a metric-by-split table: column names and rows."""
-    if not isinstance(final, dict) or not final:
+    if final is None:
         return None
-    splits = [s for s in ("train", "validation", "test") if isinstance(final.get(s), dict)]
-    splits += [s for s in final if s not in splits and isinstance(final[s], dict)]
-    metrics: list[str] = []
-    for split in splits:
-        for name, value in final[split].items():
-            if name not in metrics and (value is None or isinstance(value, int | float)):
-                metrics.append(name)
-    rows = [(m, [final[s].get(m) for s in splits]) for m in metrics]
-    return {"splits": splits, "rows": rows}
+    scores = {
+        split: values
+        for split, values in (
+            ("train", final.train),
+            ("validation", final.validation),
+            ("test", final.test),
+        )
+        if values
+    }
+    if not scores:
+        return None
+    metrics = list(dict.fromkeys(name for values in scores.values() for name in values))
+    rows = [(m, [scores[s].get(m) for s in scores]) for m in metrics]
+    return {"splits": list(scores), "rows": rows}
 
 
-def _diagnosis(diagnosis: Any) -> dict[str, Any] | None:
-    if not isinstance(diagnosis, dict):
+def _diagnosis(diagnosis: Diagnosis | None) -> dict[str, Any] | None:
+    if diagnosis is None:
         return None
-    verdict = str(diagnosis.get("verdict") or "unknown")
-    reasons = diagnosis.get("reasons") or []
-    if isinstance(reasons, str):
-        reasons = [reasons]
-    suggestions = []
-    for item in diagnosis.get("suggestions") or []:
-        if isinstance(item, dict):
-            text = str(item.get("message") or "")
-            if not text and item.get("field") is not None:
-                text = f"set {item['field']} to {json.dumps(item.get('value'))}"
-            suggestions.append({"text": text, "field": item.get("field")})
-        else:
-            suggestions.append({"text": str(item), "field": None})
-    evidence = diagnosis.get("evidence") or {}
+    suggestions = [
+        {
+            "text": item.message or f"set {item.field} to {json.dumps(item.value)}",
+            "field": item.field,
+        }
+        for item in diagnosis.suggestions
+    ]
     shown = [
         (name, value)
-        for name, value in evidence.items()
+        for name, value in diagnosis.evidence.to_json().items()
         if value is not None
         and name not in DIAGNOSIS_EVIDENCE_SKIP
         and isinstance(value, int | float | str | bool)
     ]
     return {
-        "verdict": verdict,
-        "css": verdict.replace(" ", "-"),
-        "reasons": [str(r) for r in reasons],
+        "verdict": diagnosis.verdict,
+        "css": diagnosis.verdict.replace(" ", "-"),
+        "reasons": list(diagnosis.reasons),
         "suggestions": suggestions,
         "evidence": shown,
     }

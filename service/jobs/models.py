@@ -21,6 +21,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.db import Base, UTCDateTime, new_id, utcnow
+from service.training.results import SUMMARY_FIELDS
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = (
     "queued",
@@ -30,7 +31,6 @@ QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = (
     "cancelled",
 )
 TERMINAL = (SUCCEEDED, FAILED, CANCELLED)
-SUMMARY_KEYS = ("final", "generalization_gap", "weights", "diagnosis", "fit_seconds", "best_epoch")
 ACTIVE = (QUEUED, RUNNING)
 # Delivery of a job's callback: pending until delivered, or failed for good.
 CALLBACK_PENDING, CALLBACK_DELIVERED, CALLBACK_FAILED = "pending", "delivered", "failed"
@@ -39,7 +39,7 @@ CALLBACK_PENDING, CALLBACK_DELIVERED, CALLBACK_FAILED = "pending", "delivered", 
 def summary_of(metrics: dict[str, Any] | None) -> dict[str, Any] | None:
     """The headline of the metrics: shown on the job and sent in its callback."""
     metrics = metrics or {}
-    return {k: metrics[k] for k in SUMMARY_KEYS if k in metrics} or None
+    return {k: metrics[k] for k in SUMMARY_FIELDS if k in metrics} or None
 
 
 class Job(Base):

@@ -183,16 +183,39 @@ def finish(
     status: str,
     error: str | None = None,
     outcome: str | None = None,
-    **fields: Any,
+    metrics: dict[str, Any] | None = None,
+    native_params: dict[str, Any] | None = None,
+    versions: dict[str, Any] | None = None,
+    task: str | None = None,
+    task_reason: str | None = None,
+    artifact_blob_id: uuid.UUID | None = None,
+    artifact_sha256: str | None = None,
+    artifact_kind: str | None = None,
 ) -> bool:
-    """End an attempt, fenced by its number: a stale attempt's result is never written."""
+    """End an attempt, fenced by its number: a stale attempt's result is never written.
+
+    What a succeeded attempt reports is written where given (None leaves the column alone):
+    ``native_params`` are the only ones the job stores (submission computes none, as they depend
+    on the real training split); ``task`` and ``task_reason`` replace the submission's, which
+    were resolved from the dataset's column summaries, with those the fit resolved on the data.
+    """
+    reported = {
+        "metrics": metrics,
+        "native_params": native_params,
+        "versions": versions,
+        "task": task,
+        "task_reason": task_reason,
+        "artifact_blob_id": artifact_blob_id,
+        "artifact_sha256": artifact_sha256,
+        "artifact_kind": artifact_kind,
+    }
     values: dict[str, Any] = {
         "status": status,
         "error": error,
         "finished_at": db_now(session),
         "lease_owner": None,
         "lease_expires_at": None,
-        **fields,
+        **{column: value for column, value in reported.items() if value is not None},
     }
     if status == SUCCEEDED:
         values["progress"] = 1.0
@@ -205,7 +228,7 @@ def finish(
     if not rowcount(result):
         return False
     if status == SUCCEEDED:
-        record_final_metrics(session, claim.job_id, fields.get("metrics"))
+        record_final_metrics(session, claim.job_id, metrics)
     _close_attempt(session, claim, outcome or status, error)
     add_event(session, claim.job_id, claim.attempt, "status", status=status, error=error)
     return True

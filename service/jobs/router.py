@@ -28,6 +28,7 @@ from service.jobs.schemas import (
     job_read,
 )
 from service.pagination import MAX_LIMIT, Page
+from service.training.results import JobMetrics
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -126,40 +127,22 @@ async def get_job(job_id: str, db: DatabaseDep, principal: PrincipalDep) -> Resp
 @router.get(
     "/{job_id}/metrics",
     response_model=JobMetricsRead,
+    response_model_exclude_unset=True,
     summary="Metrics: final train/validation/test, gap, weights, coefficients, per-epoch history",
 )
 def get_metrics(job_id: str, session: SessionDep, principal: PrincipalDep) -> JobMetricsRead:
     job = _job(session, principal, job_id)
-    metrics = dict(job.metrics or {})
+    metrics = JobMetrics.model_validate(job.metrics or {})
     history = [EpochRead.model_validate(e) for e in service.epochs_of(session, job)]
-    if not history and metrics.get("history"):
-        history = [EpochRead.model_validate(row) for row in metrics["history"]]
-    known = {
-        "final",
-        "generalization_gap",
-        "weights",
-        "coefficients",
-        "history",
-        "best_epoch",
-        "fit_seconds",
-        "diagnosis",
-        "learning_curve",
-    }
-    return JobMetricsRead(
+    if not history and metrics.history:
+        history = [EpochRead.model_validate(row.to_json()) for row in metrics.history]
+    return JobMetricsRead.of(
         job_id=job.id,
         status=job.status,
         attempt=job.attempt,
         task=job.task,
-        final=metrics.get("final"),
-        generalization_gap=metrics.get("generalization_gap"),
-        weights=metrics.get("weights"),
-        coefficients=metrics.get("coefficients"),
+        metrics=metrics,
         history=history,
-        best_epoch=metrics.get("best_epoch"),
-        fit_seconds=metrics.get("fit_seconds"),
-        diagnosis=metrics.get("diagnosis"),
-        learning_curve=metrics.get("learning_curve"),
-        extra={k: v for k, v in metrics.items() if k not in known},
     )
 
 
@@ -177,7 +160,7 @@ def download_artifact(
     db: DatabaseDep,
     principal: PrincipalDep,
     format: Annotated[
-        Literal["native", "onnx"], Query(description="native (skops or zip) or onnx.")
+        Literal["native", "onnx"], Query(description="native (the kind's format) or onnx.")
     ] = "native",
 ) -> Response:
     job = _job(session, principal, job_id)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, Literal
 
@@ -11,6 +11,17 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from service.jobs.models import AttemptRow, JobRow, summary_of
 from service.tags import Tags
+from service.training.kinds import registry
+from service.training.metrics import METRICS, Metric
+from service.training.results import (
+    Coefficient,
+    Diagnosis,
+    FinalMetrics,
+    GeneralizationGap,
+    JobMetrics,
+    LearningCurvePoint,
+    WeightStats,
+)
 from service.training.spec import TrainingSpec
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -29,7 +40,6 @@ class JobCreate(TrainingSpec):
                     "dataset_id": "00000000-0000-0000-0000-000000000000",
                     "target": "label",
                     "task": "auto",
-                    "model": {"kind": "linear"},
                     "regularization": {"penalty": "l1", "strength": 0.05},
                     "preprocessing": {"standardize": True, "polynomial_degree": 1},
                     "validation": {"fraction": 0.2, "test_fraction": 0.0, "stratify": True},
@@ -81,7 +91,11 @@ class AttemptRead(BaseModel):
 
 
 class ArtifactInfo(BaseModel):
-    kind: str = Field(description="'skops' (scikit-learn pipeline) or 'mlp-zip'.")
+    kind: str = Field(
+        description="The artifact's format: "
+        + "; ".join(f"'{k.artifact.name}' ({k.artifact.description})" for k in registry.kinds())
+        + "."
+    )
     sha256: str
     url: str
 
@@ -110,7 +124,9 @@ class JobRead(BaseModel):
     task_reason: str
     spec: dict[str, Any]
     native_params: dict[str, Any] | None = Field(
-        description="The mapped estimator parameters, to reproduce a linear fit in scikit-learn."
+        description="The estimator and the parameters the spec's penalty mapped to, to reproduce "
+        "the fit (native_params.params are the estimator's arguments); null until the job has "
+        "trained, as they are computed once, from the real training split."
     )
     summary: dict[str, Any] | None = Field(
         description="Final metrics, generalization gap and weight statistics once succeeded."
@@ -137,31 +153,91 @@ class EpochRead(BaseModel):
     val_metric: float | None
 
 
+class MetricInfo(BaseModel):
+    """What a reported metric means and which way is better (the server's metric registry)."""
+
+    greater_is_better: bool
+    needs_probabilities: bool = Field(
+        description="Classification: computed from predicted probabilities, not only classes."
+    )
+    description: str
+
+    @classmethod
+    def of(cls, metric: Metric) -> MetricInfo:
+        return cls(
+            greater_is_better=metric.greater_is_better,
+            needs_probabilities=metric.needs_probabilities,
+            description=metric.description,
+        )
+
+
+def metric_info(names: Iterable[str]) -> dict[str, MetricInfo]:
+    """The registry's entry of every registered metric among these names."""
+    return {name: MetricInfo.of(METRICS[name]) for name in dict.fromkeys(names) if name in METRICS}
+
+
 class JobMetricsRead(BaseModel):
     job_id: uuid.UUID
     status: JobStatus
     attempt: int
     task: str
-    final: dict[str, Any] | None = Field(
+    final: FinalMetrics | None = Field(
         None, description="train, validation and (with a test split) test metrics."
     )
-    generalization_gap: dict[str, Any] | None = Field(
+    metric_info: dict[str, MetricInfo] = Field(
+        default_factory=dict,
+        description="Per metric in `final`: whether greater is better, and what it means.",
+    )
+    generalization_gap: GeneralizationGap | None = Field(
         None, description="score: train minus validation; loss: validation minus train."
     )
-    weights: dict[str, Any] | None = None
-    coefficients: list[dict[str, Any]] | None = None
+    weights: WeightStats | None = None
+    coefficients: list[Coefficient] | None = None
     history: list[EpochRead] = Field(
-        default_factory=list, description="Per-epoch curves (MLP) of the latest attempt."
+        default_factory=list,
+        description="Per-epoch curves (kinds that train by epochs) of the latest attempt.",
     )
     best_epoch: int | None = None
     fit_seconds: float | None = None
-    diagnosis: dict[str, Any] | None = Field(
-        None, description="Verdict (overfitting, underfitting, good fit), evidence, suggestions."
+    diagnosis: Diagnosis | None = Field(
+        None,
+        description="Verdict (overfitting, underfitting, over-regularized, good fit, unknown), "
+        "evidence, suggestions.",
     )
-    learning_curve: list[dict[str, Any]] | None = Field(
+    learning_curve: list[LearningCurvePoint] | None = Field(
         None, description="Train and validation score against training-set size, if asked for."
     )
     extra: dict[str, Any] = Field(default_factory=dict, description="Other recorded figures.")
+
+    @classmethod
+    def of(
+        cls,
+        *,
+        job_id: uuid.UUID,
+        status: str,
+        attempt: int,
+        task: str,
+        metrics: JobMetrics,
+        history: list[EpochRead],
+    ) -> JobMetricsRead:
+        """The job's metrics as sent: the fields this schema names, the rest under ``extra``."""
+        shown = {
+            name: getattr(metrics, name)
+            for name in cls.model_fields
+            if name in JobMetrics.model_fields
+        }
+        stored = metrics.to_json()
+        final = metrics.final
+        splits = [final.train, final.validation, final.test] if final is not None else []
+        return cls(
+            job_id=job_id,
+            status=status,
+            attempt=attempt,
+            task=task,
+            **{**shown, "history": history},
+            metric_info=metric_info(name for split in splits if split for name in split),
+            extra={k: v for k, v in stored.items() if k not in cls.model_fields},
+        )
 
 
 class PredictRequest(BaseModel):

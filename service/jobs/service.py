@@ -43,13 +43,10 @@ from service.jobs.models import (
 from service.jobs.schemas import JobCreate
 from service.pagination import page_of, page_of_ordered, paginate, paginate_by
 from service.tags import where_tags
-from service.training.spec import (
-    ColumnSummary,
-    TrainingSpec,
-    native_params,
-    resolve_spec,
-    split_sizes,
-)
+from service.training.kinds import registry
+from service.training.metrics import METRICS
+from service.training.resolve import resolve_spec, split_sizes
+from service.training.spec import ColumnSummary, TrainingSpec
 
 IDEMPOTENCY_TTL = timedelta(hours=24)
 
@@ -142,7 +139,8 @@ def create_job(
         trainer=trainer,
         task=resolved.task,
         task_reason=resolved.task_reason,
-        native_params=native_params(spec, resolved.task, n_train),
+        # None until the worker fits it: native_params are computed once, from the real split.
+        native_params=None,
         max_seconds=max_seconds,
         max_attempts=settings.max_attempts,
         callback_url=callback_url,
@@ -187,7 +185,7 @@ def check_tenant_limits(
 
 
 def check_epochs(settings: Settings, spec: TrainingSpec) -> None:
-    epochs = getattr(spec.model, "epochs", None)
+    epochs = registry.kind_of(spec).epochs(spec.model)
     if epochs is not None and epochs > settings.max_epochs:
         raise InvalidInput(
             f"model.epochs {epochs} is over the limit of {settings.max_epochs}; use fewer epochs "
@@ -203,33 +201,21 @@ def get_job(session: Session, *, tenant_id: str, job_id: uuid.UUID) -> Job:
     return job
 
 
-#: Final figures a split reports today (service/training/metrics.py) and whether a greater value
-#: is better. Read only by order_metric(), so that one function can ask the training core's metric
-#: registry instead once it has one.
-_GREATER_IS_BETTER = {
-    "accuracy": True,
-    "balanced_accuracy": True,
-    "f1_macro": True,
-    "roc_auc": True,
-    "r2": True,
-    "log_loss": False,
-    "loss": False,
-    "rmse": False,
-    "mae": False,
-}
+#: The splits whose final figures a job reports (FinalMetrics).
 SPLITS = ("train", "validation", "test")
 
 
 def order_metric(order_by: str) -> tuple[str, str, bool]:
-    """(split, metric, greater_is_better) of ``?order_by=validation.log_loss``; else a 422."""
+    """(split, metric, greater_is_better) of ``?order_by=validation.log_loss``, the direction
+    from the training core's metric registry; an unknown split or metric is a 422."""
     split, _, name = order_by.partition(".")
-    if split not in SPLITS or name not in _GREATER_IS_BETTER:
+    if split not in SPLITS or name not in METRICS:
         raise InvalidInput(
             f"order_by {order_by!r} is not split.metric: write one of {', '.join(SPLITS)}, a dot "
-            f"and one of {', '.join(sorted(_GREATER_IS_BETTER))} (validation.log_loss, say)",
+            f"and one of {', '.join(sorted(METRICS))} (validation.log_loss, say)",
             errors=[{"field": "order_by", "message": "unknown split or metric"}],
         )
-    return split, name, _GREATER_IS_BETTER[name]
+    return split, name, METRICS[name].greater_is_better
 
 
 def list_jobs(
@@ -460,7 +446,7 @@ class ModelCache:
         return entry
 
     def get(self, db: Database, job: StoredModel) -> Any:
-        from service.training.artifacts import load_model
+        from service.training.artifacts import load_artifact
         from service.training.errors import ArtifactError
 
         with self._lock:
@@ -471,7 +457,7 @@ class ModelCache:
             raise Conflict(f"job {job.id} has no model artifact")
         data = blobs.read_blob(lambda: db.transaction(write=False), job.artifact_blob_id)
         try:
-            model = load_model(data, sha256=job.artifact_sha256)
+            model = load_artifact(data, sha256=job.artifact_sha256)
         except ArtifactError as exc:
             raise blobs.BlobIntegrityError(
                 f"the model artifact of job {job.id} failed its integrity check and was not "

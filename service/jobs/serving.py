@@ -21,6 +21,7 @@ from service.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
 from service.jobs.schemas import PredictRequest, PredictResponse
 from service.jobs.service import ModelCache, StoredModel, score_dataset
 from service.scratch import scratch_dir
+from service.training.kinds import registry
 from service.uploads import receive_upload
 
 MAX_PREDICT_JSON_BYTES = 32 << 20
@@ -56,13 +57,13 @@ PREDICT_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 ARTIFACT_DESCRIPTION = (
-    "`format=native` (the default): a skops file for scikit-learn pipelines; for an MLP a zip "
-    "with safetensors weights, the JSON architecture and the skops preprocessing. `format=onnx`: "
-    "one ONNX graph, preprocessing included, whose inputs are the raw feature columns ([N, 1] "
-    "each: double, or string for categorical columns; NaN and the empty string mark missing "
-    "values) and whose outputs are `label` and `probabilities` (classifiers) or `variable` "
-    "(regressors); 422 if the model cannot be exported. The sha256 of the bytes sent is in the "
-    "X-Artifact-SHA256 header."
+    "`format=native` (the default): the model kind's own format ("
+    + "; ".join(f"{k.name}: {k.artifact.description}" for k in registry.kinds())
+    + "). `format=onnx`: one ONNX graph, preprocessing included, whose inputs are the raw feature "
+    "columns ([N, 1] each: double, or string for categorical columns; NaN and the empty string "
+    "mark missing values) and whose outputs are `label` and `probabilities` (classifiers) or "
+    "`variable` (regressors); 422 if the model cannot be exported. The sha256 of the bytes sent "
+    "is in the X-Artifact-SHA256 header."
 )
 
 ARTIFACT_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -197,15 +198,15 @@ def artifact_answer(
             },
         )
     assert model.artifact_blob_id is not None and model.artifact_sha256 is not None
-    is_zip = model.artifact_kind == "mlp-zip"
-    suffix = "zip" if is_zip else "skops"
+    stored = registry.artifact_format(model.artifact_kind or "")
+    extension = stored.extension if stored else "bin"
     # Artifacts are small: read and verify the whole file before the first byte goes out.
     data = blobs.read_blob(lambda: db.transaction(write=False), model.artifact_blob_id)
     return Response(
         data,
-        media_type="application/zip" if is_zip else "application/octet-stream",
+        media_type=stored.media_type if stored else "application/octet-stream",
         headers={
-            "Content-Disposition": f'attachment; filename="{filename}.{suffix}"',
+            "Content-Disposition": f'attachment; filename="{filename}.{extension}"',
             "X-Artifact-SHA256": model.artifact_sha256,
             **extra,
         },

@@ -7,7 +7,7 @@ registry and GUI backends) is never imported and no backend is selected, so conc
 never share a figure. Output is deterministic: SVG ids come from a fixed salt (``svg.hashsalt``,
 set here once if unset) and the date/creator/software metadata are left out.
 
-Inputs are the plain dicts the training core produces: MLP ``history`` rows, ``coefficients``
+Inputs are the plain dicts the training core produces: per-epoch ``history`` rows, ``coefficients``
 rows, ``learning_curve`` points, ``fit_path`` results, and sweep leaderboard rows
 ``{"penalty", "strength", "l1_ratio", "dropout", "metric", "mean", "std", "train_mean",
 "n_folds"}``.
@@ -152,11 +152,11 @@ def draw_loss_curve(
     *,
     fmt: Format = "svg",
 ) -> Figure:
-    """Training and validation loss per epoch of one MLP job, its best epoch marked."""
+    """Training and validation loss per epoch of one job, its best epoch marked."""
     if not history:
         raise ValueError(
-            "history is empty: a loss curve needs at least one epoch (MLP jobs record one per "
-            "epoch; linear models have no curve)"
+            "history is empty: a loss curve needs at least one epoch (only jobs that train by "
+            "epochs record one per epoch)"
         )
     fig, ax = _figure(fmt)
     ex, train = _xy(history, "epoch", "train_loss")
@@ -191,7 +191,9 @@ def draw_loss_curves(
     if not series:
         raise ValueError("series is empty: pass at least one (label, history) pair")
     if not any(history for _, history in series):
-        raise ValueError("every history is empty: only MLP jobs record loss curves")
+        raise ValueError(
+            "every history is empty: only jobs that train by epochs record loss curves"
+        )
     fig, ax = _figure(fmt, legend_outside=True)
     for i, (label, history) in enumerate(series):
         color = f"C{i % 10}"

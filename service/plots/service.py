@@ -18,6 +18,10 @@ from service.jobs.models import SUCCEEDED, TERMINAL, Job
 from service.plots import render
 from service.sweeps import service as sweeps
 from service.sweeps.models import Sweep
+from service.training.kinds import registry
+from service.training.kinds.base import ModelKind
+from service.training.metrics import PRIMARY_METRIC
+from service.training.results import EpochRecord, JobMetrics, PathMetrics
 
 Format = Literal["svg", "png"]
 JobPlot = Literal["loss-curve", "coefficients", "learning-curve"]
@@ -48,16 +52,15 @@ class PlotCache:
 
 def _history(session: Session, job: Job) -> list[dict[str, Any]]:
     rows = [
-        {
-            "epoch": e.epoch,
-            "train_loss": e.train_loss,
-            "val_loss": e.val_loss,
-            "train_metric": e.train_metric,
-            "val_metric": e.val_metric,
-        }
-        for e in jobs.epochs_of(session, job)
+        EpochRecord.model_validate(e, from_attributes=True) for e in jobs.epochs_of(session, job)
     ]
-    return rows or list((job.metrics or {}).get("history") or [])
+    stored = JobMetrics.model_validate(job.metrics or {}).history or []
+    return [row.to_json() for row in rows or stored]
+
+
+def _kinds_with(has: Callable[[ModelKind[Any]], bool]) -> str:
+    """The registered kinds with a property, for a message: "'a' or 'b'"."""
+    return " or ".join(f"'{k.name}'" for k in registry.kinds() if has(k)) or "none"
 
 
 def _job_version(session: Session, job: Job) -> tuple[Any, ...]:
@@ -68,31 +71,38 @@ def _loss_curve(session: Session, job: Job, title: str, fmt: Format) -> Callable
     history = _history(session, job)
     if not history:
         if job.status == SUCCEEDED:
-            raise NotFound("this job has no per-epoch history: loss curves exist for MLP jobs")
+            raise NotFound(
+                "this job has no per-epoch history: loss curves exist for model kinds "
+                + _kinds_with(lambda k: k.has_history)
+            )
         raise Conflict(f"job {job.id} is {job.status} and has no epoch yet; retry later")
-    best_epoch = (job.metrics or {}).get("best_epoch")
+    best_epoch = JobMetrics.model_validate(job.metrics or {}).best_epoch
     return lambda: render.as_bytes(render.draw_loss_curve(history, best_epoch, title, fmt=fmt), fmt)
 
 
 def _coefficients(session: Session, job: Job, title: str, fmt: Format) -> Callable[[], bytes]:
     if job.status not in TERMINAL:
         raise Conflict(f"job {job.id} is {job.status}; coefficients exist once it succeeded")
-    coefs = (job.metrics or {}).get("coefficients")
+    coefs = [c.to_json() for c in JobMetrics.model_validate(job.metrics or {}).coefficients or []]
     if not coefs:
-        raise NotFound("this job has no coefficients: they exist for succeeded linear jobs")
+        raise NotFound(
+            "this job has no coefficients: they exist for succeeded jobs of model kinds whose "
+            "weights are coefficients"
+        )
     return lambda: render.as_bytes(render.draw_coefficients(coefs, title=title, fmt=fmt), fmt)
 
 
 def _learning_curve(session: Session, job: Job, title: str, fmt: Format) -> Callable[[], bytes]:
     if job.status not in TERMINAL:
         raise Conflict(f"job {job.id} is {job.status}; its learning curve comes at the end")
-    points = (job.metrics or {}).get("learning_curve")
+    curve = JobMetrics.model_validate(job.metrics or {}).learning_curve or []
+    points = [point.to_json() for point in curve]
     if not points:
         raise NotFound(
             'this job recorded no learning curve; ask for one with "learning_curve": '
             '{"sizes": [0.1, 0.25, 0.5, 1.0]} in the spec'
         )
-    metric = "accuracy" if job.task == "classification" else "r2"
+    metric = PRIMARY_METRIC[job.task]
     return lambda: render.as_bytes(render.draw_learning_curve(points, metric, title, fmt=fmt), fmt)
 
 
@@ -131,7 +141,8 @@ def _sweep_paths(
     for job in sorted(candidates, key=lambda j: (j.params or {}).get("fold", 0)):
         params = job.params or {}
         if wanted is None or params.get("penalty") == wanted:
-            return list((job.metrics or {}).get("path") or []), params.get("penalty")
+            path = PathMetrics.model_validate(job.metrics or {}).path
+            return [point.to_json() for point in path], params.get("penalty")
     return [], wanted
 
 
@@ -161,7 +172,8 @@ def _regularization_path(
     if not path:
         if sweep.status in TERMINAL:
             raise NotFound(
-                "this sweep has no regularization path: paths are fitted for linear models"
+                "this sweep has no regularization path: paths are fitted for model kinds "
+                + _kinds_with(lambda k: k.supports_path)
                 + (f" with penalty {penalty!r}" if penalty else "")
             )
         raise Conflict(f"sweep {sweep.id} has no finished path yet; retry later")
@@ -211,7 +223,10 @@ def overlaid_loss_curves(
         job = jobs.get_job(session, tenant_id=tenant_id, job_id=parse_id(raw, "job"))
         history = _history(session, job)
         if not history:
-            raise Conflict(f"job {job.id} has no per-epoch history (yet); loss curves need MLPs")
+            raise Conflict(
+                f"job {job.id} has no per-epoch history (yet); loss curves need a model kind "
+                "that trains by epochs"
+            )
         series.append((job.name or str(job.id)[:8], history))
         version.extend(_job_version(session, job))
     return cache.get(

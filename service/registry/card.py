@@ -9,6 +9,7 @@ from typing import Any
 
 from service.registry.models import ModelVersion
 from service.registry.schemas import version_path
+from service.training.results import Diagnosis, FinalMetrics, JobMetrics
 
 TOP_COEFFICIENTS = 10
 SPLITS = ("train", "validation", "test")
@@ -36,14 +37,13 @@ def _json_block(value: Any) -> list[str]:
 def loading_snippet(model: str, version: ModelVersion) -> str:
     """Python that downloads this version and predicts one row with it, runnable as printed.
 
-    The one place the card says how to load a model: when the training core ships its own
-    documented loader, only this function changes.
+    The one place the card says how to load a model (the training core's documented loader).
     """
     example = (version.dataset or {}).get("example")
     row = (
         pprint.pformat(example, sort_dicts=False, width=92)
         if example
-        else "{name: None for name in model.feature_schema}  # put real values here"
+        else "{name: None for name in model.feature_names_in_}  # put real values here"
     )
     return "\n".join(
         [
@@ -52,10 +52,10 @@ def loading_snippet(model: str, version: ModelVersion) -> str:
             "",
             "with Client.from_env() as rl:  # RIDGELINE_URL, RIDGELINE_API_KEY",
             f"    path = rl.download_model_artifact({model!r}, version={version.version})",
-            "# load_model refuses bytes whose sha256 differs from the registered one",
-            f"model = load_model(path.read_bytes(), sha256={version.artifact_sha256!r})",
+            "# load_model refuses a file whose sha256 differs from the registered one",
+            f"model = load_model(path, sha256={version.artifact_sha256!r})",
             f"row = {row}",
-            "print(model.predict([row]).predictions)  # missing values (None) are imputed",
+            "print(model.predict([row]).tolist())  # missing values (None) are imputed",
         ]
     )
 
@@ -87,48 +87,44 @@ def _model(version: ModelVersion) -> list[str]:
     return lines
 
 
-def _metrics(metrics: dict[str, Any]) -> list[str]:
-    final = metrics.get("final") or {}
-    splits = [s for s in SPLITS if isinstance(final.get(s), dict)]
-    if not splits:
+def _metrics(metrics: JobMetrics) -> list[str]:
+    final = metrics.final or FinalMetrics()
+    scores = {s: getattr(final, s) for s in SPLITS if getattr(final, s) is not None}
+    if not scores:
         return []
-    names = [n for n in final[splits[0]] if n != "n"]
-    rows = [(name, *(final[s].get(name) for s in splits)) for name in names]
-    lines = ["## Metrics", "", *_table(("metric", *splits), rows)]
-    gap = metrics.get("generalization_gap") or {}
-    if gap:
+    names = [n for n in next(iter(scores.values())) if n != "n"]
+    rows = [(name, *(split.get(name) for split in scores.values())) for name in names]
+    lines = ["## Metrics", "", *_table(("metric", *scores), rows)]
+    gap = metrics.generalization_gap
+    if gap is not None:
         lines += [
-            f"Generalization gap: {_cell(gap.get('score'))} in {gap.get('metric')} (train minus "
-            f"validation), {_cell(gap.get('loss'))} in loss (validation minus train).",
+            f"Generalization gap: {_cell(gap.score)} in {gap.metric} (train minus validation), "
+            f"{_cell(gap.loss)} in loss (validation minus train).",
             "",
         ]
-    return lines + _diagnosis(metrics.get("diagnosis"))
+    return lines + _diagnosis(metrics.diagnosis)
 
 
-def _diagnosis(diagnosis: Any) -> list[str]:
-    if not isinstance(diagnosis, dict):
+def _diagnosis(diagnosis: Diagnosis | None) -> list[str]:
+    if diagnosis is None:
         return []
-    lines = [f"Diagnosis: **{diagnosis.get('verdict', 'unknown')}**.", ""]
-    lines += [f"- {_cell(reason)}" for reason in diagnosis.get("reasons") or []]
-    suggestions = [s for s in diagnosis.get("suggestions") or [] if isinstance(s, dict)]
-    if suggestions:
+    lines = [f"Diagnosis: **{diagnosis.verdict}**.", ""]
+    lines += [f"- {_cell(reason)}" for reason in diagnosis.reasons]
+    if diagnosis.suggestions:
         lines += ["", "Suggested next:", ""]
-        lines += [f"- {_cell(s.get('message'))}" for s in suggestions]
+        lines += [f"- {_cell(s.message)}" for s in diagnosis.suggestions]
     return [*lines, ""]
 
 
-def _coefficients(metrics: dict[str, Any]) -> list[str]:
-    coefficients = [c for c in metrics.get("coefficients") or [] if c.get("value") is not None]
+def _coefficients(metrics: JobMetrics) -> list[str]:
+    coefficients = [c for c in metrics.coefficients or [] if c.value is not None]
     if not coefficients:
         return []
-    largest = sorted(coefficients, key=lambda c: -abs(c["value"]))[:TOP_COEFFICIENTS]
-    zeros = sum(c["value"] == 0 for c in coefficients)
-    has_class = any(c.get("class") is not None for c in largest)
+    largest = sorted(coefficients, key=lambda c: -abs(c.value or 0.0))[:TOP_COEFFICIENTS]
+    zeros = sum(c.value == 0 for c in coefficients)
+    has_class = any(c.class_ is not None for c in largest)
     header = ("feature", "class", "value") if has_class else ("feature", "value")
-    rows = [
-        (c["feature"], c.get("class"), c["value"]) if has_class else (c["feature"], c["value"])
-        for c in largest
-    ]
+    rows = [(c.feature, c.class_, c.value) if has_class else (c.feature, c.value) for c in largest]
     return [
         "## Largest coefficients",
         "",
@@ -138,25 +134,22 @@ def _coefficients(metrics: dict[str, Any]) -> list[str]:
     ]
 
 
-def _curves(version: ModelVersion, metrics: dict[str, Any]) -> list[str]:
+def _curves(version: ModelVersion, metrics: JobMetrics) -> list[str]:
     plots = f"/v1/jobs/{version.job_id}/plots"
     found = []
-    if metrics.get("best_epoch") is not None or version.spec.get("model", {}).get("kind") == "mlp":
+    if metrics.history or metrics.best_epoch is not None:
         found.append(f"![loss curve]({plots}/loss-curve)")
-    if metrics.get("coefficients"):
+    if metrics.coefficients:
         found.append(f"![coefficients]({plots}/coefficients)")
-    if metrics.get("learning_curve"):
+    if metrics.learning_curve:
         found.append(f"![learning curve]({plots}/learning-curve)")
     if not found:
         return []
     return ["## Training curves", "", *found, ""]
 
 
-def render_card(
-    model: str, version: ModelVersion, metrics: dict[str, Any] | None, aliases: list[str]
-) -> str:
+def render_card(model: str, version: ModelVersion, metrics: JobMetrics, aliases: list[str]) -> str:
     """The card of one version; `metrics` are its job's (with coefficients and curves)."""
-    metrics = metrics or {}
     title = f"# {model}, version {version.version}"
     intro = [
         f"Registered {version.created_at:%Y-%m-%d %H:%M} UTC by key `{version.created_by}` "

@@ -28,6 +28,7 @@ from service.registry.schemas import (
     model_read,
 )
 from service.tags import where_tags
+from service.training.results import JobMetrics
 from service.watch import notify
 
 #: Every API process LISTENs here (Postgres) and drops the aliases it cached on a NOTIFY.
@@ -328,9 +329,9 @@ def aliases_and_history(
 def version_card(session: Session, *, tenant_id: str, name: str, version: int) -> str:
     """The version's model card (Markdown), from what it froze and its job's full metrics."""
     model, found = get_version(session, tenant_id=tenant_id, name=name, version=version)
-    metrics = session.scalar(select(Job.metrics).where(Job.id == found.job_id))
+    stored = session.scalar(select(Job.metrics).where(Job.id == found.job_id))
     aliases = aliases_by_version(session, model.id).get(version, [])
-    return render_card(model.name, found, metrics, aliases)
+    return render_card(model.name, found, JobMetrics.model_validate(stored or {}), aliases)
 
 
 def job_in_use(session: Session, job_id: uuid.UUID) -> str | None:

@@ -11,6 +11,7 @@ from service.ids import parse_id
 from service.pagination import MAX_LIMIT, Page
 from service.sweeps import service
 from service.sweeps.schemas import SweepCreate, SweepRead
+from service.training.kinds import registry
 
 router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"])
 
@@ -20,9 +21,11 @@ router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"])
     status_code=status.HTTP_202_ACCEPTED,
     response_model=SweepRead,
     summary="Search regularization settings",
-    description="Expands the search into trials (linear models: one warm-started path per "
-    "penalty and fold; MLPs: one job per configuration, folds inside), runs them on all "
-    "workers, ranks them by the cross-validated metric and, with refit, trains the winner.",
+    description="Expands the search into trials (model kinds that fit warm-started paths, "
+    + ", ".join(f"'{k.name}'" for k in registry.kinds() if k.supports_path)
+    + ": one path per penalty and fold; other kinds: one job per configuration, folds inside), "
+    "runs them on all workers, ranks them by the cross-validated metric and, with refit, trains "
+    "the winner.",
 )
 def create_sweep(
     body: SweepCreate,

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from service.sweeps.models import Sweep
 from service.tags import Tags
+from service.training import metrics as M
 from service.training.spec import Penalty, TrainingSpec
 
 SweepStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -46,7 +47,7 @@ class SearchSpec(BaseModel):
         None, description="Elastic-net mixes; used only with penalty 'elasticnet' (default 0.5)."
     )
     dropout: list[Annotated[float, Field(ge=0, lt=1)]] | None = Field(
-        None, description="Dropout values; used only for model kind 'mlp'."
+        None, description="Dropout values; used only for model kinds that take dropout."
     )
     mode: Literal["grid", "random"] = Field(
         "grid", description="'random' draws max_trials configurations from the grid."
@@ -80,7 +81,6 @@ class SweepCreate(TrainingSpec):
                     "dataset_id": "00000000-0000-0000-0000-000000000000",
                     "target": "label",
                     "task": "auto",
-                    "model": {"kind": "linear"},
                     "search": {
                         "penalty": ["l1", "l2", "elasticnet"],
                         "strength": {"min": 1e-5, "max": 10, "num": 20, "scale": "log"},
@@ -102,8 +102,11 @@ class SweepCreate(TrainingSpec):
     cv: CVSpec = Field(default_factory=lambda: CVSpec(folds=5))
     metric: str = Field(
         "auto",
-        description="'auto' is log_loss (classification) or rmse (regression); any reported "
-        "metric may be named (accuracy, balanced_accuracy, f1_macro, roc_auc, r2, mae, ...).",
+        description="'auto' is "
+        + " or ".join(f"{name} ({task})" for task, name in M.SELECTION_METRIC.items())
+        + "; any metric the task reports may be named: "
+        + ", ".join(f"{m.name} ({' and '.join(sorted(m.tasks))})" for m in M.METRICS.values())
+        + ".",
     )
     refit: bool = Field(True, description="Train the winner on the full training data.")
     max_seconds: int | None = Field(None, ge=1, description="Time limit of each trial job.")
@@ -148,7 +151,8 @@ class SweepRead(BaseModel):
     progress: float
     task: str
     metric: str
-    lower_is_better: bool
+    greater_is_better: bool = Field(description="Whether a greater `metric` ranks higher.")
+    lower_is_better: bool = Field(description="The opposite of greater_is_better.")
     n_configs: int
     n_jobs: int
     leaderboard: list[LeaderboardRow]
@@ -180,7 +184,8 @@ def sweep_read(
         progress=sweep.progress,
         task=sweep.task,
         metric=sweep.metric,
-        lower_is_better=sweep.lower_is_better,
+        greater_is_better=M.metric(sweep.metric).greater_is_better,
+        lower_is_better=not M.metric(sweep.metric).greater_is_better,
         n_configs=sweep.n_configs,
         n_jobs=sweep.n_jobs,
         leaderboard=[LeaderboardRow.model_validate(r) for r in rows],

@@ -15,7 +15,6 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from service.config import Settings
-from service.datasets.models import Dataset
 from service.datasets.service import dataset_to_train_on
 from service.db import Database, rowcount, utcnow
 from service.errors import Conflict, InvalidInput, NotFound
@@ -35,19 +34,11 @@ from service.pagination import page_of, paginate
 from service.sweeps.models import Sweep
 from service.sweeps.schemas import SweepCreate, SweepRead, sweep_read
 from service.tags import where_tags
-from service.training.spec import TrainingSpec, native_params, resolve_spec, split_sizes
-
-LOWER_IS_BETTER = {"log_loss", "loss", "rmse", "mae"}
-HIGHER_IS_BETTER = {"accuracy", "balanced_accuracy", "f1_macro", "roc_auc", "r2"}
-CLASSIFICATION_METRICS = {
-    "log_loss",
-    "loss",
-    "accuracy",
-    "balanced_accuracy",
-    "f1_macro",
-    "roc_auc",
-}
-REGRESSION_METRICS = {"rmse", "mae", "r2", "loss"}
+from service.training import metrics as M
+from service.training.kinds import registry
+from service.training.resolve import resolve_spec
+from service.training.results import FinalMetrics, JobMetrics, PathMetrics, TrialMetrics
+from service.training.spec import TrainingSpec
 
 
 @dataclass(frozen=True)
@@ -86,9 +77,9 @@ def strengths_of(body: SweepCreate) -> list[float]:
 
 def expand(body: SweepCreate) -> list[Config]:
     """The grid, each axis applied only where it fits (random mode draws from it)."""
-    is_mlp = body.model.kind == "mlp"
+    takes_dropout = "dropout" in registry.kind_of(body).options
     dropouts: list[float | None] = [None]
-    if is_mlp and body.search.dropout:
+    if takes_dropout and body.search.dropout:
         dropouts = list(body.search.dropout)
     configs: list[Config] = []
     for penalty in dict.fromkeys(body.search.penalty):
@@ -124,15 +115,15 @@ def trial_spec(base: TrainingSpec, config: Config) -> TrainingSpec:
 
 
 def resolve_metric(metric: str, task: str) -> tuple[str, bool]:
-    if metric == "auto":
-        return ("log_loss" if task == "classification" else "rmse"), True
-    allowed = CLASSIFICATION_METRICS if task == "classification" else REGRESSION_METRICS
-    if metric not in allowed:
+    """The metric to rank by ('auto': the task's selection metric) and whether lower is better."""
+    name = M.SELECTION_METRIC[task] if metric == "auto" else metric
+    allowed = [m.name for m in M.metrics_for(task)]
+    if name not in allowed:
         raise InvalidInput(
             f"metric {metric!r} is not reported for {task}; use one of {sorted(allowed)}",
             errors=[{"field": "metric", "message": "unknown for this task"}],
         )
-    return metric, metric in LOWER_IS_BETTER
+    return name, not M.metric(name).greater_is_better
 
 
 def create_sweep(
@@ -201,7 +192,7 @@ def create_sweep(
         )
 
     n_jobs = 0
-    if body.model.kind == "linear":
+    if registry.kind_of(body).supports_path:
         # One warm-started path per (penalty, l1_ratio, fold): strongest to weakest.
         paths: dict[tuple[str, float | None], list[Config]] = {}
         for config in configs:
@@ -290,34 +281,27 @@ def cancel_sweep(session: Session, *, tenant_id: str, sweep_id: uuid.UUID) -> Sw
     return sweep
 
 
+def _scores(final: FinalMetrics | None, metric: str) -> tuple[float | None, float | None]:
+    """(validation value, train value) of the metric."""
+    if final is None:
+        return None, None
+    validation, train = final.validation or {}, final.train or {}
+    return validation.get(metric), train.get(metric)
+
+
 def _fold_scores(job: Job, metric: str) -> list[tuple[Config, float | None, float | None]]:
     """(config, validation value, train value) for every fold result a finished job holds."""
-    metrics = job.metrics or {}
     params = job.params or {}
     out: list[tuple[Config, float | None, float | None]] = []
-    for point in metrics.get("path", []):
-        config = Config(
-            params.get("penalty", point.get("penalty", "l2")),
-            float(point["strength"]),
-            params.get("l1_ratio"),
-            None,
-        )
-        final = point.get("final", {})
-        out.append(
-            (config, final.get("validation", {}).get(metric), final.get("train", {}).get(metric))
-        )
+    for point in PathMetrics.model_validate(job.metrics or {}).path:
+        penalty = params.get("penalty", point.penalty or "l2")
+        config = Config(penalty, float(point.strength), params.get("l1_ratio"), None)
+        out.append((config, *_scores(point.final, metric)))
     if "config" in params:
         c = params["config"]
         config = Config(c["penalty"], float(c["strength"]), c.get("l1_ratio"), c.get("dropout"))
-        for fold in metrics.get("folds", []):
-            final = fold.get("final", {})
-            out.append(
-                (
-                    config,
-                    final.get("validation", {}).get(metric),
-                    final.get("train", {}).get(metric),
-                )
-            )
+        for fold in TrialMetrics.model_validate(job.metrics or {}).folds:
+            out.append((config, *_scores(fold.final, metric)))
     return out
 
 
@@ -352,7 +336,7 @@ def leaderboard(sweep: Sweep, jobs: list[Job]) -> tuple[list[dict[str, Any]], li
                 "n_folds": len(vals),
             }
         )
-    sign = 1 if sweep.lower_is_better else -1
+    sign = -1 if M.metric(sweep.metric).greater_is_better else 1
     rows.sort(key=lambda r: (r["mean"] is None, sign * (r["mean"] or 0.0), -r["strength"]))
     return rows, failed
 
@@ -411,9 +395,6 @@ def _queue_refit(
     spec = spec.model_copy(
         update={"validation": spec.validation.model_copy(update={"fraction": fraction})}
     )
-    dataset = session.get_one(Dataset, sweep.dataset_id)
-    target_missing = next(c["n_missing"] for c in dataset.columns if c["name"] == spec.target)
-    n_train, _, _ = split_sizes(dataset.n_rows - target_missing, spec.validation)
     job = Job(
         tenant_id=sweep.tenant_id,
         name=f"{sweep.name or 'sweep'} refit",
@@ -424,7 +405,6 @@ def _queue_refit(
         spec=spec.model_dump(mode="json"),
         task=sweep.task,
         task_reason="set by the sweep",
-        native_params=native_params(spec, sweep.task, n_train),  # type: ignore[arg-type]
         max_seconds=body.max_seconds or settings.default_max_seconds,
         max_attempts=settings.max_attempts,
     )
@@ -443,7 +423,8 @@ def best_with_test(session: Session, sweep: Sweep) -> dict[str, Any] | None:
     if sweep.refit_job_id is not None:
         refit = session.get(Job, sweep.refit_job_id)
         if refit is not None and refit.metrics:
-            test = refit.metrics.get("final", {}).get("test")
+            final = JobMetrics.model_validate(refit.metrics).final
+            test = final.test if final is not None else None
             if test is not None:
                 best["test"] = test.get(sweep.metric)
                 best["test_metrics"] = test

@@ -1,7 +1,8 @@
 """Pure ML training core: a pyarrow Table and a spec in, metrics and an artifact out.
 
 Names are imported lazily, so validating a spec (service.training.spec) costs only pydantic,
-and torch loads only when an MLP is trained or loaded.
+and torch loads only when a kind that needs it trains or loads a model. Model kinds (their
+spec classes too) live in service.training.kinds, one module each, found through its registry.
 """
 
 from __future__ import annotations
@@ -9,10 +10,16 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+# Registers the built-in model kinds, so a spec validates whichever module was imported first
+# (only pydantic is loaded: each kind imports its libraries when it fits or loads a model).
+from service.training.kinds import registry as _registry  # noqa: F401
+
 if TYPE_CHECKING:
     from service.training.artifacts import (
         LoadedModel,
+        Model,
         PredictionResult,
+        load_artifact,
         load_model,
         sha256_hex,
         versions,
@@ -30,12 +37,12 @@ if TYPE_CHECKING:
     from service.training.folds import SweepSplits, sweep_splits
     from service.training.paths import fit_path
     from service.training.preprocessing import summarize_table
+    from service.training.resolve import resolve_spec, split_sizes
+    from service.training.results import JobMetrics
     from service.training.spec import (
         ColumnSummary,
         EarlyStopping,
         LearningCurveSpec,
-        LinearModelSpec,
-        MLPModelSpec,
         ModelSpec,
         Penalty,
         PreprocessingSpec,
@@ -43,9 +50,6 @@ if TYPE_CHECKING:
         ResolvedSpec,
         TrainingSpec,
         ValidationSpec,
-        native_params,
-        resolve_spec,
-        split_sizes,
     )
     from service.training.train import TrainingResult, train
 
@@ -54,8 +58,6 @@ _EXPORTS: dict[str, str] = {
     "ColumnSummary": "spec",
     "EarlyStopping": "spec",
     "LearningCurveSpec": "spec",
-    "LinearModelSpec": "spec",
-    "MLPModelSpec": "spec",
     "ModelSpec": "spec",
     "Penalty": "spec",
     "PreprocessingSpec": "spec",
@@ -63,9 +65,9 @@ _EXPORTS: dict[str, str] = {
     "ResolvedSpec": "spec",
     "TrainingSpec": "spec",
     "ValidationSpec": "spec",
-    "native_params": "spec",
-    "resolve_spec": "spec",
-    "split_sizes": "spec",
+    "resolve_spec": "resolve",
+    "split_sizes": "resolve",
+    "JobMetrics": "results",
     # errors (no dependencies)
     "ArtifactError": "errors",
     "ArtifactIntegrityError": "errors",
@@ -77,7 +79,9 @@ _EXPORTS: dict[str, str] = {
     # numpy / pandas / pyarrow / scikit-learn
     "summarize_table": "preprocessing",
     "LoadedModel": "artifacts",
+    "Model": "artifacts",
     "PredictionResult": "artifacts",
+    "load_artifact": "artifacts",
     "load_model": "artifacts",
     "sha256_hex": "artifacts",
     "versions": "artifacts",
@@ -94,10 +98,10 @@ __all__ = [
     "ArtifactIntegrityError",
     "ColumnSummary",
     "EarlyStopping",
+    "JobMetrics",
     "LearningCurveSpec",
-    "LinearModelSpec",
     "LoadedModel",
-    "MLPModelSpec",
+    "Model",
     "ModelSpec",
     "Penalty",
     "PredictionInputError",
@@ -115,8 +119,8 @@ __all__ = [
     "ValidationSpec",
     "diagnose",
     "fit_path",
+    "load_artifact",
     "load_model",
-    "native_params",
     "resolve_spec",
     "sha256_hex",
     "split_sizes",

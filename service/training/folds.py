@@ -15,7 +15,8 @@ import pyarrow as pa
 from sklearn.model_selection import KFold, StratifiedKFold
 
 from service.training.errors import SpecError
-from service.training.spec import TrainingSpec, split_sizes
+from service.training.resolve import split_sizes
+from service.training.spec import TrainingSpec
 from service.training.train import encode_target, held_out_test, split_indices
 
 __all__ = ["MAX_FOLDS", "SweepSplits", "sweep_splits"]

@@ -1,33 +1,108 @@
-"""Metrics a client can compare across jobs: scores per split, the overfitting gap, weight sparsity.
+"""Metrics a client can compare across jobs: one registry of their names, and how to compute them.
 
 Each split reports a ``loss`` in the units of the training objective's data term: the log-loss
 (classification) or half the mean squared error (regression), both unweighted. The generalization
-gap and the MLP curves use that same loss, so all three agree.
+gap and the per-epoch curves use that same loss, so all three agree.
+
+``METRICS`` is the one place a metric is named, in the manner of scikit-learn's scorers
+(``sklearn/metrics/_scorer.py``): the task that reports it, whether a greater value is better,
+and whether it reads predicted probabilities. Sweeps, plots, the diagnosis and the API (which
+sends each metric's direction to clients) read it; nothing else keeps its own list.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
-from sklearn.metrics import mean_absolute_error, r2_score
 
 __all__ = [
+    "METRICS",
     "PRIMARY_METRIC",
+    "SELECTION_METRIC",
+    "Metric",
     "calibration",
     "classification_metrics",
     "coefficients",
     "generalization_gap",
     "intercepts",
     "json_safe",
+    "metric",
+    "metrics_for",
     "regression_metrics",
     "weights",
 ]
 
-#: The score the generalization gap compares, per task (higher is better for both).
-PRIMARY_METRIC = {"classification": "accuracy", "regression": "r2"}
+Task = Literal["classification", "regression"]
+_CLASSIFICATION: frozenset[Task] = frozenset({"classification"})
+_REGRESSION: frozenset[Task] = frozenset({"regression"})
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A reported score: which tasks report it, which way is better, what it reads."""
+
+    name: str
+    tasks: frozenset[Task]
+    greater_is_better: bool
+    #: Classification: computed from the predicted probabilities, not only the predicted class.
+    needs_probabilities: bool
+    description: str
+
+
+METRICS: dict[str, Metric] = {
+    m.name: m
+    for m in (
+        Metric("accuracy", _CLASSIFICATION, True, False, "share of rows whose class is right"),
+        Metric(
+            "balanced_accuracy",
+            _CLASSIFICATION,
+            True,
+            False,
+            "recall averaged over the classes present",
+        ),
+        Metric("f1_macro", _CLASSIFICATION, True, False, "F1 score averaged over the classes"),
+        Metric(
+            "log_loss",
+            _CLASSIFICATION,
+            False,
+            True,
+            "mean negative log-probability of the true class",
+        ),
+        Metric("roc_auc", _CLASSIFICATION, True, True, "area under the ROC curve (binary targets)"),
+        Metric("rmse", _REGRESSION, False, False, "root mean squared error"),
+        Metric("mae", _REGRESSION, False, False, "mean absolute error"),
+        Metric("r2", _REGRESSION, True, False, "coefficient of determination"),
+        Metric(
+            "loss",
+            _CLASSIFICATION | _REGRESSION,
+            False,
+            True,
+            "the training objective's data term: log-loss, or half the mean squared error",
+        ),
+    )
+}
+
+#: The score the generalization gap, the learning curve and the diagnosis compare, per task.
+PRIMARY_METRIC: dict[str, str] = {"classification": "accuracy", "regression": "r2"}
+#: The metric a sweep ranks by when it asks for "auto".
+SELECTION_METRIC: dict[str, str] = {"classification": "log_loss", "regression": "rmse"}
+
+
+def metric(name: str) -> Metric:
+    """The registered metric of that name; KeyError names the known ones."""
+    try:
+        return METRICS[name]
+    except KeyError:
+        raise KeyError(f"no metric {name!r}; known: {', '.join(sorted(METRICS))}") from None
+
+
+def metrics_for(task: str) -> list[Metric]:
+    """The metrics a split of this task reports, in registry order."""
+    return [m for m in METRICS.values() if task in m.tasks]
 
 
 def json_safe(value: Any) -> Any:
@@ -112,6 +187,8 @@ def regression_metrics(y: np.ndarray, pred: np.ndarray) -> dict[str, Any] | None
     y = np.asarray(y, dtype=np.float64)
     if len(y) == 0:
         return None
+    from sklearn.metrics import mean_absolute_error, r2_score  # keeps the registry light
+
     pred = np.asarray(pred, dtype=np.float64)
     mse = float(np.mean((y - pred) ** 2))
     r2: float | None = None

@@ -34,11 +34,19 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.class_weight import compute_sample_weight
 
 from service.training import metrics as M
-from service.training.errors import SpecError, TrainingCancelled
-from service.training.linear import estimator_from_native
+from service.training.errors import Problem, SpecError
+from service.training.kinds import registry
 from service.training.preprocessing import build_preprocessor, feature_names_out, fit_transform
-from service.training.spec import LinearModelSpec, Penalty, Task, TrainingSpec, native_params
-from service.training.train import GivenSplit, predict_scores, prepare, split_metrics
+from service.training.results import (
+    Coefficient,
+    FinalMetrics,
+    GeneralizationGap,
+    Intercept,
+    PathPoint,
+    WeightStats,
+)
+from service.training.spec import Penalty, Task, TrainingSpec
+from service.training.train import GivenSplit, RunControl, predict_scores, prepare, split_metrics
 
 __all__ = [
     "MAX_PATH_STRENGTHS",
@@ -107,14 +115,16 @@ def _check_strengths(strengths: Sequence[float]) -> list[float]:
 
 
 def _penalty(spec: TrainingSpec) -> tuple[Penalty, float]:
-    """The spec's penalty and l1_ratio; a path needs a linear model with a real penalty."""
-    problems = []
-    if not isinstance(spec.model, LinearModelSpec):
+    """The spec's penalty and l1_ratio; a path needs a kind that fits paths, and a penalty."""
+    problems: list[Problem] = []
+    kind = registry.kind_of(spec)
+    if not kind.supports_path:
+        with_paths = ", ".join(f"'{k.name}'" for k in registry.kinds() if k.supports_path)
         problems.append(
             {
                 "field": "model.kind",
-                "message": "a warm-started path is for linear models; sweep an MLP's strength "
-                "with separate jobs",
+                "message": f"a warm-started path is for model kinds {with_paths}; sweep a "
+                f"'{kind.name}' model's strength with separate jobs",
             }
         )
     reg = spec.regularization
@@ -159,23 +169,13 @@ def fit_path(
     """
     penalty, l1_ratio = _penalty(spec)
     path = _check_strengths(strengths)
-
-    def progress(fraction: float) -> None:
-        if on_progress is not None:
-            on_progress(float(min(max(fraction, 0.0), 1.0)))
-
-    def check_stop(where: str) -> None:
-        if should_stop is not None and should_stop():
-            raise TrainingCancelled(f"path cancelled {where}")
-
-    progress(0.0)
+    run = RunControl(on_progress, should_stop, what="path")
+    run.progress(0.0)
     prepared = prepare(table, spec, max_classes=max_classes, split=split)
     task = prepared.resolved.task
-    classes = prepared.classes
-    n_classes = len(classes) if classes is not None else 0
     split_ = prepared.split
-    check_stop("after loading the data")
-    progress(0.05)
+    run.check("after loading the data")
+    run.progress(0.05)
 
     preprocessor = build_preprocessor(prepared.schema, spec.preprocessing)
     X_train = fit_transform(preprocessor, prepared.frame.iloc[split_.train])
@@ -185,50 +185,70 @@ def fit_path(
         else None
     )
     y_train, y_val = prepared.y[split_.train], prepared.y[split_.validation]
-    names = feature_names_out(preprocessor)
-    check_stop("after preprocessing")
-    progress(0.1)
+    run.check("after preprocessing")
+    run.progress(0.1)
 
     def solved(k: int) -> None:
-        progress(0.1 + 0.8 * k / len(path))
-        check_stop(f"after {k} of {len(path)} strengths")
+        run.progress(0.1 + 0.8 * k / len(path))
+        run.check(f"after {k} of {len(path)} strengths")
 
     fits: list[_PathPoint]
-    if task == "classification" and n_classes > 2:
-        fits = _sklearn_path(spec, task, X_train, y_train, X_val, path, n_classes, solved)
+    if task == "classification" and prepared.n_classes > 2:
+        fits = _sklearn_path(spec, task, X_train, y_train, X_val, path, prepared.n_classes, solved)
         engine = "sklearn LogisticRegression warm_start (glum has no multinomial family)"
     else:
         fits = _glum_path(spec, task, X_train, y_train, X_val, path, l1_ratio, solved)
         engine = "glum GeneralizedLinearRegressor alpha_search"
 
-    results: list[dict[str, Any]] = []
-    for strength, fit in zip(path, fits, strict=True):
-        labels = None if classes is None else [classes[c] for c in fit.classes]
-        final: dict[str, Any] = {"train": split_metrics(y_train, fit.train_scores, task)}
-        if X_val is not None and fit.val_scores is not None:
-            final["validation"] = split_metrics(y_val, fit.val_scores, task)
-        results.append(
-            {
-                "strength": strength,
-                "penalty": penalty,
-                "l1_ratio": l1_ratio,
-                "final": final,
-                "generalization_gap": M.generalization_gap(
-                    task, final["train"], final.get("validation")
-                ),
-                "weights": M.weights([fit.coef]),
-                "coefficients": M.coefficients(fit.coef, names, labels),
-                "intercepts": M.intercepts(fit.intercept, labels),
-                "n_iter": fit.n_iter,
-                "converged": fit.converged,
-                "fit_seconds": fit.seconds,
-                "n_train": len(y_train),
-                "engine": engine,
-            }
+    names = feature_names_out(preprocessor)
+    points = [
+        _point(
+            fit,
+            strength,
+            (penalty, l1_ratio, engine),
+            prepared.classes,
+            names,
+            (y_train, y_val),
+            task,
         )
-    progress(1.0)
-    out: list[dict[str, Any]] = M.json_safe(results)
-    return out
+        for strength, fit in zip(path, fits, strict=True)
+    ]
+    run.progress(1.0)
+    return [point.to_json() for point in points]
+
+
+def _point(
+    fit: _PathPoint,
+    strength: float,
+    how: tuple[Penalty, float, str],
+    classes: list[Any] | None,
+    names: list[str],
+    ys: tuple[np.ndarray, np.ndarray],
+    task: Task,
+) -> PathPoint:
+    """One strength's report: scores per split, gap, weights, coefficients, solver effort."""
+    penalty, l1_ratio, engine = how
+    y_train, y_val = ys
+    labels = None if classes is None else [classes[c] for c in fit.classes]
+    final = FinalMetrics(train=split_metrics(y_train, fit.train_scores, task))
+    if fit.val_scores is not None:
+        final.validation = split_metrics(y_val, fit.val_scores, task)
+    gap = M.generalization_gap(task, final.train, final.validation)
+    return PathPoint(
+        strength=strength,
+        penalty=penalty,
+        l1_ratio=l1_ratio,
+        final=final,
+        generalization_gap=GeneralizationGap(**gap) if gap is not None else None,
+        weights=WeightStats(**M.weights([fit.coef])),
+        coefficients=[Coefficient(**c) for c in M.coefficients(fit.coef, names, labels)],
+        intercepts=[Intercept(**i) for i in M.intercepts(fit.intercept, labels)],
+        n_iter=fit.n_iter,
+        converged=fit.converged,
+        fit_seconds=fit.seconds,
+        n_train=len(y_train),
+        engine=engine,
+    )
 
 
 @dataclass
@@ -320,12 +340,13 @@ def _sklearn_path(
     solved: Callable[[int], None],
 ) -> list[_PathPoint]:
     """Multinomial logistic path: one LogisticRegression refitted per strength, warm-started."""
+    kind = registry.kind_of(spec)
     points: list[_PathPoint] = []
     model: Any = None
     for k, strength in enumerate(path, start=1):
         reg = spec.regularization.model_copy(update={"strength": strength})
-        native = native_params(spec.model_copy(update={"regularization": reg}), task, len(y))
-        fresh = estimator_from_native(native)
+        native = kind.native_params(spec.model_copy(update={"regularization": reg}), task, len(y))
+        fresh = kind.estimator_from_native(native)
         if model is None:
             model = fresh
         else:

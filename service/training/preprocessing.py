@@ -322,6 +322,41 @@ def _arrow_fits(type_: pa.DataType, dtype: ColumnDtype) -> bool:
     return kind == "boolean"
 
 
+def _arrow_columns(
+    rows: pa.Table, schema: Mapping[str, ColumnDtype], problems: list[Problem]
+) -> dict[str, np.ndarray]:
+    """The schema's columns of an Arrow table, converted directly where the types fit."""
+    columns: dict[str, np.ndarray] = {}
+    for name, dtype in schema.items():
+        column = rows.column(name)
+        if pa.types.is_null(column.type):
+            columns[name] = np.full(
+                rows.num_rows, np.nan, dtype=np.float64 if dtype in NUMERIC_DTYPES else object
+            )
+        elif _arrow_fits(column.type, dtype):
+            columns[name] = column_values(column, dtype)
+        else:
+            columns[name] = _coerce_column(name, column.to_pylist(), dtype, problems)
+    return columns
+
+
+def _record_names(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Every column name the records use, in order of first appearance."""
+    if isinstance(rows, Mapping) or not all(isinstance(r, Mapping) for r in rows):
+        raise PredictionInputError(
+            [
+                {
+                    "field": "rows",
+                    "message": "rows must be a list of objects mapping column names to values",
+                }
+            ]
+        )
+    present: dict[str, None] = {}
+    for row in rows:
+        present.update(dict.fromkeys(row))
+    return list(present)
+
+
 def frame_from_rows(
     rows: pa.Table | Sequence[Mapping[str, Any]],
     schema: Mapping[str, ColumnDtype],
@@ -329,39 +364,16 @@ def frame_from_rows(
     ignore: Sequence[str] = (),
 ) -> pd.DataFrame:
     """Prediction rows checked against the feature schema; raises PredictionInputError."""
+    is_table = isinstance(rows, pa.Table)
+    names = rows.column_names if isinstance(rows, pa.Table) else _record_names(rows)
+    if not is_table and len(rows) == 0:
+        return _frame({n: np.empty(0, dtype=object) for n in schema}, schema)
+    problems = _check_columns(names, schema, ignore)
+    if problems:
+        raise PredictionInputError(problems)
     if isinstance(rows, pa.Table):
-        problems = _check_columns(rows.column_names, schema, ignore)
-        if problems:
-            raise PredictionInputError(problems)
-        columns: dict[str, np.ndarray] = {}
-        for name, dtype in schema.items():
-            column = rows.column(name)
-            if pa.types.is_null(column.type):
-                columns[name] = np.full(
-                    rows.num_rows, np.nan, dtype=np.float64 if dtype in NUMERIC_DTYPES else object
-                )
-            elif _arrow_fits(column.type, dtype):
-                columns[name] = column_values(column, dtype)
-            else:
-                columns[name] = _coerce_column(name, column.to_pylist(), dtype, problems)
+        columns = _arrow_columns(rows, schema, problems)
     else:
-        if isinstance(rows, Mapping) or not all(isinstance(r, Mapping) for r in rows):
-            raise PredictionInputError(
-                [
-                    {
-                        "field": "rows",
-                        "message": "rows must be a list of objects mapping column names to values",
-                    }
-                ]
-            )
-        if len(rows) == 0:
-            return _frame({n: np.empty(0, dtype=object) for n in schema}, schema)
-        present: dict[str, None] = {}
-        for row in rows:
-            present.update(dict.fromkeys(row))
-        problems = _check_columns(list(present), schema, ignore)
-        if problems:
-            raise PredictionInputError(problems)
         columns = {
             name: _coerce_column(name, [row.get(name) for row in rows], dtype, problems)
             for name, dtype in schema.items()

@@ -2,30 +2,30 @@
 
 A caller that picks the split itself (cross-validation, sweeps: see folds.py) passes
 ``split=(train_idx, val_idx)``; the test split is still the spec's own and still held out.
+What is fitted, how it is stored and what it reports beyond the shared figures is the model
+kind's (service.training.kinds); this module runs the steps every kind shares.
 """
 
 from __future__ import annotations
 
 import math
-import time
-import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 
 from service.training import metrics as M
-from service.training.artifacts import dump_mlp, dump_sklearn, sha256_hex, versions
+from service.training.artifacts import sha256_hex, versions
 from service.training.diagnosis import diagnose
 from service.training.errors import Problem, SpecError, TrainingCancelled
-from service.training.linear import build_linear_estimator
+from service.training.kinds import registry
+from service.training.kinds.base import FitData, FitHooks, Fitted
 from service.training.preprocessing import (
     build_preprocessor,
     column_values,
@@ -34,23 +34,32 @@ from service.training.preprocessing import (
     frame_from_table,
     summarize_table,
 )
+from service.training.resolve import resolve_spec, split_sizes
+from service.training.results import (
+    Baseline,
+    Calibration,
+    CalibrationSplits,
+    FinalMetrics,
+    GeneralizationGap,
+    JobMetrics,
+    LearningCurvePoint,
+    SplitInfo,
+    SplitMetrics,
+    WeightStats,
+)
 from service.training.spec import (
     ColumnDtype,
     ColumnSummary,
-    MLPModelSpec,
     ResolvedSpec,
     Task,
     TrainingSpec,
     ValidationSpec,
-    effective_penalty,
-    native_params,
-    resolve_spec,
-    split_sizes,
 )
 
 __all__ = [
     "GivenSplit",
     "Prepared",
+    "RunControl",
     "SplitIndices",
     "Target",
     "TrainingResult",
@@ -93,20 +102,47 @@ class Prepared:
     n_dropped: int
     ignored_columns: dict[str, str]
 
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes) if self.classes is not None else 0
+
 
 @dataclass
 class TrainingResult:
-    """Everything a job keeps from a run: JSON-ready metrics and the artifact bytes."""
+    """Everything a job keeps from a run: the typed report, native parameters and artifact."""
 
     task: Task
     task_reason: str
     classes: list[Any] | None
     native_params: dict[str, Any]
-    metrics: dict[str, Any]
+    report: JobMetrics
     artifact: bytes
     artifact_sha256: str | None
-    artifact_kind: Literal["skops", "mlp-zip"]
+    artifact_kind: str
     versions: dict[str, Any]
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        """The report as the JSON the job stores and the API returns."""
+        return self.report.to_json()
+
+
+@dataclass
+class RunControl:
+    """A run's progress callback (clamped to [0, 1]) and its cancellation check."""
+
+    on_progress: Callable[[float], None] | None = None
+    should_stop: Callable[[], bool] | None = None
+    what: str = "training"
+
+    def progress(self, fraction: float) -> None:
+        if self.on_progress is not None:
+            self.on_progress(float(min(max(fraction, 0.0), 1.0)))
+
+    def check(self, where: str) -> None:
+        """Raise TrainingCancelled if the caller asked to stop."""
+        if self.should_stop is not None and self.should_stop():
+            raise TrainingCancelled(f"{self.what} cancelled {where}")
 
 
 def split_indices(
@@ -345,141 +381,31 @@ def predict_scores(model: Any, X: np.ndarray, task: Task, n_classes: int) -> np.
     return full
 
 
-def split_metrics(y: np.ndarray, scores: np.ndarray, task: Task) -> dict[str, Any] | None:
+def split_metrics(y: np.ndarray, scores: np.ndarray, task: Task) -> SplitMetrics | None:
     """The task's metrics of one split (None when the split is empty)."""
     if task == "classification":
         return M.classification_metrics(y, scores)
     return M.regression_metrics(y, scores)
 
 
-def _convergence(model: Any, native: dict[str, Any], caught: list[str]) -> dict[str, Any]:
-    """Iterations used against the cap, and any convergence warning the solver raised."""
-    n_iter = getattr(model, "n_iter_", None)
-    n_iter_value = int(np.max(n_iter)) if n_iter is not None else None
-    max_iter = native["params"].get("max_iter")
-    converged = not caught and (n_iter_value is None or max_iter is None or n_iter_value < max_iter)
-    return {
-        "n_iter": n_iter_value,
-        "max_iter": max_iter,
-        "converged": converged,
-        "warnings": caught,
-    }
-
-
-@dataclass
-class _Fitted:
-    """A fitted model with what train() reports of it beyond the split metrics."""
-
-    model: Any
-    native: dict[str, Any]
-    weight_arrays: list[np.ndarray]
-    extra: dict[str, Any]
-    kind: Literal["skops", "mlp-zip"]
-    seconds: float
-
-
-def _fit(
-    spec: TrainingSpec,
-    task: Task,
-    X_train: np.ndarray,
-    y_train: np.ndarray,
-    X_val: np.ndarray | None,
-    y_val: np.ndarray | None,
-    *,
-    classes: list[Any] | None,
-    names: list[str],
-    on_epoch: Callable[[dict[str, Any]], None] | None,
-    should_stop: Callable[[], bool] | None,
-    device: str | None,
-) -> _Fitted:
-    """Fit the spec's model on one training split (validation rows feed MLP curves/stopping)."""
-    n_train = len(y_train)
-    n_classes = len(classes) if classes is not None else 0
-    extra: dict[str, Any] = {}
-    started = time.perf_counter()
-    if isinstance(spec.model, MLPModelSpec):
-        from service.training.mlp import MLPEstimator  # torch loads only for MLP jobs
-
-        model_spec = spec.model
-        _, strength, l1_ratio = effective_penalty(spec.regularization)
-        es = spec.regularization.early_stopping
-        native = native_params(spec, task, n_train)
-        model: Any = MLPEstimator(
-            task=task,
-            hidden_layers=model_spec.hidden_layers,
-            activation=model_spec.activation,
-            dropout=spec.regularization.dropout,
-            input_dropout=spec.regularization.input_dropout,
-            strength=strength,
-            l1_ratio=l1_ratio,
-            epochs=model_spec.epochs,
-            batch_size=model_spec.batch_size,
-            learning_rate=model_spec.learning_rate,
-            optimizer=model_spec.optimizer,
-            early_stopping=es is not None,
-            patience=es.patience if es is not None else 10,
-            min_delta=es.min_delta if es is not None else 0.0,
-            class_weight=spec.class_weight,
-            random_state=spec.seed,
-            device=device or "auto",
-        ).fit(
-            X_train,
-            y_train,
-            X_val,
-            y_val,
-            classes=np.arange(n_classes) if task == "classification" else None,
-            on_epoch=on_epoch,
-            should_stop=should_stop,
-        )
-        native["device"] = model.device_
-        if task == "regression":
-            native["target_standardization"] = {
-                "mean": model.target_mean_,
-                "scale": model.target_scale_,
-                "note": "the net outputs mean + scale * out; the loss is half the MSE in the "
-                "target's units, optimised divided by scale**2 with the penalty likewise",
-            }
-        weight_arrays = model.weight_arrays()
-        extra["history"] = model.history_
-        extra["best_epoch"] = model.best_epoch_
-        extra["n_epochs"] = model.n_epochs_
-        return _Fitted(
-            model, native, weight_arrays, extra, "mlp-zip", time.perf_counter() - started
-        )
-
-    model, native = build_linear_estimator(spec, task, n_train)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ConvergenceWarning)
-        model.fit(X_train, y_train)
-    messages = [str(w.message) for w in caught if issubclass(w.category, ConvergenceWarning)]
-    coef = np.asarray(model.coef_)
-    # Rows belong to the classes the training rows hold (a class absent from them has none).
-    labels = None if classes is None else [classes[int(c)] for c in model.classes_]
-    extra["coefficients"] = M.coefficients(coef, names, labels)
-    intercept = np.atleast_1d(np.asarray(model.intercept_, dtype=np.float64))
-    extra["intercepts"] = M.intercepts(intercept, labels)
-    extra["best_epoch"] = None
-    extra["convergence"] = _convergence(model, native, messages)
-    return _Fitted(model, native, [coef], extra, "skops", time.perf_counter() - started)
-
-
-def _baseline(y_train: np.ndarray, task: Task, n_classes: int) -> dict[str, Any]:
+def _baseline(y_train: np.ndarray, task: Task, n_classes: int) -> Baseline:
     """The no-skill model's training score and loss: majority class and class shares, or mean."""
+    metric = M.PRIMARY_METRIC[task]
     if task == "classification":
         shares = np.bincount(y_train, minlength=n_classes) / max(len(y_train), 1)
         present = shares[shares > 0]
-        return {
-            "metric": "accuracy",
-            "score": float(shares.max()),
-            "loss": float(-(present * np.log(present)).sum()),
-            "model": "predict the majority class (probabilities: the class shares)",
-        }
-    return {
-        "metric": "r2",
-        "score": 0.0,
-        "loss": float(0.5 * np.var(y_train)),
-        "model": "predict the training mean",
-    }
+        return Baseline(
+            metric=metric,
+            score=float(shares.max()),
+            loss=float(-(present * np.log(present)).sum()),
+            model="predict the majority class (probabilities: the class shares)",
+        )
+    return Baseline(
+        metric=metric,
+        score=0.0,
+        loss=float(0.5 * np.var(y_train)),
+        model="predict the training mean",
+    )
 
 
 def _subsample(rows: np.ndarray, size: float, seed: int, labels: np.ndarray | None) -> np.ndarray:
@@ -499,81 +425,149 @@ def _subsample(rows: np.ndarray, size: float, seed: int, labels: np.ndarray | No
     return np.sort(picked)
 
 
+def _refit_share(
+    spec: TrainingSpec, prepared: Prepared, rows: np.ndarray, hooks: FitHooks
+) -> tuple[Fitted, SplitMetrics | None, SplitMetrics | None]:
+    """Preprocess and fit on these training rows; score them and the whole validation split."""
+    task, y, frame, val = (
+        prepared.resolved.task,
+        prepared.y,
+        prepared.frame,
+        prepared.split.validation,
+    )
+    preprocessor = build_preprocessor(prepared.schema, spec.preprocessing)
+    X_sub = fit_transform(preprocessor, frame.iloc[rows])
+    X_val = preprocessor.transform(frame.iloc[val])
+    names = feature_names_out(preprocessor)
+    fitted = _fit(
+        spec, FitData(task, X_sub, y[rows], X_val, y[val], prepared.classes, names), hooks
+    )
+    n_classes = prepared.n_classes
+    train_m = split_metrics(y[rows], predict_scores(fitted.model, X_sub, task, n_classes), task)
+    val_m = split_metrics(y[val], predict_scores(fitted.model, X_val, task, n_classes), task)
+    return fitted, train_m, val_m
+
+
+def _curve_point(
+    spec: TrainingSpec,
+    prepared: Prepared,
+    size: float,
+    full: tuple[Fitted, FinalMetrics],
+    hooks: FitHooks,
+) -> LearningCurvePoint:
+    """One share of the training split, fitted (the full split is the job's own fit) and scored."""
+    task, y, train_rows = prepared.resolved.task, prepared.y, prepared.split.train
+    labels = y if task == "classification" and spec.validation.stratify else None
+    rows = _subsample(train_rows, size, spec.seed, labels)
+    if len(rows) == len(train_rows):
+        fitted, final = full
+        train_m, val_m = final.train, final.validation
+    elif task == "classification" and len(np.unique(y[rows])) < 2:
+        return LearningCurvePoint(
+            size=size,
+            n_train=len(rows),
+            train=None,
+            validation=None,
+            note="this share of the training split holds a single class; skipped",
+        )
+    else:
+        fitted, train_m, val_m = _refit_share(spec, prepared, rows, hooks)
+    point = LearningCurvePoint(
+        size=size, n_train=len(rows), train=train_m, validation=val_m, fit_seconds=fitted.seconds
+    )
+    if fitted.report.n_epochs is not None:
+        point.n_epochs = fitted.report.n_epochs
+        point.best_epoch = fitted.report.best_epoch
+    return point
+
+
 def _learning_curve(
     spec: TrainingSpec,
     prepared: Prepared,
-    full: tuple[_Fitted, dict[str, Any] | None, dict[str, Any] | None],
+    full: tuple[Fitted, FinalMetrics],
+    run: RunControl,
+    hooks: FitHooks,
     *,
-    progress: Callable[[float], None],
-    check_stop: Callable[[str], None],
-    should_stop: Callable[[], bool] | None,
-    device: str | None,
-    start: float,
-    end: float,
-) -> list[dict[str, Any]]:
+    span: tuple[float, float],
+) -> list[LearningCurvePoint]:
     """Refit on shares of the training split; score each on its rows and the whole validation."""
     assert spec.learning_curve is not None
-    task = prepared.resolved.task
-    classes = prepared.classes
-    n_classes = len(classes) if classes is not None else 0
-    frame, y, split = prepared.frame, prepared.y, prepared.split
-    labels = y if task == "classification" and spec.validation.stratify else None
-    points: list[dict[str, Any]] = []
     sizes = spec.learning_curve.sizes
+    start, end = span
+    points: list[LearningCurvePoint] = []
     for i, size in enumerate(sizes):
-        check_stop(f"before learning-curve size {size:g}")
-        rows = _subsample(split.train, size, spec.seed, labels)
-        if len(rows) == len(split.train):
-            fitted, train_m, val_m = full  # the full training split is the job's own fit
-        elif task == "classification" and len(np.unique(y[rows])) < 2:
-            points.append(
-                {
-                    "size": size,
-                    "n_train": len(rows),
-                    "train": None,
-                    "validation": None,
-                    "note": "this share of the training split holds a single class; skipped",
-                }
-            )
-            continue
-        else:
-            preprocessor = build_preprocessor(prepared.schema, spec.preprocessing)
-            X_sub = fit_transform(preprocessor, frame.iloc[rows])
-            X_val = preprocessor.transform(frame.iloc[split.validation])
-            fitted = _fit(
-                spec,
-                task,
-                X_sub,
-                y[rows],
-                X_val,
-                y[split.validation],
-                classes=classes,
-                names=feature_names_out(preprocessor),
-                on_epoch=None,
-                should_stop=should_stop,
-                device=device,
-            )
-            train_m = split_metrics(
-                y[rows], predict_scores(fitted.model, X_sub, task, n_classes), task
-            )
-            val_m = split_metrics(
-                y[split.validation],
-                predict_scores(fitted.model, X_val, task, n_classes),
-                task,
-            )
-        point: dict[str, Any] = {
-            "size": size,
-            "n_train": len(rows),
-            "train": train_m,
-            "validation": val_m,
-            "fit_seconds": fitted.seconds,
-        }
-        if "best_epoch" in fitted.extra and fitted.extra.get("n_epochs") is not None:
-            point["n_epochs"] = fitted.extra["n_epochs"]
-            point["best_epoch"] = fitted.extra["best_epoch"]
-        points.append(point)
-        progress(start + (end - start) * (i + 1) / len(sizes))
+        run.check(f"before learning-curve size {size:g}")
+        points.append(_curve_point(spec, prepared, size, full, hooks))
+        run.progress(start + (end - start) * (i + 1) / len(sizes))
     return points
+
+
+def _fit(spec: TrainingSpec, data: FitData, hooks: FitHooks) -> Fitted:
+    """Fit the spec's model kind on one training split."""
+    return registry.kind_of(spec).fit(spec, data, hooks)
+
+
+@dataclass
+class _Matrices:
+    """The preprocessed splits of one run, and the fitted preprocessor that made them."""
+
+    preprocessor: Pipeline
+    names: list[str]
+    X_train: np.ndarray
+    y_train: np.ndarray
+    X_val: np.ndarray | None
+    y_val: np.ndarray
+    X_test: np.ndarray | None
+    y_test: np.ndarray = field(repr=False)
+
+
+def _matrices(prepared: Prepared, spec: TrainingSpec) -> _Matrices:
+    """Fit the preprocessing on the training rows only and transform every split with it."""
+    frame, y, split = prepared.frame, prepared.y, prepared.split
+    preprocessor = build_preprocessor(prepared.schema, spec.preprocessing)
+    X_train = fit_transform(preprocessor, frame.iloc[split.train])
+
+    def transformed(rows: np.ndarray) -> np.ndarray | None:
+        return preprocessor.transform(frame.iloc[rows]) if len(rows) else None
+
+    return _Matrices(
+        preprocessor=preprocessor,
+        names=feature_names_out(preprocessor),
+        X_train=X_train,
+        y_train=y[split.train],
+        X_val=transformed(split.validation),
+        y_val=y[split.validation],
+        X_test=transformed(split.test),
+        y_test=y[split.test],
+    )
+
+
+def _scored(
+    model: Any, m: _Matrices, task: Task, n_classes: int
+) -> tuple[FinalMetrics, CalibrationSplits]:
+    """Every split's metrics, and the calibration of the training and validation predictions."""
+    train_scores = predict_scores(model, m.X_train, task, n_classes)
+    final = FinalMetrics(train=split_metrics(m.y_train, train_scores, task))
+    calibration = CalibrationSplits(
+        train=_calibration(m.y_train, train_scores, task), validation=None
+    )
+    if m.X_val is not None:
+        val_scores = predict_scores(model, m.X_val, task, n_classes)
+        final.validation = split_metrics(m.y_val, val_scores, task)
+        calibration.validation = _calibration(m.y_val, val_scores, task)
+    if m.X_test is not None:
+        final.test = split_metrics(m.y_test, predict_scores(model, m.X_test, task, n_classes), task)
+    return final, calibration
+
+
+def _calibration(y: np.ndarray, scores: np.ndarray, task: Task) -> Calibration | None:
+    found = M.calibration(y, scores, task)
+    return Calibration(**found) if found is not None else None
+
+
+def _gap(task: Task, final: FinalMetrics) -> GeneralizationGap | None:
+    gap = M.generalization_gap(task, final.train, final.validation)
+    return GeneralizationGap(**gap) if gap is not None else None
 
 
 def train(
@@ -594,133 +588,104 @@ def train(
     sweep_splits) replaces the spec's validation split; ``with_artifact=False`` skips the
     serialization (artifact b"", sha256 None) where only the metrics count, as in a sweep.
     """
-
-    def progress(fraction: float) -> None:
-        if on_progress is not None:
-            on_progress(float(min(max(fraction, 0.0), 1.0)))
-
-    def check_stop(where: str) -> None:
-        if should_stop is not None and should_stop():
-            raise TrainingCancelled(f"training cancelled {where}")
-
-    progress(0.0)
+    run = RunControl(on_progress, should_stop)
+    run.progress(0.0)
     prepared = prepare(table, spec, max_classes=max_classes, split=split)
-    resolved, split_ = prepared.resolved, prepared.split
-    task = resolved.task
-    n_classes = len(prepared.classes) if prepared.classes is not None else 0
-    check_stop("after loading the data")
-    progress(0.05)
+    task = prepared.resolved.task
+    run.check("after loading the data")
+    run.progress(0.05)
+    m = _matrices(prepared, spec)
+    run.check("after preprocessing")
+    run.progress(0.1)
 
-    frame, y = prepared.frame, prepared.y
-    preprocessor = build_preprocessor(prepared.schema, spec.preprocessing)
-    X_train = fit_transform(preprocessor, frame.iloc[split_.train])
-    X_val = (
-        preprocessor.transform(frame.iloc[split_.validation]) if len(split_.validation) else None
-    )
-    X_test = preprocessor.transform(frame.iloc[split_.test]) if len(split_.test) else None
-    y_train, y_val, y_test = y[split_.train], y[split_.validation], y[split_.test]
-    names = feature_names_out(preprocessor)
-    n_train = len(split_.train)
-    check_stop("after preprocessing")
-    progress(0.1)
-
+    kind = registry.kind_of(spec)
     # With a learning curve the main fit takes the first half of the fitting progress.
     fit_end = 0.9 if spec.learning_curve is None else 0.5
-    epochs = spec.model.epochs if isinstance(spec.model, MLPModelSpec) else 1
+    epochs = kind.epochs(spec.model) or 1
 
     def epoch_hook(record: dict[str, Any]) -> None:
-        progress(min(0.1 + (fit_end - 0.1) * record["epoch"] / epochs, fit_end))
+        run.progress(min(0.1 + (fit_end - 0.1) * record["epoch"] / epochs, fit_end))
         if on_epoch is not None:
             on_epoch(M.json_safe(record))
 
-    fitted = _fit(
-        spec,
-        task,
-        X_train,
-        y_train,
-        X_val,
-        y_val if X_val is not None else None,
-        classes=prepared.classes,
-        names=names,
-        on_epoch=epoch_hook,
-        should_stop=should_stop,
-        device=device,
-    )
-    model, native = fitted.model, fitted.native
-    check_stop("after fitting")
-    progress(fit_end)
+    data = FitData(task, m.X_train, m.y_train, m.X_val, m.y_val, prepared.classes, m.names)
+    fitted = kind.fit(spec, data, FitHooks(epoch_hook, should_stop, device))
+    run.check("after fitting")
+    run.progress(fit_end)
 
-    train_scores = predict_scores(model, X_train, task, n_classes)
-    final: dict[str, Any] = {"train": split_metrics(y_train, train_scores, task)}
-    calibration = {"train": M.calibration(y_train, train_scores, task), "validation": None}
-    if X_val is not None:
-        val_scores = predict_scores(model, X_val, task, n_classes)
-        final["validation"] = split_metrics(y_val, val_scores, task)
-        calibration["validation"] = M.calibration(y_val, val_scores, task)
-    if X_test is not None:
-        final["test"] = split_metrics(y_test, predict_scores(model, X_test, task, n_classes), task)
-    metrics: dict[str, Any] = {
-        "final": final,
-        "generalization_gap": M.generalization_gap(task, final["train"], final.get("validation")),
-        "baseline": _baseline(y_train, task, n_classes),
-        "calibration": calibration,
-        "weights": M.weights(fitted.weight_arrays),
-        **fitted.extra,
-        "fit_seconds": fitted.seconds,
-        "n_train": n_train,
-        "n_validation": len(split_.validation),
-        "n_test": len(split_.test),
-        "n_rows_dropped_missing_target": prepared.n_dropped,
-        "n_inputs": int(X_train.shape[1]),
-        "split": {"stratified": split_.stratified, "seed": spec.seed, "given": split_.given},
-    }
-    if prepared.ignored_columns and spec.features is None:
-        metrics["ignored_columns"] = prepared.ignored_columns
-    if spec.learning_curve is not None and X_val is not None:
-        metrics["learning_curve"] = _learning_curve(
-            spec,
-            prepared,
-            (fitted, final["train"], final.get("validation")),
-            progress=progress,
-            check_stop=check_stop,
-            should_stop=should_stop,
-            device=device,
-            start=fit_end,
-            end=0.9,
-        )
-    metrics = M.json_safe(metrics)
-    metrics["diagnosis"] = diagnose(metrics, spec, task)
-    progress(0.95)
+    final, calibration = _scored(fitted.model, m, task, prepared.n_classes)
+    report = _report(spec, prepared, m, fitted, (final, calibration))
+    if spec.learning_curve is not None and m.X_val is not None:
+        report.learning_curve = _learning_curve(
+            spec, prepared, (fitted, final), run, FitHooks(None, should_stop, device),
+            span=(fit_end, 0.9),
+        )  # fmt: skip
+    report.diagnosis = diagnose(report, spec, task)
+    run.progress(0.95)
 
     version_info = versions()
-    artifact = b""
-    if with_artifact:
-        metadata = {
-            "task": task,
-            "target": spec.target,
-            "target_dtype": prepared.target_dtype,
-            "classes": prepared.classes,
-            "feature_schema": prepared.schema,
-            "feature_names_out": names,
-            "spec": spec.model_dump(mode="json"),
-            "native_params": native,
-            "versions": version_info,
-        }
-        if fitted.kind == "skops":
-            artifact = dump_sklearn(
-                Pipeline([("preprocess", preprocessor), ("model", model)]), M.json_safe(metadata)
-            )
-        else:
-            artifact = dump_mlp(model, preprocessor, M.json_safe(metadata))
-    progress(1.0)
+    artifact = _artifact(spec, prepared, m, fitted, version_info) if with_artifact else b""
+    run.progress(1.0)
     return TrainingResult(
         task=task,
-        task_reason=resolved.task_reason,
+        task_reason=prepared.resolved.task_reason,
         classes=prepared.classes,
-        native_params=M.json_safe(native),
-        metrics=metrics,
+        native_params=M.json_safe(fitted.native),
+        report=report,
         artifact=artifact,
         artifact_sha256=sha256_hex(artifact) if with_artifact else None,
-        artifact_kind=fitted.kind,
+        artifact_kind=kind.artifact.name,
         versions=version_info,
     )
+
+
+def _report(
+    spec: TrainingSpec,
+    prepared: Prepared,
+    m: _Matrices,
+    fitted: Fitted,
+    scored: tuple[FinalMetrics, CalibrationSplits],
+) -> JobMetrics:
+    """The shared figures of a fit, with what its kind reports of it."""
+    task, split = prepared.resolved.task, prepared.split
+    final, calibration = scored
+    report = JobMetrics(
+        final=final,
+        generalization_gap=_gap(task, final),
+        baseline=_baseline(m.y_train, task, prepared.n_classes),
+        calibration=calibration,
+        weights=WeightStats(**M.weights(fitted.weight_arrays)),
+        **fitted.report.set_fields(),
+        fit_seconds=fitted.seconds,
+        n_train=len(split.train),
+        n_validation=len(split.validation),
+        n_test=len(split.test),
+        n_rows_dropped_missing_target=prepared.n_dropped,
+        n_inputs=int(m.X_train.shape[1]),
+        split=SplitInfo(stratified=split.stratified, seed=spec.seed, given=split.given),
+    )
+    if prepared.ignored_columns and spec.features is None:
+        report.ignored_columns = prepared.ignored_columns
+    return report
+
+
+def _artifact(
+    spec: TrainingSpec,
+    prepared: Prepared,
+    m: _Matrices,
+    fitted: Fitted,
+    version_info: dict[str, Any],
+) -> bytes:
+    """The kind's artifact of the fitted model with its preprocessing and what it was fitted on."""
+    metadata = {
+        "task": prepared.resolved.task,
+        "target": spec.target,
+        "target_dtype": prepared.target_dtype,
+        "classes": prepared.classes,
+        "feature_schema": prepared.schema,
+        "feature_names_out": m.names,
+        "spec": spec.model_dump(mode="json"),
+        "native_params": fitted.native,
+        "versions": version_info,
+    }
+    return registry.kind_of(spec).dump(fitted.model, m.preprocessor, M.json_safe(metadata))

@@ -18,7 +18,8 @@ import traceback
 from multiprocessing.connection import Connection
 from typing import Any
 
-from service.worker.trainers import TRAINERS, Reporter, load_plugins
+from service.plugins import import_plugins
+from service.worker.trainers import TRAINERS, Reporter
 
 PR_SET_PDEATHSIG = 1
 
@@ -93,7 +94,7 @@ def child_main(conn: Connection, alive: Connection, payload: dict[str, Any]) -> 
     limit_mb = int(payload["memory_limit_mb"])
     try:
         _limit_memory(limit_mb)
-        load_plugins(payload.get("plugins", []))
+        import_plugins(payload.get("plugins", []))
         trainer = TRAINERS[payload["trainer"]]
         with threadpool_limits(limits=threads):
             table = pq.read_table(payload["data_path"]) if payload.get("data_path") else None

@@ -1,8 +1,8 @@
 """Imported once by the forkserver, so each training child starts with these already loaded.
 
 Importing is not all: scikit-learn, pandas, skops and torch import more modules and build caches
-on first use (about 1.5 s of a 3.5 s job on 200k rows). One tiny run of every kind of training
-here pays that once, in the forkserver, instead of in every child it forks.
+on first use (about 1.5 s of a 3.5 s job on 200k rows). One tiny run of every registered model
+kind (its ``warm_up_specs``) here pays that once, in the forkserver, instead of in every child.
 """
 # ruff: noqa: F401
 
@@ -15,25 +15,14 @@ import skops.io
 import threadpoolctl
 import torch
 
-import service.training.mlp
 import service.training.paths
 import service.training.train
 import service.worker.child
+from service.training.kinds import registry
 
+#: Every registered kind's warm-up specs (targets 'label' and 'amount' of the table below).
 WARM_UP_SPECS: list[dict[str, object]] = [
-    {"regularization": {"penalty": "l2", "strength": 0.01}},
-    {"regularization": {"penalty": "l1", "strength": 0.01}},
-    {"regularization": {"penalty": "elasticnet", "strength": 0.01, "l1_ratio": 0.5}},
-    {"regularization": {"penalty": "l1", "strength": 0.01}, "target": "amount"},
-    {"regularization": {"penalty": "l2", "strength": 0.01}, "target": "amount"},
-    {
-        "model": {"kind": "mlp", "hidden_layers": [4], "epochs": 2, "batch_size": 16},
-        "regularization": {"dropout": 0.1, "early_stopping": {"patience": 1}},
-    },
-    {
-        "model": {"kind": "mlp", "hidden_layers": [4], "epochs": 1, "optimizer": "sgd"},
-        "target": "amount",
-    },
+    overrides for kind in registry.kinds() for overrides in kind.warm_up_specs
 ]
 
 
@@ -69,7 +58,7 @@ def _warm_up() -> None:
             spec = TrainingSpec.model_validate({"target": "label", "seed": 0, **overrides})
             data = table.drop_columns([c for c in ("label", "amount") if c != spec.target])
             train(data, spec)
-            if spec.model.kind == "linear" and spec.regularization.penalty == "l1":
+            if registry.kind_of(spec).supports_path and spec.regularization.penalty == "l1":
                 splits = sweep_splits(data, spec, folds=2, validation_fraction=None)
                 fit_path(data, spec, [0.1, 0.01], split=splits.splits[0])
     # The first optimizer in a process imports torch._dynamo (~1.5 s).

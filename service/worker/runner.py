@@ -172,7 +172,7 @@ class AttemptRunner(threading.Thread):
             "threads": self.settings.threads_per_job,
             "memory_limit_mb": self.settings.child_memory_mb,
             "max_classes": self.settings.max_classes,
-            "plugins": self.settings.worker_plugins,
+            "plugins": [*self.settings.plugins, *self.settings.worker_plugins],
             "params": params,
         }
 
@@ -347,19 +347,18 @@ class AttemptRunner(threading.Thread):
         written = False
         try:
             with self.db.transaction() as session:
-                recorded = {
-                    key: result[key]
-                    for key in ("metrics", "native_params", "versions", "task", "task_reason")
-                    if result.get(key) is not None
-                }
                 written = queue.finish(
                     session,
                     self.claim,
                     status=SUCCEEDED,
+                    metrics=result.get("metrics"),
+                    native_params=result.get("native_params"),
+                    versions=result.get("versions"),
+                    task=result.get("task"),
+                    task_reason=result.get("task_reason"),
                     artifact_blob_id=blob_id,
                     artifact_sha256=result.get("artifact_sha256"),
                     artifact_kind=result.get("artifact_kind"),
-                    **recorded,
                 )
                 if written and blob_id is not None:
                     blobs.mark_complete(session, blob_id)

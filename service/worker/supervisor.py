@@ -21,6 +21,7 @@ from service.db import Database
 from service.jobs import callbacks, queue
 from service.jobs.models import QUEUED, Job
 from service.observability import start_worker_metrics
+from service.plugins import import_plugins
 from service.sweeps.service import after_trial
 from service.watch import start_watcher
 from service.worker.cache import DatasetCache
@@ -38,7 +39,9 @@ def warm_context(settings: Settings) -> multiprocessing.context.BaseContext:
     if hasattr(main, "__file__"):
         del main.__file__
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["service.worker.preload", *settings.worker_plugins])
+    # Plugins first, so a kind they register is known to the warm-up and to every child.
+    preload = [*settings.plugins, "service.worker.preload", *settings.worker_plugins]
+    context.set_forkserver_preload(preload)
     probe = context.Process(target=os.getpid)
     probe.start()
     probe.join()
@@ -47,6 +50,7 @@ def warm_context(settings: Settings) -> multiprocessing.context.BaseContext:
 
 class Worker:
     def __init__(self, settings: Settings, *, parent_pid: int | None = None) -> None:
+        import_plugins(settings.plugins)  # a finished sweep validates its spec here
         self.settings = settings
         self.parent_pid = parent_pid
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 import pyarrow as pa
+
+from service.training.results import FoldResult, PathMetrics, TrialMetrics
 
 
 class Reporter:
@@ -38,12 +39,6 @@ def register(name: str) -> Callable[[Trainer], Trainer]:
         return trainer
 
     return decorate
-
-
-def load_plugins(modules: list[str]) -> None:
-    """Import modules that register extra trainers (RIDGELINE_WORKER_PLUGINS)."""
-    for module in modules:
-        importlib.import_module(module)
 
 
 @register("default")
@@ -108,7 +103,8 @@ def sweep_path(
         split=splits.splits[fold],
         on_progress=reporter.progress,
     )
-    return TrainerOutput(result={"metrics": {"fold": fold, "path": path}}, artifact=None)
+    metrics = PathMetrics.model_validate({"fold": fold, "path": path})
+    return TrainerOutput(result={"metrics": metrics.to_json()}, artifact=None)
 
 
 def _fold_progress(reporter: Reporter, index: int, n: int, progress: float) -> None:
@@ -127,21 +123,18 @@ def sweep_trial(
     n = len(splits.splits)
     folds = []
     for index, split in enumerate(splits.splits):
-        result = train(
+        report = train(
             table,
             spec,
             max_classes=payload["max_classes"],
             split=split,
             with_artifact=False,
             on_progress=partial(_fold_progress, reporter, index, n),
-        )
+        ).report
         folds.append(
-            {
-                "fold": index,
-                "final": result.metrics["final"],
-                "best_epoch": result.metrics.get("best_epoch"),
-                "weights": result.metrics.get("weights"),
-            }
+            FoldResult(
+                fold=index, final=report.final, best_epoch=report.best_epoch, weights=report.weights
+            )
         )
         reporter.progress((index + 1) / n)
-    return TrainerOutput(result={"metrics": {"folds": folds}}, artifact=None)
+    return TrainerOutput(result={"metrics": TrialMetrics(folds=folds).to_json()}, artifact=None)

@@ -117,6 +117,7 @@ def test_sign_in_upload_train_and_follow_a_job(
     assert page.locator("#diagnosis .verdict").inner_text() in (
         "overfitting",
         "underfitting",
+        "over-regularized",
         "good fit",
         "unknown",
     )
@@ -226,4 +227,45 @@ def test_the_live_chart_follows_each_epoch_as_it_arrives(
         })"""
     )
     assert state["shown"] == state["newest"], state
+    assert not page.problems, page.problems
+
+
+def test_start_a_sweep_from_the_form(
+    page: Any, server: Server, worker: subprocess.Popen[str]
+) -> None:
+    key = server.new_key()
+    with server.client(key) as api:
+        dataset_id = upload_tiny(api)
+    sign_in(page, server, key)
+    page.click("nav >> text=Sweeps")
+    page.click("text=New sweep")
+    page.wait_for_url(re.compile(r"/sweeps/new$"))
+    option = page.locator(f"#s-dataset option[value='{dataset_id}']")
+    assert re.search(
+        r"tiny\.csv · 40 rows · \d+ B · \d{4}-\d\d-\d\d \d\d:\d\d", option.inner_text()
+    )
+    page.select_option("#s-dataset", dataset_id)
+    assert page.locator("#s-target").input_value() == "y"
+    assert page.locator("#s-ratios").is_hidden()
+    page.check("input[name=penalty][value=elasticnet]")
+    assert page.locator("#s-ratios").is_visible()
+    page.fill("#s-ratios", "0.5")
+    page.fill("#s-num", "3")
+    page.fill("#s-cv-value", "2")
+    page.uncheck("#s-refit")
+    page.fill("#s-name", "sweep from the form")
+    page.click("#sweep-form button[type=submit]")
+    page.wait_for_url(re.compile(r"/sweeps/[0-9a-f-]{36}$"))
+    sweep_id = page.url.rsplit("/", 1)[1]
+    with server.client(key) as api:
+        sweep = api.get(f"/v1/sweeps/{sweep_id}").json()
+    assert sweep["name"] == "sweep from the form"
+    assert sweep["spec"]["search"]["penalty"] == ["l1", "l2", "elasticnet"]
+    assert sweep["spec"]["search"]["l1_ratio"] == [0.5]
+    assert sweep["spec"]["cv"] == {"folds": 2, "validation_fraction": None}
+    assert sweep["n_configs"] == 9 and sweep["spec"]["refit"] is False
+    page.locator('#sweep [data-role="status"]').filter(has_text="succeeded").wait_for(
+        timeout=JOB_DEADLINE_MS
+    )
+    page.locator("#leaderboard").wait_for()
     assert not page.problems, page.problems

@@ -137,20 +137,34 @@ def test_cli_in_a_subprocess(server: Server, key: str, cancer_csv: Path) -> None
 
 # --- canned answers: the leaderboard and the diagnosis ------------------------------------------
 
+
+def _row(strength: float, mean: float | None) -> dict[str, Any]:
+    """A leaderboard row as SweepRead sends it."""
+    return {
+        "penalty": "l2",
+        "strength": strength,
+        "l1_ratio": None,
+        "dropout": None,
+        "metric": "roc_auc",
+        "mean": mean,
+        "std": 0.01 if mean is not None else None,
+        "train_mean": 0.99 if mean is not None else None,
+        "n_folds": 5 if mean is not None else 0,
+    }
+
+
 SWEEP = {
     "id": "s1",
     "status": "succeeded",
     "progress": 1.0,
     "metric": "roc_auc",
-    "best": {"job_id": "j2", "params": {"strength": 0.1}, "score": 0.97},
+    "greater_is_better": True,
+    "lower_is_better": False,
+    "best": {"penalty": "l2", "strength": 0.25, "l1_ratio": None, "dropout": None, "cv_mean": 0.97},
     "refit_job_id": "j9",
-    "leaderboard": [
-        {"job_id": "j1", "params": {"strength": 1.0}, "score": 0.91, "status": "succeeded"},
-        {"job_id": "j2", "params": {"strength": 0.1}, "score": 0.97, "status": "succeeded"},
-        {"job_id": "j3", "params": {"strength": 0.01}, "score": 0.95, "status": "succeeded"},
-        {"job_id": "j4", "params": {"strength": 10.0}, "score": None, "status": "failed"},
-    ],
+    "leaderboard": [_row(1.5, 0.91), _row(0.25, 0.97), _row(0.0625, 0.95), _row(10.0, None)],
 }
+STRENGTHS = re.compile(r"│ (1\.5|0\.25|0\.0625|10) ")
 
 
 def _canned(monkeypatch: pytest.MonkeyPatch, routes: dict[str, Any]) -> None:
@@ -163,22 +177,60 @@ def _canned(monkeypatch: pytest.MonkeyPatch, routes: dict[str, Any]) -> None:
     monkeypatch.setattr(client_cli, "make_client", make_client)
 
 
-def test_sweep_leaderboard_is_sorted_with_the_best_marked(monkeypatch: pytest.MonkeyPatch) -> None:
+def _shown_order(stdout: str) -> list[tuple[str, bool]]:
+    """(strength, starred) of each leaderboard row, top to bottom."""
+    return [
+        (match.group(1), "★" in line)
+        for line in stdout.splitlines()
+        if (match := STRENGTHS.search(line))
+    ]
+
+
+def test_sweep_leaderboard_ranks_in_the_direction_the_server_gives(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     _canned(monkeypatch, {"/v1/sweeps/s1": SWEEP})
     result = CliRunner().invoke(app, ["sweeps", "show", "s1"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
-    lines = [line for line in result.stdout.splitlines() if re.search(r"│ j[1-4] ", line)]
-    order = [re.search(r"j[1-4]", line).group() for line in lines]  # type: ignore[union-attr]
-    assert order == ["j2", "j3", "j1", "j4"]
-    assert "★" in lines[0] and not any("★" in line for line in lines[1:])
+    assert _shown_order(result.stdout) == [
+        ("0.25", True), ("0.0625", False), ("1.5", False), ("10", False),
+    ]  # fmt: skip
     assert "leaderboard (by roc_auc)" in result.stdout and "j9" in result.stdout
+    assert "higher is better" in result.stdout
     as_json = json.loads(CliRunner().invoke(app, ["sweeps", "show", "s1", "--json"]).stdout)
     assert as_json["leaderboard"] == SWEEP["leaderboard"]
 
-    loss_sweep = {**SWEEP, "metric": "log_loss", "best": None}
-    ranked = client_cli.sorted_leaderboard(client_cli.Sweep.model_validate(loss_sweep))
-    assert [e["job_id"] for _, e in ranked] == ["j1", "j3", "j2", "j4"]
-    assert [best for best, _ in ranked] == [True, False, False, False]
+    # The direction is the server's, whatever the metric's name suggests: the CLI keeps no list.
+    lower = {**SWEEP, "greater_is_better": False, "lower_is_better": True}
+    _canned(monkeypatch, {"/v1/sweeps/s1": lower})
+    result = CliRunner().invoke(app, ["sweeps", "show", "s1"], env={"COLUMNS": "200"})
+    assert "lower is better" in result.stdout
+    assert _shown_order(result.stdout) == [
+        ("1.5", False), ("0.0625", False), ("0.25", True), ("10", False),
+    ]  # fmt: skip
+    ranked = client_cli.sorted_leaderboard(client_cli.Sweep.model_validate(lower))
+    assert [row["strength"] for _, row in ranked] == [1.5, 0.0625, 0.25, 10.0]
+
+
+def test_final_metrics_show_the_direction_the_server_gives(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    final = {"train": {"log_loss": 0.1, "n": 10}, "validation": {"log_loss": 0.3, "n": 5}}
+    metrics = {
+        "job_id": "j1",
+        "status": "succeeded",
+        "final": final,
+        # Deliberately the opposite of log_loss's real direction: the CLI must print the server's.
+        "metric_info": {"log_loss": {"greater_is_better": True, "description": "d"}},
+    }
+    job = {"id": "j1", "status": "succeeded"}
+    _canned(monkeypatch, {"/v1/jobs/j1/metrics": metrics, "/v1/jobs/j1": job})
+    result = CliRunner().invoke(app, ["jobs", "metrics", "j1"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    (log_loss,) = [line for line in result.stdout.splitlines() if "log_loss" in line]
+    assert "higher" in log_loss and "lower" not in log_loss
+    (n,) = [line for line in result.stdout.splitlines() if "│ n " in line]
+    assert "higher" not in n and "lower" not in n  # a count has no direction
 
 
 def test_metrics_show_the_diagnosis(monkeypatch: pytest.MonkeyPatch) -> None:

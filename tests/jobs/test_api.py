@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 from sklearn.datasets import load_breast_cancer, load_diabetes
 
+from service.training.metrics import METRICS
 from tests.conftest import Server, wait_for, wait_for_job
 
 pytestmark = pytest.mark.usefixtures("worker")
@@ -45,6 +46,8 @@ def _submit(client: httpx.Client, **spec: Any) -> dict[str, Any]:
     assert response.status_code == 202, response.text
     assert response.headers["location"] == f"/v1/jobs/{response.json()['id']}"
     assert response.json()["status"] == "queued"
+    # Computed once, by the worker, from the real training split: none while queued.
+    assert response.json()["native_params"] is None
     return response.json()  # type: ignore[no-any-return]
 
 
@@ -84,6 +87,10 @@ def test_linear_classification(
     assert gap["score"] == pytest.approx(
         final["train"]["accuracy"] - final["validation"]["accuracy"]
     )
+    # Every reported metric comes with its direction, from the server's one registry.
+    assert set(metrics["metric_info"]) == set(final["train"]) - {"n"}
+    for name, info in metrics["metric_info"].items():
+        assert info["greater_is_better"] is METRICS[name].greater_is_better, name
     assert len(metrics["coefficients"]) == 30
     if penalty == "l1":
         assert metrics["weights"]["n_zero"] > 0
@@ -345,7 +352,7 @@ def test_other_tenants_jobs_are_invisible(
 def test_predictions_match_a_local_load_of_the_artifact(
     api: httpx.Client, cancer: tuple[str, pd.DataFrame]
 ) -> None:
-    from service.training.artifacts import load_model
+    from service.training.artifacts import load_artifact
 
     dataset_id, frame = cancer
     job, _ = _train(
@@ -355,7 +362,7 @@ def test_predictions_match_a_local_load_of_the_artifact(
         regularization={"penalty": "l2", "strength": 0.01},
     )
     artifact = api.get(f"/v1/jobs/{job['id']}/artifact")
-    model = load_model(artifact.content, sha256=artifact.headers["x-artifact-sha256"])
+    model = load_artifact(artifact.content, sha256=artifact.headers["x-artifact-sha256"])
     rows = frame.drop(columns="target").sample(20, random_state=1).to_dict(orient="records")
     local = model.predict(rows)
     served = api.post(f"/v1/jobs/{job['id']}/predict", json={"rows": rows}).json()

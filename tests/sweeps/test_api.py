@@ -59,6 +59,7 @@ def test_linear_sweep_ranks_paths_and_refits(
     sweep = _wait_sweep(api, created["id"])
     assert sweep["status"] == "succeeded", sweep
     assert sweep["metric"] == "log_loss" and sweep["lower_is_better"]
+    assert sweep["greater_is_better"] is False
     board = sweep["leaderboard"]
     assert len(board) == 12 and all(row["n_folds"] == 3 for row in board)
     means = [row["mean"] for row in board]
@@ -115,7 +116,7 @@ def test_mlp_sweep_with_a_validation_split(
     assert created["n_configs"] == 4 and created["n_jobs"] == 4
     sweep = _wait_sweep(api, created["id"])
     assert sweep["status"] == "succeeded"
-    assert not sweep["lower_is_better"]
+    assert not sweep["lower_is_better"] and sweep["greater_is_better"] is True
     means = [row["mean"] for row in sweep["leaderboard"]]
     assert means == sorted(means, reverse=True)
     assert sweep["refit_job_id"] is None

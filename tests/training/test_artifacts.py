@@ -15,7 +15,7 @@ import skops.io as sio
 from sklearn.metrics import log_loss
 from sklearn.preprocessing import FunctionTransformer
 
-from service.training.artifacts import LoadedModel, load_model, sha256_hex
+from service.training.artifacts import LoadedModel, load_artifact, load_model, sha256_hex
 from service.training.errors import (
     ArtifactError,
     ArtifactIntegrityError,
@@ -57,7 +57,7 @@ def test_loaded_model_reproduces_in_process_metrics(
     kind: str, linear_result: TrainingResult, mlp_result: TrainingResult
 ) -> None:
     result, s = (linear_result, LINEAR) if kind == "linear" else (mlp_result, MLP)
-    model = load_model(result.artifact, sha256=result.artifact_sha256)
+    model = load_artifact(result.artifact, sha256=result.artifact_sha256)
     assert model.kind == ("skops" if kind == "linear" else "mlp-zip") == result.artifact_kind
     rows, labels = validation_rows(s)
     out = model.predict(rows)
@@ -80,7 +80,7 @@ def test_loaded_model_reproduces_in_process_metrics(
 def test_regression_round_trip_and_metadata() -> None:
     table = diabetes()
     result = train(table, spec(target="progression", validation={"fraction": 0.0}))
-    model = load_model(result.artifact, sha256=result.artifact_sha256)
+    model = load_artifact(result.artifact, sha256=result.artifact_sha256)
     out = model.predict(table.drop_columns(["progression"]).slice(0, 50))
     assert out.classes is None and out.probabilities is None
     rmse = np.sqrt(
@@ -114,7 +114,7 @@ def test_mlp_zip_members_and_architecture(mlp_result: TrainingResult) -> None:
 
 
 def test_input_problems_name_columns_rows_and_types(linear_result: TrainingResult) -> None:
-    model = load_model(linear_result.artifact)
+    model = load_artifact(linear_result.artifact)
     with pytest.raises(PredictionInputError) as info:
         model.predict([{"x": 1.0, "k": 2, "b": True, "colour": "red"}])
     fields = {p["field"]: p["message"] for p in info.value.problems}
@@ -138,13 +138,13 @@ def test_input_problems_name_columns_rows_and_types(linear_result: TrainingResul
 
 
 def test_target_column_in_prediction_rows_is_ignored(linear_result: TrainingResult) -> None:
-    model = load_model(linear_result.artifact)
+    model = load_artifact(linear_result.artifact)
     row = {"x": 0.5, "k": 1, "b": False, "color": "blue"}
     assert model.predict([{**row, "label": 10}]).predictions == model.predict([row]).predictions
 
 
 def test_unseen_category_encodes_as_no_known_category(linear_result: TrainingResult) -> None:
-    model = load_model(linear_result.artifact)
+    model = load_artifact(linear_result.artifact)
     row = {"x": 0.5, "k": 1, "b": False, "color": "purple"}
     encoded = model.preprocessor.transform(frame_from_rows([row], model.feature_schema))
     names = model.metadata["feature_names_out"]
@@ -155,7 +155,7 @@ def test_unseen_category_encodes_as_no_known_category(linear_result: TrainingRes
 
 
 def test_missing_values_are_imputed_from_the_training_split(linear_result: TrainingResult) -> None:
-    model: LoadedModel = load_model(linear_result.artifact)
+    model: LoadedModel = load_artifact(linear_result.artifact)
     columns = model.preprocessor.named_steps["columns"]
     num = columns.named_transformers_["num"].named_steps["impute"]
     cat = columns.named_transformers_["cat"].named_steps["impute"]
@@ -181,11 +181,11 @@ def test_sha256_mismatch_is_refused(linear_result: TrainingResult) -> None:
     data = linear_result.artifact
     assert sha256_hex(data) == linear_result.artifact_sha256
     with pytest.raises(ArtifactIntegrityError):
-        load_model(data, sha256="0" * 64)
+        load_artifact(data, sha256="0" * 64)
     tampered = bytearray(data)
     tampered[len(tampered) // 2] ^= 0xFF
     with pytest.raises(ArtifactIntegrityError):
-        load_model(bytes(tampered), sha256=linear_result.artifact_sha256)
+        load_artifact(bytes(tampered), sha256=linear_result.artifact_sha256)
 
 
 def test_mlp_member_checksums_are_verified(mlp_result: TrainingResult) -> None:
@@ -199,13 +199,13 @@ def test_mlp_member_checksums_are_verified(mlp_result: TrainingResult) -> None:
                 blob = blob[:-4] + b"\x00\x00\x00\x40"  # the last float becomes 2.0
             dst.writestr(name, blob)
     with pytest.raises(ArtifactIntegrityError):
-        load_model(buffer.getvalue())
+        load_artifact(buffer.getvalue())
 
 
 def test_untrusted_skops_types_are_refused() -> None:
     evil = sio.dumps({"metadata_json": "{}", "pipeline": FunctionTransformer(func=os.system)})
     with pytest.raises(UntrustedArtifactError) as info:
-        load_model(evil, sha256=sha256_hex(evil))
+        load_artifact(evil, sha256=sha256_hex(evil))
     assert any("system" in t for t in info.value.untrusted)
 
 
@@ -220,16 +220,16 @@ def test_untrusted_types_inside_an_mlp_zip_are_refused(mlp_result: TrainingResul
         dst.writestr("weights.safetensors", src.read("weights.safetensors"))
         dst.writestr("preprocessing.skops", evil)
     with pytest.raises(UntrustedArtifactError):
-        load_model(buffer.getvalue())
+        load_artifact(buffer.getvalue())
 
 
 def test_garbage_bytes_are_an_artifact_error() -> None:
     with pytest.raises(ArtifactError):
-        load_model(b"not a model at all")
+        load_artifact(b"not a model at all")
 
 
 def test_empty_prediction_input(linear_result: TrainingResult) -> None:
-    model = load_model(linear_result.artifact)
+    model = load_artifact(linear_result.artifact)
     empty = pa.table(
         {
             "x": pa.array([], pa.float64()),
@@ -246,8 +246,51 @@ def test_boolean_labels_round_trip_as_bools() -> None:
     table = mixed_table(n=120)
     result = train(table, spec(target="b"))
     assert result.classes == [False, True]
-    model = load_model(result.artifact)
+    model = load_artifact(result.artifact)
     out = model.predict(table.drop_columns(["b"]).slice(0, 5))
     assert all(type(p) is bool for p in out.predictions)
     assert out.probabilities is not None and set(out.probabilities[0]) == {"False", "True"}
     assert model.predict([]).predictions == []
+
+
+# -- the loader people call on a downloaded file -------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["linear", "mlp"])
+def test_load_model_predicts_like_scikit_learn_on_raw_columns(
+    kind: str, linear_result: TrainingResult, mlp_result: TrainingResult, tmp_path: Any
+) -> None:
+    result, s = (linear_result, LINEAR) if kind == "linear" else (mlp_result, MLP)
+    path = tmp_path / f"model.{'skops' if kind == 'linear' else 'zip'}"
+    path.write_bytes(result.artifact)
+    model = load_model(path, sha256=result.artifact_sha256)
+    rows, labels = validation_rows(s)
+    service = load_artifact(result.artifact).predict(rows)
+    proba = model.predict_proba(rows.to_pandas())
+    assert list(model.classes_) == service.classes
+    assert proba.shape == (rows.num_rows, len(service.classes or []))
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    expected = [[p[str(c)] for c in service.classes or []] for p in service.probabilities or []]
+    np.testing.assert_allclose(proba, expected)
+    # The same answer from a DataFrame, a pyarrow Table and a list of row dicts.
+    for given in (rows.to_pandas(), rows, rows.to_pylist()):
+        assert list(model.predict(given)) == service.predictions
+    assert list(model.feature_names_in_) == list(load_artifact(result.artifact).feature_schema)
+    assert set(model.predict(rows)) <= set(labels.tolist()) | set(service.classes or [])
+
+
+def test_load_model_checks_the_sha256_and_says_what_a_regressor_lacks(tmp_path: Any) -> None:
+    result = train(diabetes(), spec(target="progression"))
+    path = tmp_path / "model.skops"
+    path.write_bytes(result.artifact)
+    with pytest.raises(ArtifactIntegrityError):
+        load_model(path, sha256="0" * 64)
+    model = load_model(path)
+    rows = diabetes().drop_columns(["progression"]).slice(0, 5)
+    assert model.classes_ is None and model.predict(rows).shape == (5,)
+    with pytest.raises(AttributeError, match="no predict_proba"):
+        model.predict_proba(rows)
+    with pytest.raises(PredictionInputError, match="missing"):
+        model.predict([{"age": 0.1}])
+    with pytest.raises(TypeError, match="list of rows"):
+        model.predict({"age": 0.1})

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from service.training.spec import ColumnSummary, LearningCurveSpec, SpecError, resolve_spec
+from service.training.resolve import resolve_spec
+from service.training.spec import ColumnSummary, LearningCurveSpec, SpecError
 from service.training.train import train
 from tests.training.helpers import breast_cancer, diabetes, spec
 

@@ -13,7 +13,7 @@ from sklearn.metrics import log_loss
 from sklearn.preprocessing import StandardScaler
 
 from service.training.errors import TrainingCancelled
-from service.training.mlp import MLPEstimator
+from service.training.kinds.mlp_estimator import MLPEstimator
 from service.training.train import train
 from tests.training.helpers import noisy_classification, spec
 

@@ -11,7 +11,7 @@ import pytest
 
 from service.training.errors import SpecError, TrainingCancelled
 from service.training.folds import sweep_splits
-from service.training.linear import build_linear_estimator
+from service.training.kinds import registry
 from service.training.paths import fit_path
 from service.training.preprocessing import build_preprocessor
 from service.training.spec import TrainingSpec
@@ -35,7 +35,9 @@ def reference_coef(
     X = build_preprocessor(prepared.schema, s.preprocessing).fit_transform(
         prepared.frame.iloc[rows]
     )
-    model, native = build_linear_estimator(s, prepared.resolved.task, len(rows))
+    kind = registry.kind_of(s)
+    native = kind.native_params(s, prepared.resolved.task, len(rows))
+    model = kind.estimator_from_native(native)
     assert native["n_train"] == len(rows)
     if "tol" in native["params"]:
         model.set_params(tol=REFERENCE_TOL, max_iter=100_000)

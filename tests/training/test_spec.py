@@ -6,21 +6,28 @@ import json
 import math
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
+from service.training.kinds import registry
+from service.training.resolve import resolve_spec, split_sizes
 from service.training.spec import (
     ColumnSummary,
     ResolvedSpec,
     SpecError,
+    Task,
     TrainingSpec,
     ValidationSpec,
-    native_params,
-    resolve_spec,
-    split_sizes,
 )
 from tests.training.helpers import spec
+
+
+def native_params(s: TrainingSpec, task: Task, n_train: int) -> dict[str, Any]:
+    """The spec's kind's native parameters (each kind maps the convention itself)."""
+    return registry.kind_of(s).native_params(s, task, n_train)
+
 
 COLUMNS = [
     ColumnSummary("age", "integer", 60, 0),

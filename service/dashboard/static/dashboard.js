@@ -365,10 +365,23 @@
     });
   }
 
-  // -- start a job ---------------------------------------------------------------------------
-  function initJobForm() {
-    var form = document.getElementById("job-form");
-    if (!form) return;
+  // -- the forms that start training: a dataset, its target, a model kind -------------------
+  function guessTarget(columns) {
+    var names = columns.map(function (c) {
+      return c.name;
+    });
+    var guesses = ["target", "label", "y", "class", "outcome"];
+    for (var i = 0; i < guesses.length; i++) {
+      for (var j = 0; j < names.length; j++) {
+        if (names[j].toLowerCase() === guesses[i]) return names[j];
+      }
+    }
+    return names[names.length - 1];
+  }
+
+  // The dataset picker fills the target choices; `show` says whether a field is shown for the
+  // chosen kind (data-needs: the kind's fields) or some other rule the form passes in.
+  function trainingForm(form, show) {
     var datasets = JSON.parse(document.getElementById("datasets-data").textContent);
     var byId = {};
     datasets.forEach(function (d) {
@@ -377,19 +390,6 @@
     var el = function (name) {
       return form.elements.namedItem(name);
     };
-
-    function guessTarget(columns) {
-      var names = columns.map(function (c) {
-        return c.name;
-      });
-      var guesses = ["target", "label", "y", "class", "outcome"];
-      for (var i = 0; i < guesses.length; i++) {
-        for (var j = 0; j < names.length; j++) {
-          if (names[j].toLowerCase() === guesses[i]) return names[j];
-        }
-      }
-      return names[names.length - 1];
-    }
 
     function fillTargets() {
       var dataset = byId[el("dataset_id").value];
@@ -407,17 +407,73 @@
     }
 
     function toggle() {
-      var kind = el("kind").value;
-      var penalty = el("penalty").value;
-      form.querySelectorAll("[data-show]").forEach(function (node) {
-        var want = node.getAttribute("data-show");
-        node.hidden = !(want === kind || want === penalty);
+      var kindOption = el("kind").selectedOptions[0];
+      var fields = String((kindOption && kindOption.getAttribute("data-fields")) || "").split(" ");
+      form.querySelectorAll("[data-needs], [data-show], [data-penalty]").forEach(function (node) {
+        var shown = node.hasAttribute("data-needs")
+          ? fields.indexOf(node.getAttribute("data-needs")) >= 0
+          : show(node);
+        node.hidden = !shown;
         if (node.tagName !== "LABEL") node.disabled = node.hidden;
       });
-      el("strength").disabled = penalty === "none";
     }
 
     el("dataset_id").addEventListener("change", fillTargets);
+    el("kind").addEventListener("change", toggle);
+    return {
+      el: el,
+      toggle: toggle,
+      used: function (name) {
+        return !el(name).disabled;
+      },
+      layers: function () {
+        return String(el("hidden_layers").value)
+          .split(",")
+          .map(function (s) {
+            return s.trim();
+          })
+          .filter(Boolean)
+          .map(Number);
+      },
+    };
+  }
+
+  function numbers(text) {
+    return String(text || "")
+      .split(",")
+      .map(function (s) {
+        return s.trim();
+      })
+      .filter(Boolean)
+      .map(Number);
+  }
+
+  function submitTo(form, body, page) {
+    var button = form.querySelector('button[type="submit"]');
+    button.disabled = true;
+    api("POST", form.getAttribute("data-endpoint"), body)
+      .then(function (res) {
+        window.location.href = page + encodeURIComponent(res.data.id);
+      })
+      .catch(function (err) {
+        button.disabled = false;
+        showError(err.message);
+      });
+  }
+
+  // -- start a job ---------------------------------------------------------------------------
+  function initJobForm() {
+    var form = document.getElementById("job-form");
+    if (!form) return;
+    var f = trainingForm(form, function (node) {
+      return node.getAttribute("data-show") === f.el("penalty").value;
+    });
+    var el = f.el;
+    var used = f.used;
+    function toggle() {
+      f.toggle();
+      el("strength").disabled = el("penalty").value === "none";
+    }
     el("kind").addEventListener("change", toggle);
     el("penalty").addEventListener("change", toggle);
     toggle();
@@ -435,31 +491,80 @@
       };
       if (penalty !== "none") body.regularization.strength = Number(el("strength").value || 0);
       if (penalty === "elasticnet") body.regularization.l1_ratio = Number(el("l1_ratio").value);
-      if (kind === "mlp") {
-        body.model.hidden_layers = String(el("hidden_layers").value)
-          .split(",")
-          .map(function (s) {
-            return s.trim();
-          })
-          .filter(Boolean)
-          .map(Number);
-        body.model.epochs = Number(el("epochs").value);
-        body.regularization.dropout = Number(el("dropout").value || 0);
-        var patience = String(el("patience").value || "").trim();
-        if (patience) body.regularization.early_stopping = { patience: Number(patience) };
+      // Only the inputs the chosen kind takes are enabled (see toggle).
+      if (used("hidden_layers")) body.model.hidden_layers = f.layers();
+      if (used("epochs")) body.model.epochs = Number(el("epochs").value);
+      if (used("dropout")) body.regularization.dropout = Number(el("dropout").value || 0);
+      var patience = String(el("patience").value || "").trim();
+      if (used("patience") && patience) {
+        body.regularization.early_stopping = { patience: Number(patience) };
       }
       var name = String(el("name").value || "").trim();
       if (name) body.name = name;
-      var button = form.querySelector('button[type="submit"]');
-      button.disabled = true;
-      api("POST", form.getAttribute("data-endpoint"), body)
-        .then(function (res) {
-          window.location.href = "/jobs/" + encodeURIComponent(res.data.id);
+      submitTo(form, body, "/jobs/");
+    });
+  }
+
+  // -- start a sweep -------------------------------------------------------------------------
+  function initSweepForm() {
+    var form = document.getElementById("sweep-form");
+    if (!form) return;
+    function penalties() {
+      return Array.prototype.filter
+        .call(form.querySelectorAll('input[name="penalty"]'), function (box) {
+          return box.checked;
         })
-        .catch(function (err) {
-          button.disabled = false;
-          showError(err.message);
+        .map(function (box) {
+          return box.value;
         });
+    }
+    var f = trainingForm(form, function (node) {
+      return penalties().indexOf(node.getAttribute("data-penalty")) >= 0;
+    });
+    var el = f.el;
+    form.querySelectorAll('input[name="penalty"]').forEach(function (box) {
+      box.addEventListener("change", f.toggle);
+    });
+    el("cv").addEventListener("change", function () {
+      var folds = el("cv").value === "folds";
+      el("cv_value").value = folds ? "5" : "0.2";
+      el("cv_value").step = folds ? "1" : "any";
+    });
+    f.toggle();
+
+    form.addEventListener("submit", function (ev) {
+      ev.preventDefault();
+      showError("");
+      var chosen = penalties();
+      if (!chosen.length) {
+        showError("Choose at least one penalty to search.");
+        return;
+      }
+      var body = {
+        dataset_id: el("dataset_id").value,
+        target: el("target").value,
+        model: { kind: el("kind").value },
+        search: {
+          penalty: chosen,
+          strength: {
+            min: Number(el("strength_min").value),
+            max: Number(el("strength_max").value),
+            num: Number(el("strength_num").value),
+            scale: "log",
+          },
+        },
+        cv: {},
+        metric: el("metric").value,
+        refit: el("refit").checked,
+      };
+      body.cv[el("cv").value] = Number(el("cv_value").value);
+      if (f.used("l1_ratio")) body.search.l1_ratio = numbers(el("l1_ratio").value);
+      if (f.used("hidden_layers")) body.model.hidden_layers = f.layers();
+      if (f.used("epochs")) body.model.epochs = Number(el("epochs").value);
+      if (f.used("dropout")) body.search.dropout = numbers(el("dropout").value);
+      var name = String(el("name").value || "").trim();
+      if (name) body.name = name;
+      submitTo(form, body, "/sweeps/");
     });
   }
 
@@ -535,6 +640,7 @@
     initCancel();
     initUpload();
     initJobForm();
+    initSweepForm();
     initRegister();
     initAliasForm();
   }

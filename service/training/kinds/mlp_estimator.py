@@ -303,98 +303,84 @@ class MLPEstimator(BaseEstimator):
         soft-threshold (see _l1_prox).
         """
         n = X.shape[0]
-        bs = max(1, min(int(self.batch_size), n))
-        opt = self._make_optimizer(list(net.parameters()))
-        weights = net.weight_matrices()
-        threshold = float(self.learning_rate) * l1
-        classification = self.task == "classification"
-        cw = self._class_weights(y) if classification else None
-        row_weight = cw[y] if cw is not None else None
-        y_fit = y if classification else (y - net.target_mean) / net.target_scale
+        step = _Stepper(self, net, l1, l2)
+        batches = self._batches(net, X, y)
+        curve = self._curve_rows(X, y)
+        validation = (X_val, y_val) if X_val is not None and y_val is not None else None
         generator = torch.Generator().manual_seed(self.random_state)
-        steps = 0
-        curve_X, curve_y = X, y
-        if self.curve_rows is not None and n > self.curve_rows:
-            pick = torch.randperm(n, generator=torch.Generator().manual_seed(self.random_state + 1))
-            pick = pick[: self.curve_rows].sort().values.to(X.device)
-            curve_X, curve_y = X[pick], y[pick]
-
+        stopper = _Stopper(int(self.patience), float(self.min_delta))
         history: list[dict[str, Any]] = []
-        best_loss = math.inf
-        best_state: dict[str, torch.Tensor] | None = None
-        best_epoch: int | None = None
-        since_best = 0
         start = time.perf_counter()
         for epoch in range(1, int(self.epochs) + 1):
             if should_stop is not None and should_stop():
                 raise TrainingCancelled(f"training cancelled before epoch {epoch}")
             net.train()
-            perm = torch.randperm(n, generator=generator).to(X.device)
-            # One gather per epoch; batches are then contiguous views.
-            Xp, yp = X[perm], y_fit[perm]
-            wp = row_weight[perm] if row_weight is not None else None
-            for i in range(0, n, bs):
-                out = net(Xp[i : i + bs])
-                yb = yp[i : i + bs]
-                if not classification:
-                    loss = 0.5 * F.mse_loss(out.squeeze(1), yb)
-                elif wp is None:
-                    loss = F.cross_entropy(out, yb)
-                else:
-                    loss = (F.cross_entropy(out, yb, reduction="none") * wp[i : i + bs]).mean()
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if l2 > 0:
-                    # The gradient of l2/2 * ||W||^2: the L2 term of the loss, weights only.
-                    torch._foreach_add_(
-                        [cast(torch.Tensor, w.grad) for w in weights], weights, alpha=l2
-                    )
-                opt.step()
-                if threshold > 0:
-                    steps += 1
-                    self._l1_prox(opt, weights, threshold, steps)
-
-            train_loss, train_metric = self._evaluate(net, curve_X, curve_y)
-            val_loss = val_metric = None
-            if X_val is not None and y_val is not None:
-                val_loss, val_metric = self._evaluate(net, X_val, y_val)
-            if not math.isfinite(train_loss):
-                raise SpecError(
-                    [
-                        {
-                            "field": "model.learning_rate",
-                            "message": f"training diverged (the loss is not finite at epoch "
-                            f"{epoch}); lower model.learning_rate or raise regularization.strength",
-                        }
-                    ]
-                )
-            record = {
-                "epoch": epoch,
-                "train_loss": train_loss,
-                "val_loss": val_loss,
-                "train_metric": train_metric,
-                "val_metric": val_metric,
-            }
+            batches.run(net, torch.randperm(n, generator=generator).to(X.device), step)
+            record = self._epoch_record(net, epoch, curve, validation)
             history.append(record)
             if on_epoch is not None:
                 on_epoch(dict(record))
-            if self.early_stopping and val_loss is not None:
-                if val_loss < best_loss - float(self.min_delta):
-                    best_loss = val_loss
-                    best_epoch = epoch
-                    best_state = copy.deepcopy(net.state_dict())
-                    since_best = 0
-                else:
-                    since_best += 1
-                    if since_best >= int(self.patience):
-                        break
-        if best_state is not None:
-            net.load_state_dict(best_state)
+            val_loss = record["val_loss"]
+            if self.early_stopping and val_loss is not None and stopper.stop(net, epoch, val_loss):
+                break
+        if stopper.best_state is not None:
+            net.load_state_dict(stopper.best_state)
         net.eval()
         self.history_ = history
         self.n_epochs_ = len(history)
-        self.best_epoch_ = best_epoch
+        self.best_epoch_ = stopper.best_epoch
         self.fit_seconds_ = time.perf_counter() - start
+
+    def _batches(self, net: MLPNet, X: torch.Tensor, y: torch.Tensor) -> _Batches:
+        """The training rows as the loss sees them: standardized target, class weights per row."""
+        classification = self.task == "classification"
+        cw = self._class_weights(y) if classification else None
+        return _Batches(
+            X=X,
+            y_fit=y if classification else (y - net.target_mean) / net.target_scale,
+            row_weight=cw[y] if cw is not None else None,
+            size=max(1, min(int(self.batch_size), X.shape[0])),
+            classification=classification,
+        )
+
+    def _curve_rows(self, X: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The fixed subset of training rows the per-epoch train figures are computed on."""
+        n = X.shape[0]
+        if self.curve_rows is None or n <= self.curve_rows:
+            return X, y
+        pick = torch.randperm(n, generator=torch.Generator().manual_seed(self.random_state + 1))
+        pick = pick[: self.curve_rows].sort().values.to(X.device)
+        return X[pick], y[pick]
+
+    def _epoch_record(
+        self,
+        net: MLPNet,
+        epoch: int,
+        curve: tuple[torch.Tensor, torch.Tensor],
+        validation: tuple[torch.Tensor, torch.Tensor] | None,
+    ) -> dict[str, Any]:
+        """The epoch's losses and scores; a non-finite training loss is a divergence (422)."""
+        train_loss, train_metric = self._evaluate(net, *curve)
+        val_loss = val_metric = None
+        if validation is not None:
+            val_loss, val_metric = self._evaluate(net, *validation)
+        if not math.isfinite(train_loss):
+            raise SpecError(
+                [
+                    {
+                        "field": "model.learning_rate",
+                        "message": f"training diverged (the loss is not finite at epoch "
+                        f"{epoch}); lower model.learning_rate or raise regularization.strength",
+                    }
+                ]
+            )
+        return {
+            "epoch": epoch,
+            "train_loss": train_loss,
+            "val_loss": val_loss,
+            "train_metric": train_metric,
+            "val_metric": val_metric,
+        }
 
     @torch.no_grad()
     def _outputs(self, net: MLPNet, X: torch.Tensor) -> torch.Tensor:
@@ -508,3 +494,81 @@ class MLPEstimator(BaseEstimator):
         est.target_mean_ = float(net.target_mean)
         est.target_scale_ = float(net.target_scale)
         return est
+
+
+class _Stepper:
+    """One optimizer step per batch: backward, the L2 gradient on weights, step, L1 prox."""
+
+    def __init__(self, estimator: MLPEstimator, net: MLPNet, l1: float, l2: float) -> None:
+        self.estimator = estimator
+        self.opt = estimator._make_optimizer(list(net.parameters()))
+        self.weights = net.weight_matrices()
+        self.l2 = l2
+        self.threshold = float(estimator.learning_rate) * l1
+        self.steps = 0
+
+    def __call__(self, loss: torch.Tensor) -> None:
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.l2 > 0:
+            # The gradient of l2/2 * ||W||^2: the L2 term of the loss, weights only.
+            grads = [cast(torch.Tensor, w.grad) for w in self.weights]
+            torch._foreach_add_(grads, self.weights, alpha=self.l2)
+        self.opt.step()
+        if self.threshold > 0:
+            self.steps += 1
+            self.estimator._l1_prox(self.opt, self.weights, self.threshold, self.steps)
+
+
+class _Batches:
+    """The training rows of an epoch, shuffled once, in contiguous mini-batches."""
+
+    def __init__(
+        self,
+        X: torch.Tensor,
+        y_fit: torch.Tensor,
+        row_weight: torch.Tensor | None,
+        size: int,
+        classification: bool,
+    ) -> None:
+        self.X, self.y_fit, self.row_weight = X, y_fit, row_weight
+        self.size, self.classification = size, classification
+
+    def run(self, net: MLPNet, perm: torch.Tensor, step: _Stepper) -> None:
+        """One pass over the rows in the order ``perm``."""
+        # One gather per epoch; batches are then contiguous views.
+        Xp, yp = self.X[perm], self.y_fit[perm]
+        wp = self.row_weight[perm] if self.row_weight is not None else None
+        bs = self.size
+        for i in range(0, self.X.shape[0], bs):
+            out = net(Xp[i : i + bs])
+            yb = yp[i : i + bs]
+            if not self.classification:
+                loss = 0.5 * F.mse_loss(out.squeeze(1), yb)
+            elif wp is None:
+                loss = F.cross_entropy(out, yb)
+            else:
+                loss = (F.cross_entropy(out, yb, reduction="none") * wp[i : i + bs]).mean()
+            step(loss)
+
+
+class _Stopper:
+    """Early stopping on the validation loss, keeping the best epoch's weights."""
+
+    def __init__(self, patience: int, min_delta: float) -> None:
+        self.patience, self.min_delta = patience, min_delta
+        self.best_loss = math.inf
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.best_epoch: int | None = None
+        self.since_best = 0
+
+    def stop(self, net: MLPNet, epoch: int, val_loss: float) -> bool:
+        """Note this epoch's validation loss; True once it has not improved for `patience`."""
+        if val_loss < self.best_loss - self.min_delta:
+            self.best_loss = val_loss
+            self.best_epoch = epoch
+            self.best_state = copy.deepcopy(net.state_dict())
+            self.since_best = 0
+            return False
+        self.since_best += 1
+        return self.since_best >= self.patience
