@@ -34,7 +34,9 @@ from service.registry.schemas import (
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
 VersionNumber = Annotated[int, Path(ge=1, le=2**31 - 1, description="The version's number.")]
-Format = Annotated[Literal["native", "onnx"], Query(description="native (the kind's format) or onnx.")]
+Format = Annotated[
+    Literal["native", "onnx"], Query(description="native (the kind's format) or onnx.")
+]
 MODEL_VERSION_HEADER = "X-Model-Version"
 VERSION_HEADER_DOC = {
     MODEL_VERSION_HEADER: {
