@@ -51,7 +51,7 @@ def test_register_read_the_card_and_move_an_alias(
     card = page.locator("#card")
     assert card.locator("h1").inner_text() == "tiny, version 1"
     assert "Loading it" in card.locator("h2").all_inner_texts()
-    assert "load_model(path.read_bytes()" in card.locator("pre code.language-python").inner_text()
+    assert "load_model(path, sha256=" in card.locator("pre code.language-python").inner_text()
     # The card's curve is an <img> of the plots API, fetched with the session cookie.
     page.wait_for_function(
         "() => [...document.querySelectorAll('#card img')].some("
