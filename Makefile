@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 
-.PHONY: install serve test test-fast test-slow lint bench clean
+.PHONY: install serve test test-fast test-slow test-s3 lint bench clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
@@ -23,11 +23,17 @@ serve: install
 	$(VENV)/bin/ridgeline serve --host $(HOST) --port $(PORT)
 
 test: install
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow and not s3"
 	$(PY) -m pytest -q -m slow
+	$(MAKE) --no-print-directory test-s3
+
+# Tests on a real S3-compatible server (SeaweedFS, started by the tests on loopback ports).
+test-s3: install
+	@start=$$(date +%s); $(PY) -m pytest -q -m s3; rc=$$?; \
+	echo "s3 stage (SeaweedFS): $$(( $$(date +%s) - start )) s"; exit $$rc
 
 test-fast: install
-	$(PY) -m pytest -q -m "not slow" -x
+	$(PY) -m pytest -q -m "not slow and not s3" -x
 
 lint: install
 	$(VENV)/bin/ruff check service tests bench examples

@@ -13,6 +13,7 @@ import sys
 import time
 import traceback
 
+import blobstore
 import common
 import ingest
 import load
@@ -25,6 +26,7 @@ from common import Figure
 
 BENCHMARKS = {
     "ingest": ingest,
+    "blobstore": blobstore,
     "train": train,
     "worker": worker,
     "sweep": sweep,

@@ -26,6 +26,8 @@ app = typer.Typer(
 )
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+blobs_app = typer.Typer(help="Move blobs between stores; collect garbage.", no_args_is_help=True)
+app.add_typer(blobs_app, name="blobs")
 app.add_typer(datasets_app, name="datasets")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(sweeps_app, name="sweeps")
@@ -279,6 +281,89 @@ def keys_revoke(name: Annotated[str, typer.Argument(help="The key's name.")]) ->
     finally:
         db.dispose()
     print(f"revoked key {name!r}")
+
+
+def _object_key_of(session: Any, blob: Any) -> str:
+    """Where a migrated blob lands: <tenant>/datasets/<id>/part-00000.parquet for a dataset,
+    <tenant>/jobs/<id>/artifact.<kind> for an artifact, else <tenant>/blobs/<blob id>."""
+    from sqlalchemy import select
+
+    from service.blobs import artifact_key, dataset_key
+    from service.datasets.models import Dataset
+    from service.jobs.models import Job
+
+    dataset_id = session.scalar(select(Dataset.id).where(Dataset.blob_id == blob.id))
+    if dataset_id is not None:
+        return dataset_key(blob.tenant_id, dataset_id)
+    job = session.execute(
+        select(Job.id, Job.artifact_kind).where(Job.artifact_blob_id == blob.id)
+    ).first()
+    if job is not None:
+        return artifact_key(blob.tenant_id, job[0], job[1])
+    return f"{blob.tenant_id}/blobs/{blob.id}"
+
+
+@blobs_app.command("migrate")
+def blobs_migrate(
+    to: Annotated[
+        str, typer.Option(help="Target store: database, s3://bucket/prefix or file:///path.")
+    ],
+) -> None:
+    """Copy every blob into the store TO (sha256 checked), flip its row, remove the old copy.
+
+    Safe to interrupt and run again: a blob's row flips only after its copy is checked.
+    """
+    from service.blobs import migrate_blobs
+    from service.db import Database
+
+    settings = _settings()
+    _setup_logging(settings)
+    _prepare_database(settings, auto_migrate=True)
+    db = Database(settings)
+    try:
+        report = migrate_blobs(
+            db,
+            to=to,
+            key_of=_object_key_of,
+            progress=lambda blob_id, size: print(f"moved blob {blob_id} ({size:,} bytes)"),
+        )
+    except (ServiceError, ValueError) as exc:
+        raise _fail(getattr(exc, "detail", None) or str(exc)) from exc
+    finally:
+        db.dispose()
+    print(f"moved {report.moved} blob(s), {report.bytes:,} bytes, to {to}")
+
+
+@blobs_app.command("gc")
+def blobs_gc(
+    older_than: Annotated[
+        float | None,
+        typer.Option(help="Seconds; default RIDGELINE_STALE_UPLOAD_SECONDS."),
+    ] = None,
+) -> None:
+    """Remove objects no blob row claims, and blobs whose writer died, once they are stale."""
+    from datetime import timedelta
+
+    from service.blobs import collect_garbage
+    from service.db import Database
+
+    settings = _settings()
+    _setup_logging(settings)
+    _prepare_database(settings, auto_migrate=True)
+    db = Database(settings)
+    seconds = settings.stale_upload_seconds if older_than is None else older_than
+    try:
+        report = collect_garbage(db, older_than=timedelta(seconds=seconds))
+    except ServiceError as exc:
+        raise _fail(exc.detail) from exc
+    finally:
+        db.dispose()
+    for uri in report.orphan_objects:
+        print(f"removed {uri}")
+    print(
+        f"removed {len(report.orphan_objects)} unclaimed object(s) and "
+        f"{report.incomplete_rows} interrupted blob(s)"
+    )
 
 
 if __name__ == "__main__":

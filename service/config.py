@@ -53,6 +53,24 @@ class Settings(BaseSettings):
     )
     n_unique_cap: int = Field(10_000, ge=1, description="Distinct values counted exactly.")
     blob_chunk_bytes: int = Field(4 * MiB, ge=64 * 1024, le=64 * MiB)
+    blob_store: str = Field(
+        "database",
+        description="Where new blobs go: 'database' (chunked rows), 's3://bucket/prefix' or "
+        "'file:///path' (a shared volume). Old blobs stay readable where they were written.",
+    )
+    s3_endpoint_url: str = Field(
+        "", description="S3-compatible endpoint (MinIO, SeaweedFS, Ceph, R2); empty: AWS."
+    )
+    s3_region: str = Field("", description="S3 region; empty: AWS_DEFAULT_REGION or us-east-1.")
+    import_allowed_s3_prefixes: list[str] = Field(
+        default_factory=list,
+        description="s3://bucket/prefix URIs under which datasets may be imported; empty: none.",
+    )
+    import_allowed_roots: list[str] = Field(
+        default_factory=list,
+        description="Directories (file:///path) datasets may be imported from; empty: none.",
+    )
+    max_import_parts: int = Field(10_000, ge=1, description="Most parts one import may name.")
     tmp_dir: Path | None = Field(
         None,
         description="Scratch space for uploads (system default): each API process keeps a "

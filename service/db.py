@@ -134,9 +134,11 @@ class Database:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.engine = make_engine(settings)
-        self.read_sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # Sessions carry the settings, for what runs after their commit (removing blobs).
+        info = {"settings": settings}
+        self.read_sessions = sessionmaker(self.engine, expire_on_commit=False, info=info)
         self.write_sessions = sessionmaker(
-            self.engine.execution_options(**WRITE), expire_on_commit=False
+            self.engine.execution_options(**WRITE), expire_on_commit=False, info=info
         )
         self._reader = threading.local()
         self._readers: list[Connection] = []

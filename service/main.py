@@ -16,7 +16,7 @@ from service.auth.service import KeyVerifier
 from service.config import Settings, get_settings
 from service.dashboard.router import router as dashboard_router
 from service.datasets.router import router as datasets_router
-from service.datasets.service import register_in_use_check
+from service.datasets.service import register_import_queue, register_in_use_check
 from service.db import Database
 from service.errors import problem
 from service.exception_handlers import install_error_handlers, problem_response
@@ -24,7 +24,7 @@ from service.http_observability import install_observability
 from service.jobs import service as jobs_service
 from service.jobs.gauges import JobGauges
 from service.jobs.router import router as jobs_router
-from service.jobs.service import ModelCache, dataset_in_use
+from service.jobs.service import ModelCache, dataset_in_use, queue_import
 from service.limits import install_limits
 from service.migrate import schema_status
 from service.openapi import install_openapi
@@ -124,6 +124,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     register_in_use_check("jobs", dataset_in_use)
     jobs_service.register_in_use_check("models", registry_service.job_in_use)
+    register_import_queue(queue_import)
     install_openapi(app)
     app.include_router(datasets_router)
     app.include_router(jobs_router)

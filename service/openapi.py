@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from service.datasets.schemas import DatasetImport
 from service.errors import PROBLEM_MEDIA_TYPE
 from service.jobs.schemas import PredictRequest
 
@@ -89,10 +90,10 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
     for name in ("HTTPValidationError", "ValidationError"):
         components.pop(name, None)
     # Bodies parsed by hand (multipart or JSON) are documented through openapi_extra.
-    components.setdefault(
-        "PredictRequest",
-        PredictRequest.model_json_schema(ref_template="#/components/schemas/{model}"),
-    )
+    for model in (PredictRequest, DatasetImport):
+        components.setdefault(
+            model.__name__, model.model_json_schema(ref_template="#/components/schemas/{model}")
+        )
     for path, operations in schema.get("paths", {}).items():
         for method, operation in operations.items():
             responses = operation.setdefault("responses", {})

@@ -276,6 +276,27 @@ def insert_job(
         database.dispose()
 
 
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real S3-compatible server (SeaweedFS) for the session, started only when asked for.
+
+    The process's AWS variables are set to the service identity's keys (obstore reads them),
+    so stores made in tests and the servers they start reach it like a deployment would.
+    """
+    from tests.seaweed import SeaweedS3
+
+    server = SeaweedS3(tmp_path_factory.mktemp("seaweed")).start()
+    saved = {k: os.environ.get(k) for k in server.service_env()}
+    os.environ.update({k: v for k, v in server.service_env().items() if k.startswith("AWS_")})
+    yield server
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    server.stop()
+
+
 TINY_CSV = b"x,y\n" + b"".join(f"{i},{i % 2}\n".encode() for i in range(40))
 
 

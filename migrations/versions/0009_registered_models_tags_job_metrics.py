@@ -4,7 +4,7 @@ job_metrics holds each succeeded job's final figures (split, metric, value) so j
 ordered by one; it is filled here from the jobs that succeeded before it existed.
 
 Revision ID: 0009
-Revises: 0005
+Revises: 0007
 Create Date: 2026-12-02 10:00:00
 """
 
@@ -17,7 +17,7 @@ from alembic import op
 import service.db
 
 revision: str = "0009"
-down_revision: str | None = "0005"
+down_revision: str | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -7,10 +7,13 @@ from typing import Annotated, Literal
 import anyio
 import anyio.to_thread
 from fastapi import APIRouter, Query, Request, Response, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
+from pydantic import ValidationError
 
-from service.datasets import service
-from service.datasets.schemas import DatasetPreview, DatasetRead
+from service.datasets import imports, service
+from service.datasets.schemas import DatasetImport, DatasetPreview, DatasetRead
+from service.db import Database
 from service.deps import DatabaseDep, PrincipalDep, SessionDep
 from service.ids import parse_id
 from service.pagination import MAX_LIMIT, Page
@@ -22,6 +25,7 @@ router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 UPLOAD_BODY = {
     "requestBody": {
         "required": True,
+        # The upload first: Swagger UI's "Try it out" shows the first media type.
         "content": {
             "multipart/form-data": {
                 "schema": {
@@ -46,7 +50,8 @@ UPLOAD_BODY = {
                         },
                     },
                 }
-            }
+            },
+            "application/json": {"schema": {"$ref": "#/components/schemas/DatasetImport"}},
         },
     }
 }
@@ -65,18 +70,24 @@ def _ingest_slots(request: Request) -> anyio.CapacityLimiter:
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=DatasetRead,
-    summary="Upload a dataset",
-    description="Streams a CSV or Parquet file, infers column types over the whole file, "
-    "validates it and stores it as Parquet. The dataset is visible only once fully stored.",
+    summary="Upload a dataset, or import one from s3:// or file://",
+    description="multipart/form-data: streams a CSV or Parquet file, infers column types over "
+    "the whole file, validates it and stores it as Parquet (201); the dataset is visible only "
+    "once fully stored. application/json (`DatasetImport`): registers data where it lies; a "
+    "worker imports it (202 + Location), the dataset `importing`, then `ready` or `failed`.",
     openapi_extra=UPLOAD_BODY,
+    responses={202: {"model": DatasetRead, "description": "Import queued."}},
 )
 async def upload_dataset(
     request: Request, principal: PrincipalDep, db: DatabaseDep, response: Response
 ) -> DatasetRead:
     settings = db.settings
+    content_type = request.headers.get("content-type") or ""
+    if content_type.lower().startswith("application/json"):
+        return await _import_dataset(request, principal.tenant_id, db, response)
     upload = await receive_upload(
         request.stream(),
-        content_type=request.headers.get("content-type"),
+        content_type=content_type,
         content_length=request.headers.get("content-length"),
         max_bytes=settings.max_upload_bytes,
         tmp_dir=scratch_dir(request),
@@ -92,6 +103,28 @@ async def upload_dataset(
         upload.discard()
     response.headers["Location"] = f"/v1/datasets/{dataset.id}"
     return DatasetRead.model_validate(dataset)
+
+
+async def _import_dataset(
+    request: Request, tenant_id: str, db: Database, response: Response
+) -> DatasetRead:
+    try:
+        body = DatasetImport.model_validate_json(await request.body())
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors()) from None
+
+    def register() -> DatasetRead:
+        source = imports.resolve(db.settings, uri=body.uri, format=body.format)
+        with db.transaction() as session:
+            dataset = service.create_import(
+                session, settings=db.settings, tenant_id=tenant_id, body=body, source=source
+            )
+            return DatasetRead.model_validate(dataset)
+
+    dataset = await anyio.to_thread.run_sync(register)
+    response.status_code = status.HTTP_202_ACCEPTED
+    response.headers["Location"] = f"/v1/datasets/{dataset.id}"
+    return dataset
 
 
 @router.get("", response_model=Page[DatasetRead], summary="List datasets, newest first")

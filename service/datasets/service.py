@@ -6,7 +6,7 @@ import io
 import math
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,15 +16,20 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from service import blobs
+from service.config import Settings
+from service.datasets.imports import Source
 from service.datasets.ingest import ingest
-from service.datasets.models import Dataset
-from service.db import Database
+from service.datasets.models import FAILED, IMPORTING, READY, Dataset
+from service.datasets.schemas import DatasetImport
+from service.db import Database, new_id
 from service.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
 from service.hooks import InUseCheck, InUseChecks
 from service.pagination import page_of, paginate
 from service.uploads import ReceivedUpload
 
 MAX_NAME = 255
+#: The internal trainer that runs an import in a worker's child.
+IMPORT_TRAINER = "import"
 
 
 def _clean_name(name: str | None, filename: str | None) -> str:
@@ -53,7 +58,8 @@ def _clean_delimiter(value: str | None) -> str | None:
 def create_dataset(
     db: Database, *, tenant_id: str, upload: ReceivedUpload, tmp_dir: Path | None
 ) -> Dataset:
-    """Validate and convert the upload, store its Parquet in chunks, then make the row visible.
+    """Validate and convert the upload, store its Parquet in the blob store, then make the row
+    visible.
 
     Runs in a worker thread; it commits in short transactions of its own (the blob store's
     rule), and the dataset row appears only in the last one, beside the blob turning complete.
@@ -61,6 +67,7 @@ def create_dataset(
     settings = db.settings
     name = _clean_name(upload.fields.get("name"), upload.filename)
     delimiter = _clean_delimiter(upload.fields.get("delimiter"))
+    dataset_id = new_id()
     with tempfile.TemporaryDirectory(prefix="ridgeline-ingest-", dir=tmp_dir) as work:
         parquet_path = Path(work) / "data.parquet"
         result = ingest(
@@ -73,17 +80,14 @@ def create_dataset(
             unique_cap=settings.n_unique_cap,
         )
         check_quota(db, tenant_id=tenant_id, adding=parquet_path.stat().st_size)
-        with parquet_path.open("rb") as source:
-            blob = blobs.write_blob(
-                db.transaction,
-                source,
-                tenant_id=tenant_id,
-                chunk_bytes=settings.blob_chunk_bytes,
-            )
+        blob = blobs.write_blob(
+            db, parquet_path, tenant_id=tenant_id, key=blobs.dataset_key(tenant_id, dataset_id)
+        )
     try:
         with db.transaction() as session:
             blobs.mark_complete(session, blob.id)
             dataset = Dataset(
+                id=dataset_id,
                 tenant_id=tenant_id,
                 name=name,
                 format=result.format,
@@ -97,10 +101,106 @@ def create_dataset(
                 stored_bytes=blob.size_bytes,
             )
             session.add(dataset)
+            session.flush()
+            session.refresh(dataset)
         return dataset
     except BaseException:
-        blobs.delete_blob(db.transaction, blob.id)
+        blobs.delete_blob(db, blob.id)
         raise
+
+
+ImportQueue = Callable[[Session, Settings, Dataset, dict[str, Any]], uuid.UUID]
+
+# The jobs domain queues an import as a job; create_app registers how, so this domain
+# imports nothing above it.
+_import_queue: list[ImportQueue] = []
+
+
+def register_import_queue(queue: ImportQueue) -> None:
+    """Make imports go through `queue`, which adds the job that runs one and returns its id."""
+    _import_queue[:] = [queue]
+
+
+def create_import(
+    session: Session, *, settings: Settings, tenant_id: str, body: DatasetImport, source: Source
+) -> Dataset:
+    """An `importing` dataset and the import job a worker claims like any other."""
+    if not _import_queue:
+        raise RuntimeError("no import queue registered (create_app registers the jobs domain's)")
+    name = _clean_name(body.name, source.parts[0].key.rsplit("/", 1)[-1])
+    dataset = Dataset(
+        tenant_id=tenant_id,
+        name=name,
+        format=source.format,
+        size_bytes=sum(p.size for p in source.parts),
+        sha256="",
+        n_rows=0,
+        n_columns=0,
+        columns=[],
+        stored_bytes=0,
+        status=IMPORTING,
+        mode=body.mode,
+        source_uri=body.uri,
+    )
+    session.add(dataset)
+    session.flush()
+    params = {
+        "root": source.root,
+        "format": source.format,
+        "mode": body.mode,
+        "parts": [p.to_dict() for p in source.parts],
+        "request": body.model_dump(mode="json"),
+    }
+    dataset.import_job_id = _import_queue[0](session, settings, dataset, params)
+    return dataset
+
+
+def finish_import(
+    session: Session, dataset_id: uuid.UUID, result: dict[str, Any], blob: blobs.Blob | None
+) -> None:
+    """The import's outcome on its dataset row, in the transaction that ends the job."""
+    dataset = session.get_one(Dataset, dataset_id)
+    ingested = result["ingest"]
+    dataset.status = READY
+    dataset.format = ingested["format"]
+    dataset.sha256 = result["sha256"]
+    dataset.size_bytes = result["size_bytes"]
+    dataset.n_rows = ingested["n_rows"]
+    dataset.n_columns = ingested["n_columns"]
+    dataset.columns = ingested["columns"]
+    dataset.delimiter = ingested["delimiter"]
+    if blob is not None:
+        blobs.mark_complete(session, blob.id)
+        dataset.blob_id, dataset.stored_bytes = blob.id, blob.size_bytes
+    else:
+        dataset.parts = result["parts"]
+
+
+def fail_import(session: Session, dataset_id: uuid.UUID, error: str | None) -> None:
+    dataset = session.get(Dataset, dataset_id)
+    if dataset is not None and dataset.status == IMPORTING:
+        dataset.status, dataset.error = FAILED, error
+
+
+def require_ready(dataset: Dataset) -> None:
+    """Only a ready dataset can be read or trained on."""
+    if dataset.status != READY:
+        reason = f": {dataset.error}" if dataset.error else ""
+        raise Conflict(
+            f"dataset {dataset.id} is {dataset.status}{reason}; wait for the import to end, "
+            "or register the data again"
+        )
+
+
+def require_stored(dataset: Dataset) -> uuid.UUID:
+    """The blob of a dataset Ridgeline stores; data by reference is read where it lies."""
+    require_ready(dataset)
+    if dataset.blob_id is None:
+        raise Conflict(
+            f"dataset {dataset.id} is registered by reference and is read where it lies "
+            f"({dataset.uri}); register it with mode 'copy' to preview or download it here"
+        )
+    return dataset.blob_id
 
 
 def check_quota(db: Database, *, tenant_id: str, adding: int) -> None:
@@ -131,8 +231,8 @@ def get_dataset(session: Session, *, tenant_id: str, dataset_id: uuid.UUID) -> D
     return dataset
 
 
-def dataset_to_train_on(session: Session, *, tenant_id: str, dataset_id: uuid.UUID) -> Dataset:
-    """The dataset a job or sweep names; unknown is a 422 on the field, not a 404 of the URL."""
+def dataset_named(session: Session, *, tenant_id: str, dataset_id: uuid.UUID) -> Dataset:
+    """The dataset a request body names; unknown is a 422 on the field, not a 404 of the URL."""
     dataset = session.scalar(
         select(Dataset).where(Dataset.id == dataset_id, Dataset.tenant_id == tenant_id)
     )
@@ -140,6 +240,18 @@ def dataset_to_train_on(session: Session, *, tenant_id: str, dataset_id: uuid.UU
         raise InvalidInput(
             f"no dataset with id {dataset_id}; upload one with POST /v1/datasets",
             errors=[{"field": "dataset_id", "message": "unknown dataset"}],
+        )
+    return dataset
+
+
+def dataset_to_train_on(session: Session, *, tenant_id: str, dataset_id: uuid.UUID) -> Dataset:
+    """The dataset a job or sweep names: it must be ready."""
+    dataset = dataset_named(session, tenant_id=tenant_id, dataset_id=dataset_id)
+    if dataset.status != READY:
+        raise InvalidInput(
+            f"dataset {dataset_id} is {dataset.status}"
+            f"{': ' + dataset.error if dataset.error else ''}; train on a ready dataset",
+            errors=[{"field": "dataset_id", "message": f"dataset {dataset.status}"}],
         )
     return dataset
 
@@ -175,8 +287,9 @@ def delete_dataset(session: Session, *, tenant_id: str, dataset_id: uuid.UUID) -
     blob_id = dataset.blob_id
     session.delete(dataset)
     session.flush()
-    # Chunks go with the blob through ON DELETE CASCADE, in this same transaction.
-    session.delete(session.get_one(blobs.Blob, blob_id))
+    # Database chunks go in this transaction; s3 and file objects once it commits. Data
+    # registered by reference is never Ridgeline's to delete.
+    blobs.forget_blob(session, blob_id)
 
 
 def _json_safe(value: Any) -> Any:
@@ -187,8 +300,7 @@ def _json_safe(value: Any) -> Any:
 
 def preview_rows(db: Database, dataset: Dataset, *, limit: int) -> list[dict[str, Any]]:
     """The first rows, read lazily: only the Parquet footer and first row group are fetched."""
-    reader = blobs.BlobReader(lambda: db.transaction(write=False), dataset.blob_id)
-    parquet = pq.ParquetFile(io.BufferedReader(reader, buffer_size=1 << 20))
+    parquet = pq.ParquetFile(blobs.open_blob(db, require_stored(dataset)))
     rows: list[dict[str, Any]] = []
     for batch in parquet.iter_batches(batch_size=limit):
         rows.extend(batch.to_pylist())
@@ -198,7 +310,7 @@ def preview_rows(db: Database, dataset: Dataset, *, limit: int) -> list[dict[str
 
 
 def iter_parquet(db: Database, dataset: Dataset) -> Iterator[bytes]:
-    return blobs.iter_blob(lambda: db.transaction(write=False), dataset.blob_id)
+    return blobs.iter_blob(db, require_stored(dataset))
 
 
 class _Drain(io.RawIOBase):
@@ -222,8 +334,7 @@ class _Drain(io.RawIOBase):
 
 def iter_csv(db: Database, dataset: Dataset) -> Iterator[bytes]:
     """Convert the stored Parquet back to CSV batch by batch, never holding the whole table."""
-    reader = blobs.BlobReader(lambda: db.transaction(write=False), dataset.blob_id)
-    parquet = pq.ParquetFile(io.BufferedReader(reader, buffer_size=4 << 20))
+    parquet = pq.ParquetFile(blobs.open_blob(db, require_stored(dataset)))
     sink = _Drain()
     delimiter = dataset.delimiter or ","
     with pa_csv.CSVWriter(

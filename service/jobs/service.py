@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from service import blobs
 from service.config import Settings
 from service.datasets.models import Dataset
-from service.datasets.service import dataset_to_train_on
+from service.datasets.service import IMPORT_TRAINER, dataset_to_train_on, fail_import
 from service.db import Database, rowcount, utcnow
 from service.errors import Conflict, InvalidInput, NotFound, TooManyRequests
 from service.hooks import InUseCheck, InUseChecks
@@ -350,6 +350,8 @@ def cancel_job(session: Session, *, tenant_id: str, job_id: uuid.UUID) -> Job:
         )
         if rowcount(result):
             queue.add_event(session, job.id, job.attempt, "status", status=CANCELLED)
+            if job.trainer == IMPORT_TRAINER and job.dataset_id is not None:
+                fail_import(session, job.dataset_id, "cancelled by request")
             session.refresh(job)
             return job
     session.execute(
@@ -386,8 +388,32 @@ def delete_job(session: Session, *, tenant_id: str, job_id: uuid.UUID) -> None:
         raise Conflict(f"job {job_id} is {reason}; delete that first, then the job")
     blob_id = job.artifact_blob_id
     session.execute(delete(Job).where(Job.id == job.id))
-    if blob_id is not None:
-        session.execute(delete(blobs.Blob).where(blobs.Blob.id == blob_id))
+    blobs.forget_blob(session, blob_id)
+
+
+def queue_import(
+    session: Session, settings: Settings, dataset: Dataset, params: dict[str, Any]
+) -> uuid.UUID:
+    """The job that imports a dataset: a worker claims it like any job (task `import`)."""
+    check_tenant_limits(session, settings, tenant_id=dataset.tenant_id, new_jobs=1)
+    job = Job(
+        tenant_id=dataset.tenant_id,
+        name=f"import {dataset.name}"[:255],
+        dataset_id=dataset.id,
+        status=QUEUED,
+        spec={"import": params["request"]},
+        trainer=IMPORT_TRAINER,
+        params=params,
+        task="import",
+        task_reason=f"import of {len(params['parts'])} part(s) by {params['mode']}",
+        max_seconds=settings.default_max_seconds,
+        max_attempts=settings.max_attempts,
+    )
+    session.add(job)
+    session.flush()
+    queue.add_event(session, job.id, 0, "status", status=QUEUED)
+    queue.notify(session)
+    return job.id
 
 
 def dataset_in_use(session: Session, dataset_id: uuid.UUID) -> str | None:
@@ -455,7 +481,7 @@ class ModelCache:
                 return self._items[job.id]
         if job.artifact_blob_id is None:
             raise Conflict(f"job {job.id} has no model artifact")
-        data = blobs.read_blob(lambda: db.transaction(write=False), job.artifact_blob_id)
+        data = blobs.read_blob(db, job.artifact_blob_id)
         try:
             model = load_artifact(data, sha256=job.artifact_sha256)
         except ArtifactError as exc:
@@ -497,18 +523,13 @@ def score_dataset(
     Parquet; the first batch is scored before this returns, so bad input is still a 4xx."""
     import pyarrow.parquet as pq
 
+    from service.datasets.service import dataset_named, require_stored
+
     with db.transaction(write=False) as session:
-        blob_id = session.scalar(
-            select(Dataset.blob_id).where(Dataset.id == dataset_id, Dataset.tenant_id == tenant_id)
-        )
-    if blob_id is None:
-        raise InvalidInput(
-            f"no dataset with id {dataset_id}; upload one with POST /v1/datasets",
-            errors=[{"field": "dataset_id", "message": "unknown dataset"}],
-        )
+        dataset = dataset_named(session, tenant_id=tenant_id, dataset_id=dataset_id)
+        blob_id = require_stored(dataset)
     model = cache.get(db, job)
-    reader = blobs.BlobReader(lambda: db.transaction(write=False), blob_id)
-    parquet = pq.ParquetFile(io.BufferedReader(reader, buffer_size=4 << 20))
+    parquet = pq.ParquetFile(blobs.open_blob(db, blob_id))
     missing = [name for name in model.feature_schema if name not in parquet.schema_arrow.names]
     if missing:
         raise InvalidInput(

@@ -201,7 +201,7 @@ def artifact_answer(
     stored = registry.artifact_format(model.artifact_kind or "")
     extension = stored.extension if stored else "bin"
     # Artifacts are small: read and verify the whole file before the first byte goes out.
-    data = blobs.read_blob(lambda: db.transaction(write=False), model.artifact_blob_id)
+    data = blobs.read_blob(db, model.artifact_blob_id)
     return Response(
         data,
         media_type=stored.media_type if stored else "application/octet-stream",

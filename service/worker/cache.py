@@ -9,6 +9,8 @@ import uuid
 from pathlib import Path
 
 from service import blobs
+from service.config import Settings
+from service.datasets.imports import Source, check_unchanged, fingerprint, materialize
 from service.db import Database
 
 
@@ -29,11 +31,27 @@ class DatasetCache:
             fd, tmp = tempfile.mkstemp(dir=self.root, suffix=".part")
             try:
                 with os.fdopen(fd, "wb") as out:
-                    blobs.copy_blob_to(lambda: db.transaction(write=False), blob_id, out)
+                    blobs.copy_blob_to(db, blob_id, out)
                 os.replace(tmp, path)
             except BaseException:
                 Path(tmp).unlink(missing_ok=True)
                 raise
+            self._evict(keep=path)
+            return path
+
+    def path_for_reference(self, settings: Settings, source: Source) -> Path:
+        """Referenced data, checked unchanged on every use, normalized once per fingerprint."""
+        parts = [p.to_dict() for p in source.parts]
+        path = self.root / f"ref-{fingerprint(parts)}.parquet"
+        with self._lock:
+            if path.exists():
+                check_unchanged(settings, source.root, source.parts)
+                os.utime(path)
+                return path
+            with tempfile.TemporaryDirectory(dir=self.root, prefix="stage-") as work:
+                tmp = Path(work) / "data.parquet"
+                materialize(settings, source, tmp, Path(work))
+                os.replace(tmp, path)
             self._evict(keep=path)
             return path
 

@@ -67,7 +67,8 @@ class PipeReporter(Reporter):
 
 
 def _readable(exc: BaseException, limit_mb: int) -> str:
-    text = f"{type(exc).__name__}: {exc}"
+    # A ServiceError (a bad part of an import) already says what to change.
+    text = getattr(exc, "detail", None) or f"{type(exc).__name__}: {exc}"
     out_of_memory = isinstance(exc, MemoryError) or (
         isinstance(exc, RuntimeError) and "allocate" in str(exc).lower()
     )

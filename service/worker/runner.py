@@ -12,19 +12,30 @@ import json
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
 
 from service import blobs
 from service.config import Settings
+from service.datasets.imports import DatasetChanged, reference_source
 from service.datasets.models import Dataset
+from service.datasets.service import (
+    IMPORT_TRAINER,
+    check_quota,
+    fail_import,
+    finish_import,
+)
 from service.db import Database
+from service.errors import ServiceError
 from service.jobs import queue
 from service.jobs.models import CANCELLED, FAILED, SUCCEEDED, Job
 from service.observability import job_context, observe_heartbeat, observe_job_finished
@@ -119,6 +130,8 @@ class AttemptRunner(threading.Thread):
         self.process: multiprocessing.process.BaseProcess | None = None
         self.outcome = "lost"
         self.child_ended: float | None = None
+        self.trainer: str | None = None
+        self.dataset_id = uuid.UUID(int=0)
 
     def run(self) -> None:
         with job_context(self.claim.job_id):
@@ -159,16 +172,25 @@ class AttemptRunner(threading.Thread):
             job = session.get_one(Job, self.claim.job_id)
             dataset = session.get_one(Dataset, job.dataset_id)
             spec, trainer, max_seconds, params = job.spec, job.trainer, job.max_seconds, job.params
+            self.trainer, self.dataset_id = trainer, dataset.id
             blob_id = dataset.blob_id
-            blob_sha = session.get_one(blobs.Blob, blob_id).sha256 or str(blob_id)
-        data_path = self.cache.path_for(self.db, blob_id, blob_sha)
+            blob_sha = dataset.blob.sha256 if dataset.blob is not None else None
+            if blob_id is None and trainer != IMPORT_TRAINER:
+                source = reference_source(dataset.source_uri or "", dataset.format, dataset.parts)
+        if trainer == IMPORT_TRAINER:
+            data_path = None
+        elif blob_id is not None:
+            data_path = self.cache.path_for(self.db, blob_id, blob_sha or str(blob_id))
+        else:
+            data_path = self.cache.path_for_reference(self.settings, source)
         return {
             "job_id": str(self.claim.job_id),
             "attempt": self.claim.attempt,
             "trainer": trainer,
             "spec": spec,
             "max_seconds": max_seconds,
-            "data_path": str(data_path),
+            "data_path": str(data_path) if data_path else None,
+            "work_dir": str(self._work_dir()),
             "threads": self.settings.threads_per_job,
             "memory_limit_mb": self.settings.child_memory_mb,
             "max_classes": self.settings.max_classes,
@@ -176,9 +198,19 @@ class AttemptRunner(threading.Thread):
             "params": params,
         }
 
+    def _work_dir(self) -> Path:
+        """Scratch space of this attempt (an import's staged parts), removed when it ends."""
+        path = self.settings.data_dir / "work" / f"{self.claim.job_id}-{self.claim.attempt}"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
     def _run(self) -> None:
         began = time.monotonic()
-        payload = self._payload()
+        try:
+            payload = self._payload()
+        except (DatasetChanged, ServiceError) as exc:
+            self._finish(FAILED, getattr(exc, "detail", None) or str(exc))
+            return
         from service.worker.child import child_main
 
         receive, send = self.context.Pipe(duplex=False)
@@ -198,6 +230,7 @@ class AttemptRunner(threading.Thread):
             alive_w.close()
             receive.close()
             process.join(timeout=5)
+            shutil.rmtree(payload["work_dir"], ignore_errors=True)
         ended = time.monotonic()
         child_ended = self.child_ended or ended
         logger.info(
@@ -334,14 +367,15 @@ class AttemptRunner(threading.Thread):
         if state.result is None:
             self._finish(FAILED, state.error or exit_reason(process.exitcode))
             return
+        if self.trainer == IMPORT_TRAINER:
+            self._complete_import(state.result)
+            return
         result, artifact = state.result, state.artifact
         blob_id = None
         if artifact:
+            key = blobs.artifact_key(self._tenant(), self.claim.job_id, result.get("artifact_kind"))
             blob = blobs.write_blob(
-                self.db.transaction,
-                io.BytesIO(artifact),
-                tenant_id=self._tenant(),
-                chunk_bytes=self.settings.blob_chunk_bytes,
+                self.db, io.BytesIO(artifact), tenant_id=self._tenant(), key=key
             )
             blob_id = blob.id
         written = False
@@ -364,11 +398,36 @@ class AttemptRunner(threading.Thread):
                     blobs.mark_complete(session, blob_id)
         finally:
             if not written and blob_id is not None:
-                blobs.delete_blob(self.db.transaction, blob_id)
+                blobs.delete_blob(self.db, blob_id)
         if written:
             self.outcome = SUCCEEDED
         else:
             logger.warning("attempt %s/%s was superseded; its result was dropped", *self._ids())
+
+    def _complete_import(self, result: dict[str, Any]) -> None:
+        """Store a copied import's Parquet, then make the dataset ready as the job ends."""
+        blob = None
+        tenant = self._tenant()
+        if result.get("parquet_path"):
+            path = Path(result["parquet_path"])
+            try:
+                check_quota(self.db, tenant_id=tenant, adding=path.stat().st_size)
+                key = blobs.dataset_key(tenant, self.dataset_id)
+                blob = blobs.write_blob(self.db, path, tenant_id=tenant, key=key)
+            except ServiceError as exc:
+                self._finish(FAILED, exc.detail)
+                return
+        written = False
+        try:
+            with self.db.transaction() as session:
+                written = queue.finish(session, self.claim, status=SUCCEEDED)
+                if written:
+                    finish_import(session, self.dataset_id, result, blob)
+        finally:
+            if not written and blob is not None:
+                blobs.delete_blob(self.db, blob.id)
+        if written:
+            self.outcome = SUCCEEDED
 
     def _tenant(self) -> str:
         with self.db.transaction(write=False) as session:
@@ -379,5 +438,7 @@ class AttemptRunner(threading.Thread):
             with self.db.transaction() as session:
                 if queue.finish(session, self.claim, status=status, error=error):
                     self.outcome = status
+                    if getattr(self, "trainer", None) == IMPORT_TRAINER:
+                        fail_import(session, self.dataset_id, error)
         except Exception:
             logger.exception("could not record the end of %s", self.claim.job_id)

@@ -17,6 +17,7 @@ from sqlalchemy import exists, select
 
 from service import blobs
 from service.config import Settings
+from service.datasets.service import IMPORT_TRAINER, fail_import
 from service.db import Database
 from service.jobs import callbacks, queue
 from service.jobs.models import QUEUED, Job
@@ -107,20 +108,36 @@ class Worker:
             ended = [job_id for job_id, _, status in reaped if status != QUEUED]
             sweeps: set[uuid.UUID] = set()
             if ended:
-                for sweep_id in session.scalars(select(Job.sweep_id).where(Job.id.in_(ended))):
+                rows = session.execute(
+                    select(Job.sweep_id, Job.trainer, Job.dataset_id, Job.error).where(
+                        Job.id.in_(ended)
+                    )
+                )
+                for sweep_id, trainer, dataset_id, error in rows:
                     if sweep_id is not None:
                         sweeps.add(sweep_id)
+                    if trainer == IMPORT_TRAINER and dataset_id is not None:
+                        fail_import(session, dataset_id, error)
         for job_id, attempt, status in reaped:
             logger.warning("job %s attempt %d lost its worker; now %s", job_id, attempt, status)
         for sweep_id in sweeps:
             after_trial(self.db, sweep_id)
 
     def _housekeeping(self) -> None:
-        reaped = blobs.reap_incomplete_blobs(
-            self.db.transaction, older_than=timedelta(seconds=self.settings.stale_upload_seconds)
-        )
-        if reaped:
-            logger.info("removed %d blobs left by interrupted uploads", reaped)
+        """Collect blob garbage; a store that is down must not stop the worker claiming jobs."""
+        try:
+            report = blobs.collect_garbage(
+                self.db, older_than=timedelta(seconds=self.settings.stale_upload_seconds)
+            )
+        except Exception as exc:
+            logger.warning("blob garbage collection failed (will retry): %s", exc)
+            return
+        if report.incomplete_rows or report.orphan_objects:
+            logger.info(
+                "removed %d blobs left by interrupted writes and %d objects no row claims",
+                report.incomplete_rows,
+                len(report.orphan_objects),
+            )
 
     def run(self) -> None:
         start_worker_metrics(self.settings)
@@ -143,8 +160,8 @@ class Worker:
                     self._reap()
                     next_reap = now + reap_every
                 if now >= next_housekeeping:
-                    self._housekeeping()
                     next_housekeeping = now + min(60.0, self.settings.stale_upload_seconds / 2)
+                    self._housekeeping()
                 self.runners = {k: r for k, r in self.runners.items() if r.is_alive()}
                 while (
                     len(self.runners) < self.settings.worker_concurrency and not self.stop.is_set()

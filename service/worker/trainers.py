@@ -71,6 +71,16 @@ def train_job(payload: dict[str, Any], table: pa.Table | None, reporter: Reporte
     )
 
 
+@register("import")
+def import_dataset(
+    payload: dict[str, Any], table: pa.Table | None, reporter: Reporter
+) -> TrainerOutput:
+    """A dataset import: stage the parts, ingest them, report what the dataset row records."""
+    from service.datasets.imports import run_import
+
+    return TrainerOutput(result=run_import(payload, reporter.progress), artifact=None)
+
+
 def _sweep_splits(payload: dict[str, Any], table: pa.Table) -> tuple[Any, Any]:
     from service.training.folds import sweep_splits
     from service.training.spec import TrainingSpec

@@ -25,8 +25,9 @@ def empty_queue(db: Database) -> Iterator[uuid.UUID]:
     """A dataset to hang jobs on, and a queue with nothing else in it."""
     with db.transaction() as session:
         session.execute(delete(Job))
-    blob = blobs.write_blob(db.transaction, io.BytesIO(b"x"), tenant_id="t", chunk_bytes=1024)
+    blob = blobs.write_blob(db, io.BytesIO(b"x"), tenant_id="t", key=None)
     with db.transaction() as session:
+        blobs.mark_complete(session, blob.id)
         dataset = Dataset(
             tenant_id="t",
             name="d",
