@@ -3,9 +3,10 @@
 One `ridgeline serve` (embedded worker; SQLite, or with --postgres a throwaway Postgres
 database), three tiny linear jobs registered as versions 1-3 of model `bench`, alias
 `champion` on version 1. 50 concurrent clients (httpx.AsyncClient, one pool) POST 5 rows each
-time, for --duration seconds per run (default 20; --quick 5), each run after a 2 s warm-up:
-  (a) POST /v1/jobs/{id}/predict, version 1's job: the baseline, measured before and after the
-      others (their mean is the baseline, so drift on a shared machine cancels out);
+time. Each kind of run below lasts --duration seconds (default 40; --quick 10), cut into
+--rounds slices (default 4; --quick 2) that take turns, so a machine that gets busier or
+quieter meanwhile weighs on every kind alike (each URL gets a 2 s warm-up first):
+  (a) POST /v1/jobs/{id}/predict, version 1's job: the baseline;
   (b) POST /v1/models/bench@champion/predict: requests/s against (a), target >= 0.95, p99;
   (c) the same while a thread moves `champion` on to the next version every second: requests/s
       against (a) (target >= 0.95), zero errors, p99, and staleness: how long after a move was
@@ -19,7 +20,6 @@ The load generator, the servers and the worker share this machine's cores.
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 import threading
 import time
@@ -43,7 +43,12 @@ ROWS = 5
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--duration", type=float, help="Seconds per run (default 20; quick 5).")
+    parser.add_argument(
+        "--duration", type=float, help="Seconds per kind of run (default 40; quick 10)."
+    )
+    parser.add_argument(
+        "--rounds", type=int, help="Slices the runs are interleaved in (default 4; quick 2)."
+    )
     parser.add_argument("--clients", type=int, default=CLIENTS, help="Concurrent clients.")
     parser.add_argument(
         "--postgres", action="store_true", help="A throwaway Postgres database instead of SQLite."
@@ -92,8 +97,9 @@ class Answers:
     seen: list[tuple[float, float, int]] = field(default_factory=list)
 
     def record(self, started: float, ended: float, response: httpx.Response | None) -> None:
-        if response is not None and response.status_code == 200:
-            self.seen.append((started, ended, int(response.headers["x-model-version"])))
+        version = response.headers.get("x-model-version") if response is not None else None
+        if version is not None:  # answered by name (predictions by job id carry none)
+            self.seen.append((started, ended, int(version)))
 
     def staleness(self, moves: list[tuple[float, float, int]]) -> tuple[float, int]:
         """How long after a move was answered a request that started later still got the
@@ -132,79 +138,130 @@ def _setup(server: common.Server, client: httpx.Client, work: Path) -> tuple[str
     return jobs[0], rows
 
 
-def _load(
-    url: str, key: str, rows: list[Any], args: argparse.Namespace, answers: Answers | None = None
-) -> LoadResult:
+@dataclass
+class Tally:
+    """One kind of run, pooled over the rounds: requests, time, errors, every latency."""
+
+    requests: int = 0
+    seconds: float = 0.0
+    errors: int = 0
+    latencies: list[float] = field(default_factory=list)
+    detail: set[str] = field(default_factory=set)
+
+    def add(self, result: LoadResult, latencies: list[float]) -> None:
+        self.requests += result.requests
+        self.seconds += result.seconds
+        self.errors += result.errors
+        self.latencies += latencies
+        if result.error_detail:
+            self.detail.add(result.error_detail)
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+    @property
+    def p99_ms(self) -> float:
+        return common.percentile(self.latencies, 99) * 1e3
+
+
+def _slice(
+    url: str, key: str, rows: list[Any], seconds: float, clients: int, tally: Tally | None = None
+) -> Answers:
+    """One run into the tally (none: a warm-up); the answers' versions, for the staleness."""
+    answers, latencies = Answers(), []
+
+    def on_answer(started: float, ended: float, response: httpx.Response | None) -> None:
+        latencies.append(ended - started)
+        answers.record(started, ended, response)
+
     headers = {"Authorization": f"Bearer {key}"}
-    body = {"rows": rows}
-    httpx_load(url, headers, args.clients, WARMUP_S, body=body)
-    on_answer = answers.record if answers is not None else None
-    return httpx_load(url, headers, args.clients, args.duration, body=body, on_answer=on_answer)
+    result = httpx_load(url, headers, clients, seconds, body={"rows": rows}, on_answer=on_answer)
+    if tally is not None:
+        tally.add(result, latencies)
+    return answers
 
 
-def _moving(
-    server: common.Server, key: str, rows: list[Any], args: argparse.Namespace
-) -> tuple[LoadResult, float, int, int]:
-    """By alias while it moves every second: the load, the staleness, stale answers, moves."""
-    answers = Answers()
+@dataclass
+class Stale:
+    """The staleness seen over a kind's slices: the worst delay, stale answers, moves made."""
+
+    worst: float = 0.0
+    answers: int = 0
+    moves: int = 0
+
+
+def _moving_slice(
+    server: common.Server, key: str, rows: list[Any], args: argparse.Namespace, tally: Tally,
+    stale: Stale,
+) -> None:  # fmt: skip
+    """By alias on `server` while the alias moves every second."""
     url = f"{server.base_url}/v1/models/{MODEL}@champion/predict"
+    seconds = args.duration / args.rounds
     with server.client(key) as mover_client, Moves(mover_client).running() as moves:
-        result = _load(url, key, rows, args, answers)
-    worst, stale = answers.staleness(moves.done)
-    result.errors += moves.errors
-    return result, worst, stale, len(moves.done)
+        answers = _slice(url, key, rows, seconds, args.clients, tally)
+    tally.errors += moves.errors
+    worst, count = answers.staleness(moves.done)
+    stale.worst, stale.answers = max(stale.worst, worst), stale.answers + count
+    stale.moves += len(moves.done)
 
 
 def measure(
     servers: tuple[common.Server, common.Server], key: str, job_id: str, rows: list[Any],
     args: argparse.Namespace,
 ) -> list[Figure]:  # fmt: skip
+    """The four kinds of run interleaved round after round, so a machine that gets busier or
+    quieter meanwhile weighs on each of them alike."""
     listening, expiring = servers
     by_job = f"{listening.base_url}/v1/jobs/{job_id}/predict"
     by_alias = f"{listening.base_url}/v1/models/{MODEL}@champion/predict"
-    runs: dict[str, LoadResult] = {}
-    common.log(f"{NAME}: {args.clients} clients, {args.duration:g} s per run (+ warm-up)")
-    runs["job before"] = _load(by_job, key, rows, args)
-    runs["alias"] = _load(by_alias, key, rows, args)
-    runs["moving"], worst, stale, moves = _moving(listening, key, rows, args)
-    runs["job after"] = _load(by_job, key, rows, args)
-    runs["expiry"], worst_expiry, stale_expiry, moves_expiry = _moving(expiring, key, rows, args)
-    for label, result in runs.items():
-        common.log(f"{NAME}: {label}: {result.rps:.0f} req/s, p99 {result.p99_ms:.0f} ms, "
-                   f"{result.errors} errors")  # fmt: skip
-    base = statistics.fmean([runs["job before"].rps, runs["job after"].rps])
-    p99_base = max(runs["job before"].p99_ms, runs["job after"].p99_ms)
-    alias, moving, expiry = runs["alias"], runs["moving"], runs["expiry"]
-    setup = f"{args.clients} clients, {args.duration:g} s, {ROWS} rows a request, {alias.tool}"
+    job, alias, moving, expiry = Tally(), Tally(), Tally(), Tally()
+    heard, expired = Stale(), Stale()
+    seconds = args.duration / args.rounds
+    common.log(f"{NAME}: {args.clients} clients, {args.rounds} rounds of {seconds:g} s per "
+               "kind of run (+ warm-up)")  # fmt: skip
+    for url in (by_job, by_alias, f"{expiring.base_url}/v1/models/{MODEL}@champion/predict"):
+        _slice(url, key, rows, WARMUP_S, args.clients)
+    for _ in range(args.rounds):
+        _slice(by_job, key, rows, seconds, args.clients, job)
+        _slice(by_alias, key, rows, seconds, args.clients, alias)
+        _moving_slice(listening, key, rows, args, moving, heard)
+        _moving_slice(expiring, key, rows, args, expiry, expired)
+    for label, tally in (("job", job), ("alias", alias), ("moving", moving), ("expiry", expiry)):
+        common.log(f"{NAME}: {label}: {tally.rps:.0f} req/s, p99 {tally.p99_ms:.0f} ms, "
+                   f"{tally.errors} errors")  # fmt: skip
+    base = job.rps
+    setup = (f"{args.clients} clients, {args.rounds} rounds of {seconds:g} s interleaved, "
+             f"{ROWS} rows a request, httpx.AsyncClient")  # fmt: skip
     return [
         Figure(NAME, "predict by job id requests/s", base, "req/s",
-               note=f"mean of a run before ({runs['job before'].rps:.0f}) and after "
-                    f"({runs['job after'].rps:.0f}) the others; {setup}"),
+               note=f"p99 {job.p99_ms:.0f} ms, errors {job.errors}; {setup}"),
         Figure(NAME, "by alias / by job id requests/s", alias.rps / base, "x",
                f">= {RATIO_TARGET:g}, 0 errors", alias.rps / base >= RATIO_TARGET
                and alias.errors == 0,
-               note=f"{alias.rps:.0f} req/s; p99 {alias.p99_ms:.0f} ms vs {p99_base:.0f} ms by "
+               note=f"{alias.rps:.0f} req/s; p99 {alias.p99_ms:.0f} ms vs {job.p99_ms:.0f} ms by "
                     f"job id; errors {alias.errors}"),
         Figure(NAME, "by alias, moving every 1 s / by job id", moving.rps / base, "x",
                f">= {RATIO_TARGET:g}, 0 errors", moving.rps / base >= RATIO_TARGET
                and moving.errors == 0,
-               note=f"{moving.rps:.0f} req/s, p99 {moving.p99_ms:.0f} ms, {moves} moves, "
-                    f"errors {moving.errors} ({moving.error_detail or 'none'})"),
-        Figure(NAME, "staleness after a move (listening)", worst * 1e3, "ms",
-               note=f"{stale} of {moving.requests:,} answers came from the version before the "
-                    "last move"),
+               note=f"{moving.rps:.0f} req/s, p99 {moving.p99_ms:.0f} ms, {heard.moves} moves, "
+                    f"errors {moving.errors} ({'; '.join(sorted(moving.detail)) or 'none'})"),
+        Figure(NAME, "staleness after a move (listening)", heard.worst * 1e3, "ms",
+               note=f"{heard.answers} of {moving.requests:,} answers came from the version "
+                    "before the last move"),
         Figure(NAME, "by alias, moving, expiry only / by job id", expiry.rps / base, "x",
                note=f"RIDGELINE_ALIAS_LISTEN=false, a second API process: {expiry.rps:.0f} "
-                    f"req/s, p99 {expiry.p99_ms:.0f} ms, {moves_expiry} moves, errors "
+                    f"req/s, p99 {expiry.p99_ms:.0f} ms, {expired.moves} moves, errors "
                     f"{expiry.errors}"),
-        Figure(NAME, "staleness after a move (expiry only)", worst_expiry * 1e3, "ms",
-               note=f"{stale_expiry} of {expiry.requests:,} answers from the version before; "
+        Figure(NAME, "staleness after a move (expiry only)", expired.worst * 1e3, "ms",
+               note=f"{expired.answers} of {expiry.requests:,} answers from the version before; "
                     "bounded by RIDGELINE_ALIAS_CACHE_SECONDS (1 s)"),
     ]  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> list[Figure]:
-    args.duration = args.duration or (5.0 if args.quick else 20.0)
+    args.duration = args.duration or (10.0 if args.quick else 40.0)
+    args.rounds = args.rounds or (2 if args.quick else 4)
     with tempfile.TemporaryDirectory(prefix="ridgeline-bench-registry-") as tmp:
         work = Path(tmp)
         url = common.sqlite_url(work)
