@@ -27,6 +27,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -181,8 +182,17 @@ def wrk_load(url: str, headers: dict[str, str], clients: int, seconds: float) ->
     )
 
 
-def httpx_load(url: str, headers: dict[str, str], clients: int, seconds: float) -> LoadResult:
-    """`clients` asyncio tasks sharing one httpx.AsyncClient pool, each looping GETs."""
+def httpx_load(
+    url: str,
+    headers: dict[str, str],
+    clients: int,
+    seconds: float,
+    *,
+    body: Any = None,
+    on_answer: Callable[[float, float, httpx.Response | None], None] | None = None,
+) -> LoadResult:
+    """`clients` asyncio tasks sharing one httpx.AsyncClient pool, each looping GETs (or POSTs
+    of the JSON `body`); `on_answer(started, ended, response)` sees each (None: no answer)."""
 
     async def main() -> LoadResult:
         latencies: list[float] = []
@@ -193,14 +203,21 @@ def httpx_load(url: str, headers: dict[str, str], clients: int, seconds: float) 
 
             async def one_client() -> None:
                 while (started := time.perf_counter()) < deadline:
+                    response = None
                     try:
-                        response = await client.get(url)
+                        if body is None:
+                            response = await client.get(url)
+                        else:
+                            response = await client.post(url, json=body)
                         await response.aread()
                         if response.status_code != 200:
                             errors.append(f"HTTP {response.status_code}")
                     except httpx.HTTPError as exc:
                         errors.append(type(exc).__name__)
-                    latencies.append(time.perf_counter() - started)
+                    ended = time.perf_counter()
+                    latencies.append(ended - started)
+                    if on_answer is not None:
+                        on_answer(started, ended, response)
 
             started = time.perf_counter()
             await asyncio.gather(*(one_client() for _ in range(clients)))

@@ -2,8 +2,8 @@
 
 `make bench` runs this. `--quick` uses small sizes (a smoke check in a couple of minutes);
 `--big` adds the ~1 GB upload of the ingest benchmark. Each benchmark runs alone too:
-`python bench/ingest.py --help`, `bench/train.py`, `bench/worker.py`, `bench/peers.py` (H2O-3
-side by side; needs the `bench` extra and Java).
+`python bench/ingest.py --help`, `bench/train.py`, `bench/worker.py`, `bench/registry.py`,
+`bench/peers.py` (H2O-3 side by side; needs the `bench` extra and Java).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import common
 import ingest
 import load
 import peers
+import registry
 import sweep
 import train
 import worker
@@ -30,6 +31,7 @@ BENCHMARKS = {
     "worker": worker,
     "sweep": sweep,
     "load": load,
+    "registry": registry,
     "peers": peers,
 }
 

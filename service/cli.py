@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from service import __version__
-from service.client.cli import datasets_app, jobs_app, sweeps_app
+from service.client.cli import datasets_app, jobs_app, models_app, sweeps_app
 from service.config import Settings
 from service.errors import ServiceError
 
@@ -31,6 +31,7 @@ app.add_typer(blobs_app, name="blobs")
 app.add_typer(datasets_app, name="datasets")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(sweeps_app, name="sweeps")
+app.add_typer(models_app, name="models")
 
 console = Console(stderr=True)
 

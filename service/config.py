@@ -189,6 +189,19 @@ class Settings(BaseSettings):
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
 
+    alias_cache_seconds: float = Field(
+        1.0,
+        ge=0,
+        description="How long an API process may serve name@alias from what it last read; 0 "
+        "reads the alias on every request. A move also clears it at once (alias_listen).",
+    )
+    alias_listen: bool = Field(
+        True,
+        description="Each API process listens for alias moves (Postgres LISTEN, SQLite commit "
+        "watch) and drops its cached aliases; false leaves only the expiry (e.g. behind a "
+        "Postgres pooler in transaction mode, where LISTEN does not work).",
+    )
+
     onnx_cache_bytes: int = Field(
         64 * MiB, ge=0, description="Exported ONNX models kept in memory per API process."
     )
@@ -212,7 +225,7 @@ class Settings(BaseSettings):
     outbound_allowed_networks: list[str] = Field(
         default_factory=list,
         description="Networks (CIDR) that outbound requests may reach although they are not "
-        "public, e.g. [\"10.20.0.0/16\"]; everything else private, link-local or reserved is "
+        'public, e.g. ["10.20.0.0/16"]; everything else private, link-local or reserved is '
         "refused.",
     )
 

@@ -26,6 +26,7 @@ from service.config import Settings
 from service.db import Database
 from service.errors import Forbidden, SignInRequired, TooManyRequests, Unauthorized
 from service.limits import TokenBucketLimiter
+from service.tags import parse_tag_filters
 
 
 def get_database(request: Request) -> Database:
@@ -283,3 +284,20 @@ def dashboard_viewer(request: Request) -> Principal:
 
 
 ViewerDep = Annotated[Principal, Depends(dashboard_viewer)]
+
+
+async def tag_filters(
+    tag: Annotated[
+        list[str] | None,
+        Query(
+            description="key:value; only what carries that tag (repeat for several, all must "
+            "match).",
+            max_length=20,
+        ),
+    ] = None,
+) -> dict[str, str]:
+    """The list's ``?tag=key:value`` filters, parsed at the boundary (a malformed one is a 422)."""
+    return parse_tag_filters(tag)
+
+
+TagFiltersDep = Annotated[dict[str, str], Depends(tag_filters)]

@@ -22,6 +22,7 @@ from service.db import Database
 from service.errors import problem
 from service.exception_handlers import install_error_handlers, problem_response
 from service.http_observability import install_observability
+from service.jobs import service as jobs_service
 from service.jobs.gauges import JobGauges
 from service.jobs.router import router as jobs_router
 from service.jobs.service import ModelCache, dataset_in_use, queue_import
@@ -30,6 +31,9 @@ from service.migrate import schema_status
 from service.openapi import install_openapi
 from service.plots.router import router as plots_router
 from service.plugins import import_plugins
+from service.registry import service as registry_service
+from service.registry.cache import ServedVersions
+from service.registry.router import router as registry_router
 from service.scratch import ScratchSpace
 from service.sweeps.router import router as sweeps_router
 
@@ -53,6 +57,11 @@ TAGS = [
         "artifacts, predictions, live events.",
     },
     {"name": "sweeps", "description": "Search penalties and strengths; leaderboard and refit."},
+    {
+        "name": "models",
+        "description": "Registered models: versions from succeeded jobs, aliases that move "
+        "atomically, predictions by name@alias, model cards.",
+    },
     {"name": "plots", "description": "Loss curves, coefficients, validation curves (SVG/PNG)."},
     {"name": "health", "description": "Liveness and readiness."},
 ]
@@ -82,6 +91,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.db = db
         app.state.key_verifier = KeyVerifier(settings.key_cache_seconds)
         app.state.model_cache = ModelCache()
+        app.state.served_versions = served = ServedVersions(settings.alias_cache_seconds)
+        if settings.alias_listen:
+            served.listen(settings)
         app.state.scratch = ScratchSpace(settings.tmp_dir)
         isolated.prewarm()
         if settings.auth == "disabled":
@@ -93,6 +105,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            served.close()
             app.state.scratch.close()
             db.dispose()
 
@@ -117,11 +130,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         JobGauges(lambda: getattr(app.state, "db", None), lease_seconds=settings.lease_seconds)
     )
     register_in_use_check("jobs", dataset_in_use)
+    jobs_service.register_in_use_check("models", registry_service.job_in_use)
     register_import_queue(queue_import)
     install_openapi(app)
     app.include_router(datasets_router)
     app.include_router(jobs_router)
     app.include_router(sweeps_router)
+    app.include_router(registry_router)
     app.include_router(plots_router)
     app.include_router(dashboard_router)
 

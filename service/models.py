@@ -4,7 +4,8 @@ from service.auth.models import ApiKey
 from service.blobs import Blob, BlobChunk
 from service.datasets.models import Dataset
 from service.db import Base
-from service.jobs.models import IdempotencyKey, Job, JobAttempt, JobEpoch, JobEvent
+from service.jobs.models import IdempotencyKey, Job, JobAttempt, JobEpoch, JobEvent, JobMetric
+from service.registry.models import ModelAlias, ModelAliasEvent, ModelVersion, RegisteredModel
 from service.sweeps.models import Sweep
 
 metadata = Base.metadata
@@ -19,6 +20,11 @@ __all__ = [
     "JobAttempt",
     "JobEpoch",
     "JobEvent",
+    "JobMetric",
+    "ModelAlias",
+    "ModelAliasEvent",
+    "ModelVersion",
+    "RegisteredModel",
     "Sweep",
     "metadata",
 ]

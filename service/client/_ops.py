@@ -15,12 +15,16 @@ from pydantic_core import to_jsonable_python
 
 from service.client._core import Call, Op, new_idempotency_key, path_id
 from service.client.models import (
+    Alias,
+    Aliases,
     Dataset,
     Job,
     Metrics,
+    ModelVersion,
     Page,
     Prediction,
     Preview,
+    RegisteredModel,
     Sweep,
 )
 
@@ -111,13 +115,32 @@ def get_job(job_id: str) -> Op[Job]:
     return Op(Call("GET", f"/v1/jobs/{path_id(job_id)}"), _model(Job))
 
 
+def tag_params(tags: dict[str, str] | None) -> list[str] | None:
+    """{"team": "risk"} as the list filter's repeated ``tag=team:risk``."""
+    return [f"{key}:{value}" for key, value in tags.items()] if tags else None
+
+
 def list_jobs(
     status: str | None = None,
     dataset_id: str | None = None,
     limit: int | None = None,
     cursor: str | None = None,
+    *,
+    tags: dict[str, str] | None = None,
+    order_by: str | None = None,
+    order: Literal["asc", "desc"] | None = None,
 ) -> Op[Page[Job]]:
-    params = {"status": status, "dataset_id": dataset_id, "limit": limit, "cursor": cursor}
+    """Newest first; ``order_by="validation.log_loss"`` ranks by a final metric instead (best
+    first unless ``order`` says), ``tags`` keeps the jobs carrying all of them."""
+    params = {
+        "status": status,
+        "dataset_id": dataset_id,
+        "limit": limit,
+        "cursor": cursor,
+        "tag": tag_params(tags),
+        "order_by": order_by,
+        "order": order,
+    }
     return Op(Call("GET", "/v1/jobs", params=params), _model(Page[Job]))
 
 
@@ -171,14 +194,131 @@ def get_sweep(sweep_id: str) -> Op[Sweep]:
 
 
 def list_sweeps(
-    limit: int | None = None, cursor: str | None = None, status: str | None = None
+    limit: int | None = None,
+    cursor: str | None = None,
+    status: str | None = None,
+    *,
+    tags: dict[str, str] | None = None,
 ) -> Op[Page[Sweep]]:
-    call = Call("GET", "/v1/sweeps", params={"status": status, "limit": limit, "cursor": cursor})
-    return Op(call, _model(Page[Sweep]))
+    params = {"status": status, "limit": limit, "cursor": cursor, "tag": tag_params(tags)}
+    return Op(Call("GET", "/v1/sweeps", params=params), _model(Page[Sweep]))
 
 
 def cancel_sweep(sweep_id: str) -> Op[Sweep]:
     return Op(Call("POST", f"/v1/sweeps/{path_id(sweep_id)}/cancel"), _model(Sweep))
+
+
+# --- registered models -------------------------------------------------------------------------
+
+
+def _model_path(name: str) -> str:
+    return f"/v1/models/{path_id(name)}"
+
+
+def model_ref_path(name: str, alias: str | None = None, version: int | None = None) -> str:
+    """``/v1/models/NAME@ALIAS`` or ``/v1/models/NAME/versions/N``: give exactly one of them."""
+    if alias is not None and version is None:
+        return f"{_model_path(name)}@{path_id(alias)}"
+    if version is not None and alias is None:
+        return f"{_model_path(name)}/versions/{int(version)}"
+    raise ValueError("give exactly one of alias and version")
+
+
+def create_model(
+    name: str, description: str | None = None, tags: dict[str, str] | None = None
+) -> Op[RegisteredModel]:
+    body: dict[str, Any] = {"name": name, "tags": tags or {}}
+    if description is not None:
+        body["description"] = description
+    return Op(Call("POST", "/v1/models", json=body), _model(RegisteredModel))
+
+
+def get_model(name: str) -> Op[RegisteredModel]:
+    return Op(Call("GET", _model_path(name)), _model(RegisteredModel))
+
+
+def list_models(
+    limit: int | None = None, cursor: str | None = None, *, tags: dict[str, str] | None = None
+) -> Op[Page[RegisteredModel]]:
+    params = {"limit": limit, "cursor": cursor, "tag": tag_params(tags)}
+    return Op(Call("GET", "/v1/models", params=params), _model(Page[RegisteredModel]))
+
+
+def delete_model(name: str) -> Op[None]:
+    return Op(Call("DELETE", _model_path(name)), _none)
+
+
+def register(name: str, job_id: str, description: str | None = None) -> Op[ModelVersion]:
+    body: dict[str, Any] = {"job_id": str(job_id)}
+    if description is not None:
+        body["description"] = description
+    call = Call("POST", f"{_model_path(name)}/versions", json=body)
+    return Op(call, _model(ModelVersion))
+
+
+def list_versions(
+    name: str, limit: int | None = None, cursor: str | None = None
+) -> Op[Page[ModelVersion]]:
+    call = Call("GET", f"{_model_path(name)}/versions", params={"limit": limit, "cursor": cursor})
+    return Op(call, _model(Page[ModelVersion]))
+
+
+def get_version(name: str, version: int) -> Op[ModelVersion]:
+    return Op(Call("GET", model_ref_path(name, version=version)), _model(ModelVersion))
+
+
+def delete_version(name: str, version: int) -> Op[None]:
+    return Op(Call("DELETE", model_ref_path(name, version=version)), _none)
+
+
+def set_alias(name: str, alias: str, version: int) -> Op[Alias]:
+    call = Call("PUT", f"{_model_path(name)}/aliases/{path_id(alias)}", json={"version": version})
+    return Op(call, _model(Alias))
+
+
+def delete_alias(name: str, alias: str) -> Op[None]:
+    return Op(Call("DELETE", f"{_model_path(name)}/aliases/{path_id(alias)}"), _none)
+
+
+def aliases(name: str) -> Op[Aliases]:
+    return Op(Call("GET", f"{_model_path(name)}/aliases"), _model(Aliases))
+
+
+def parse_model_prediction(response: httpx.Response) -> Prediction:
+    """A prediction by model name, with the version that answered (X-Model-Version)."""
+    prediction = Prediction.model_validate(response.json())
+    header = response.headers.get("x-model-version")
+    if header and header.isdigit():
+        prediction.model_version = int(header)
+    return prediction
+
+
+def predict_model(
+    name: str,
+    rows: Sequence[dict[str, Any]],
+    alias: str | None = None,
+    version: int | None = None,
+) -> Op[Prediction]:
+    if isinstance(rows, dict):
+        raise TypeError("rows is a list of records (dicts), one per row")
+    call = Call(
+        "POST", f"{model_ref_path(name, alias, version)}/predict", json={"rows": list(rows)}
+    )
+    return Op(call, parse_model_prediction)
+
+
+def model_card(name: str, version: int) -> Op[str]:
+    call = Call("GET", f"{model_ref_path(name, version=version)}/card")
+    return Op(call, lambda response: response.text)
+
+
+def download_model_artifact(
+    name: str, alias: str | None = None, version: int | None = None, format: str = "native"
+) -> Call:
+    if format not in ("native", "onnx"):
+        raise ValueError("format is 'native' or 'onnx'")
+    params = {"format": format}
+    return Call("GET", f"{model_ref_path(name, alias, version)}/artifact", params=params)
 
 
 def plot(

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import closing, contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import httpx
 from pydantic import BaseModel
@@ -36,13 +36,17 @@ from service.client.errors import (
 )
 from service.client.models import (
     TERMINAL_STATUSES,
+    Alias,
+    Aliases,
     Dataset,
     Event,
     Job,
     Metrics,
+    ModelVersion,
     Page,
     Prediction,
     Preview,
+    RegisteredModel,
     Sweep,
 )
 
@@ -265,8 +269,18 @@ class Client(ClientBase):
         dataset_id: str | None = None,
         limit: int | None = None,
         cursor: str | None = None,
+        *,
+        tags: dict[str, str] | None = None,
+        order_by: str | None = None,
+        order: Literal["asc", "desc"] | None = None,
     ) -> Page[Job]:
-        return self._run(ops.list_jobs(status, dataset_id, limit, cursor))
+        """Newest first; ``order_by="validation.log_loss"`` ranks by a final metric (best first
+        unless ``order`` says); ``tags`` keeps the jobs that carry all of them."""
+        return self._run(
+            ops.list_jobs(
+                status, dataset_id, limit, cursor, tags=tags, order_by=order_by, order=order
+            )
+        )
 
     def iter_jobs(
         self, status: str | None = None, dataset_id: str | None = None, page_size: int = 100
@@ -419,9 +433,14 @@ class Client(ClientBase):
         return self._run(ops.get_sweep(sweep_id))
 
     def list_sweeps(
-        self, limit: int | None = None, cursor: str | None = None, status: str | None = None
+        self,
+        limit: int | None = None,
+        cursor: str | None = None,
+        status: str | None = None,
+        *,
+        tags: dict[str, str] | None = None,
     ) -> Page[Sweep]:
-        return self._run(ops.list_sweeps(limit, cursor, status))
+        return self._run(ops.list_sweeps(limit, cursor, status, tags=tags))
 
     def iter_sweeps(self, page_size: int = 100) -> Iterator[Sweep]:
         cursor: str | None = None
@@ -463,6 +482,112 @@ class Client(ClientBase):
             if deadline is not None and time.monotonic() + poll_interval > deadline:
                 raise WaitTimeout(f"sweep {sweep_id} did not end in time (status {sweep.status})")
             time.sleep(poll_interval)
+
+    # --- registered models -------------------------------------------------------------------
+
+    def create_model(
+        self, name: str, description: str | None = None, tags: dict[str, str] | None = None
+    ) -> RegisteredModel:
+        """A registered model: a stable name other services call (409 if it exists)."""
+        return self._run(ops.create_model(name, description, tags))
+
+    def get_model(self, name: str) -> RegisteredModel:
+        return self._run(ops.get_model(name))
+
+    def list_models(
+        self,
+        limit: int | None = None,
+        cursor: str | None = None,
+        *,
+        tags: dict[str, str] | None = None,
+    ) -> Page[RegisteredModel]:
+        return self._run(ops.list_models(limit, cursor, tags=tags))
+
+    def iter_models(
+        self, page_size: int = 100, *, tags: dict[str, str] | None = None
+    ) -> Iterator[RegisteredModel]:
+        cursor: str | None = None
+        while True:
+            page = self.list_models(page_size, cursor, tags=tags)
+            yield from page.items
+            if not page.next_cursor:
+                return
+            cursor = page.next_cursor
+
+    def delete_model(self, name: str) -> None:
+        """Delete a model that has no versions left."""
+        self._run(ops.delete_model(name))
+
+    def register(self, name: str, job_id: str, description: str | None = None) -> ModelVersion:
+        """Register a succeeded job as the model's next version."""
+        return self._run(ops.register(name, job_id, description))
+
+    def list_versions(
+        self, name: str, limit: int | None = None, cursor: str | None = None
+    ) -> Page[ModelVersion]:
+        return self._run(ops.list_versions(name, limit, cursor))
+
+    def get_version(self, name: str, version: int) -> ModelVersion:
+        return self._run(ops.get_version(name, version))
+
+    def delete_version(self, name: str, version: int) -> None:
+        """Delete a version no alias points at."""
+        self._run(ops.delete_version(name, version))
+
+    def set_alias(self, name: str, alias: str, version: int) -> Alias:
+        """Point the alias at the version (created, or moved atomically)."""
+        return self._run(ops.set_alias(name, alias, version))
+
+    def delete_alias(self, name: str, alias: str) -> None:
+        self._run(ops.delete_alias(name, alias))
+
+    def aliases(self, name: str) -> Aliases:
+        """The model's aliases and every move, newest first."""
+        return self._run(ops.aliases(name))
+
+    def predict_model(
+        self,
+        name: str,
+        rows: Sequence[dict[str, Any]],
+        *,
+        alias: str | None = None,
+        version: int | None = None,
+    ) -> Prediction:
+        """Predict by ``name@alias`` or a version; ``model_version`` says which answered."""
+        return self._run(ops.predict_model(name, rows, alias, version))
+
+    def predict_model_csv(
+        self, name: str, path: StrPath, *, alias: str | None = None, version: int | None = None
+    ) -> Prediction:
+        """Score a CSV file (streamed from disk) by ``name@alias`` or a version."""
+        body = MultipartFile(path)
+        target = ops.model_ref_path(name, alias, version) + "/predict"
+        return ops.parse_model_prediction(
+            self._send(body.call(target, timeout=self.upload_timeout))
+        )
+
+    def model_card(self, name: str, version: int) -> str:
+        """The version's model card, in Markdown."""
+        return self._run(ops.model_card(name, version))
+
+    def download_model_artifact(
+        self,
+        name: str,
+        path: StrPath | None = None,
+        *,
+        alias: str | None = None,
+        version: int | None = None,
+        format: str = "native",
+        progress: DownloadProgress | None = None,
+    ) -> Path:
+        """Stream a version's artifact (by alias or number) to disk, checked against its sha256."""
+        return self._download(
+            ops.download_model_artifact(name, alias, version, format),
+            path,
+            f"{name}.artifact",
+            sha_header="x-artifact-sha256",
+            progress=progress,
+        )
 
     # --- plots -------------------------------------------------------------------------------
 

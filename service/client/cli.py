@@ -18,7 +18,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, cast
 
 import typer
 from pydantic import BaseModel
@@ -26,9 +26,19 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from service.client import Client, Event, Job, Metrics, RidgelineError, Sweep
+from service.client import (
+    Client,
+    Event,
+    Job,
+    Metrics,
+    ModelVersion,
+    Prediction,
+    RegisteredModel,
+    RidgelineError,
+    Sweep,
+)
 
-__all__ = ["app", "datasets_app", "jobs_app", "sweeps_app"]
+__all__ = ["app", "datasets_app", "jobs_app", "models_app", "sweeps_app"]
 
 datasets_app = typer.Typer(
     name="datasets",
@@ -48,6 +58,12 @@ sweeps_app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+models_app = typer.Typer(
+    name="models",
+    help="Registered models: versions, aliases, predictions by name, model cards.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 app = typer.Typer(
     help="Ridgeline client: work with a remote Ridgeline service "
     "(RIDGELINE_URL, RIDGELINE_API_KEY).",
@@ -57,6 +73,7 @@ app = typer.Typer(
 app.add_typer(datasets_app, name="datasets")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(sweeps_app, name="sweeps")
+app.add_typer(models_app, name="models")
 
 UrlOption = Annotated[
     str | None,
@@ -618,6 +635,31 @@ def jobs_watch(
         _finish_watch(client, job, as_json)
 
 
+TagOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--tag", help="key:value; repeat for several (all must match).", show_default=False
+    ),
+]
+
+
+def _tags(values: list[str] | None) -> dict[str, str] | None:
+    """--tag key:value options as a dict (None without any)."""
+    tags: dict[str, str] = {}
+    for value in values or []:
+        key, sep, text = value.partition(":")
+        if not sep or not key:
+            raise typer.BadParameter(f"{value!r} is not key:value", param_hint="--tag")
+        tags[key] = text
+    return tags or None
+
+
+def _final_figure(job: Job, order_by: str) -> Any:
+    split, _, name = order_by.partition(".")
+    final = (job.summary or {}).get("final") or {}
+    return (final.get(split) or {}).get(name)
+
+
 @jobs_app.command("list")
 def jobs_list(
     status: Annotated[
@@ -625,24 +667,40 @@ def jobs_list(
         typer.Option(help="queued, running, succeeded, failed or cancelled."),
     ] = None,
     dataset: Annotated[str | None, typer.Option("--dataset", help="Only this dataset's.")] = None,
+    tag: TagOption = None,
+    order_by: Annotated[
+        str | None,
+        typer.Option("--order-by", help="Rank by a final metric: validation.log_loss, test.r2, …"),
+    ] = None,
+    order: Annotated[
+        str | None, typer.Option(help="asc or desc (with --order-by; default best first).")
+    ] = None,
     limit: Annotated[int, typer.Option(min=1, max=200, help="Page size.")] = 50,
     cursor: Annotated[str | None, typer.Option(help="next_cursor of the previous page.")] = None,
     url: UrlOption = None,
     api_key: KeyOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """List jobs, newest first."""
+    """List jobs, newest first, or ranked by a final metric (--order-by)."""
+    if order not in (None, "asc", "desc"):
+        raise typer.BadParameter("asc or desc", param_hint="--order")
+    direction = cast(Literal["asc", "desc"] | None, order)
     with _session(url, api_key, as_json) as client:
-        page = client.list_jobs(status=status, dataset_id=dataset, limit=limit, cursor=cursor)
+        page = client.list_jobs(
+            status=status, dataset_id=dataset, limit=limit, cursor=cursor, tags=_tags(tag),
+            order_by=order_by, order=direction,
+        )  # fmt: skip
         if as_json:
             _echo_json(page)
             return
-        table = _list_table("name", "status", "progress", "model", "task", "created")
+        extra = (order_by,) if order_by else ()
+        table = _list_table("name", "status", "progress", "model", "task", *extra, "created")
         for job in page.items:
             kind = ((job.spec or {}).get("model") or {}).get("kind", "")
+            figure = (_fmt(_final_figure(job, order_by)),) if order_by else ()
             table.add_row(
                 job.id, escape(job.name or ""), job.status, f"{job.progress:.0%}", kind,
-                _fmt(job.task), _when(job.created_at),
+                _fmt(job.task), *figure, _when(job.created_at),
             )  # fmt: skip
         out = _stdout()
         out.print(table)
@@ -744,53 +802,67 @@ def jobs_download(
         )
 
 
+RowsOption = Annotated[
+    str | None,
+    typer.Option(
+        "--rows", help='JSON records: \'[{"x": 1}]\' (or {"rows": [...]}; @FILE reads a file).'
+    ),
+]
+CsvOption = Annotated[
+    Path | None,
+    typer.Option("--csv", exists=True, dir_okay=False, help="A CSV file to score."),
+]
+
+
+def _records(rows: str | None, csv: Path | None) -> list[dict[str, Any]]:
+    """The rows to score from --rows (JSON, or @FILE); [] when --csv is given instead."""
+    if (rows is None) == (csv is None):
+        raise typer.BadParameter("give exactly one of --rows and --csv", param_hint="--rows/--csv")
+    if rows is None:
+        return []
+    text = rows
+    if rows.startswith("@"):
+        text = json.dumps(_read_json_file(Path(rows[1:]), "--rows"))
+    try:
+        parsed = json.loads(text)
+    except ValueError as exc:
+        raise typer.BadParameter(f"not valid JSON: {exc}", param_hint="--rows") from exc
+    if isinstance(parsed, dict) and "rows" in parsed:
+        parsed = parsed["rows"]
+    if isinstance(parsed, dict):
+        parsed = [parsed]
+    if not isinstance(parsed, list) or not all(isinstance(r, dict) for r in parsed):
+        raise typer.BadParameter("a list of JSON objects, one per row", param_hint="--rows")
+    return parsed
+
+
+def _print_prediction(result: Prediction, as_json: bool) -> None:
+    if as_json:
+        _echo_json(result)
+        return
+    classes = [str(c) for c in (result.classes or [])] if result.probabilities else []
+    title = None if result.model_version is None else f"version {result.model_version}"
+    table = Table("row", "prediction", *[f"P({escape(c)})" for c in classes], title=title)
+    for i, prediction in enumerate(result.predictions):
+        probs = result.probabilities[i] if result.probabilities else {}
+        table.add_row(str(i), escape(_fmt(prediction)), *[_fmt(probs.get(c)) for c in classes])
+    _stdout().print(table)
+
+
 @jobs_app.command("predict")
 def jobs_predict(
     job_id: IdArgument,
-    rows: Annotated[
-        str | None,
-        typer.Option(
-            "--rows", help='JSON records: \'[{"x": 1}]\' (or {"rows": [...]}; @FILE reads a file).'
-        ),
-    ] = None,
-    csv: Annotated[
-        Path | None,
-        typer.Option("--csv", exists=True, dir_okay=False, help="A CSV file to score."),
-    ] = None,
+    rows: RowsOption = None,
+    csv: CsvOption = None,
     url: UrlOption = None,
     api_key: KeyOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Predict with a trained model (--rows JSON or --csv FILE)."""
-    if (rows is None) == (csv is None):
-        raise typer.BadParameter("give exactly one of --rows and --csv", param_hint="--rows/--csv")
-    records: list[dict[str, Any]] = []
-    if rows is not None:
-        text = rows
-        if rows.startswith("@"):
-            text = json.dumps(_read_json_file(Path(rows[1:]), "--rows"))
-        try:
-            parsed = json.loads(text)
-        except ValueError as exc:
-            raise typer.BadParameter(f"not valid JSON: {exc}", param_hint="--rows") from exc
-        if isinstance(parsed, dict) and "rows" in parsed:
-            parsed = parsed["rows"]
-        if isinstance(parsed, dict):
-            parsed = [parsed]
-        if not isinstance(parsed, list) or not all(isinstance(r, dict) for r in parsed):
-            raise typer.BadParameter("a list of JSON objects, one per row", param_hint="--rows")
-        records = parsed
+    records = _records(rows, csv)
     with _session(url, api_key, as_json) as client:
         result = client.predict(job_id, records) if csv is None else client.predict_csv(job_id, csv)
-        if as_json:
-            _echo_json(result)
-            return
-        classes = [str(c) for c in (result.classes or [])] if result.probabilities else []
-        table = Table("row", "prediction", *[f"P({escape(c)})" for c in classes])
-        for i, prediction in enumerate(result.predictions):
-            probs = result.probabilities[i] if result.probabilities else {}
-            table.add_row(str(i), escape(_fmt(prediction)), *[_fmt(probs.get(c)) for c in classes])
-        _stdout().print(table)
+        _print_prediction(result, as_json)
 
 
 # --- sweeps -----------------------------------------------------------------------------------
@@ -963,6 +1035,7 @@ def sweeps_show(
 
 @sweeps_app.command("list")
 def sweeps_list(
+    tag: TagOption = None,
     limit: Annotated[int, typer.Option(min=1, max=200, help="Page size.")] = 50,
     cursor: Annotated[str | None, typer.Option(help="next_cursor of the previous page.")] = None,
     url: UrlOption = None,
@@ -971,7 +1044,7 @@ def sweeps_list(
 ) -> None:
     """List sweeps, newest first."""
     with _session(url, api_key, as_json) as client:
-        page = client.list_sweeps(limit=limit, cursor=cursor)
+        page = client.list_sweeps(limit=limit, cursor=cursor, tags=_tags(tag))
         if as_json:
             _echo_json(page)
             return
@@ -999,6 +1072,280 @@ def sweeps_cancel(
     with _session(url, api_key, as_json) as client:
         sweep = client.cancel_sweep(sweep_id)
         _report(as_json, sweep, f"sweep {sweep.id} {sweep.status}")
+
+
+# --- registered models ------------------------------------------------------------------------
+
+NameArgument = Annotated[str, typer.Argument(metavar="NAME", help="The model's name.")]
+RefArgument = Annotated[
+    str, typer.Argument(metavar="NAME[@ALIAS]", help="cancer@champion, or cancer with --version.")
+]
+VersionArgument = Annotated[int, typer.Argument(metavar="VERSION", min=1, help="A version number.")]
+VersionOption = Annotated[
+    int | None, typer.Option("--version", min=1, help="A version number instead of an alias.")
+]
+
+
+def _ref(ref: str, version: int | None) -> tuple[str, str | None, int | None]:
+    """NAME@ALIAS, or NAME with --version: (name, alias, version)."""
+    name, sep, alias = ref.partition("@")
+    if bool(sep) == (version is not None) or (sep and not alias):
+        raise typer.BadParameter(
+            "write NAME@ALIAS, or NAME with --version N", param_hint="NAME[@ALIAS]"
+        )
+    return name, alias or None, version
+
+
+def _model_table(model: RegisteredModel) -> Table:
+    aliases = ", ".join(f"{a} → {v}" for a, v in sorted(model.aliases.items())) or None
+    tags = ", ".join(f"{k}:{v}" for k, v in sorted(model.tags.items())) or None
+    return _kv_table(
+        f"model {model.name}",
+        [
+            ("description", model.description),
+            ("latest version", model.latest_version),
+            ("aliases", aliases),
+            ("tags", tags),
+            ("created", _when(model.created_at)),
+        ],
+    )
+
+
+def _versions_table(versions: list[ModelVersion]) -> Table:
+    table = Table("version", "job", "aliases", "validation", "registered", "by")
+    for v in versions:
+        final = ((v.metrics or {}).get("final") or {}).get("validation") or {}
+        score = next((f"{k} {_fmt(final[k])}" for k in ("accuracy", "r2") if k in final), "—")
+        table.add_row(
+            str(v.version), v.job_id, ", ".join(v.aliases) or "—", score,
+            _when(v.created_at), escape(v.created_by or ""),
+        )  # fmt: skip
+    return table
+
+
+@models_app.command("create")
+def models_create(
+    name: NameArgument,
+    description: Annotated[str | None, typer.Option(help="What the model is for.")] = None,
+    tag: TagOption = None,
+    url: UrlOption = None,
+    api_key: KeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Create a registered model (a name other services call)."""
+    with _session(url, api_key, as_json) as client:
+        model = client.create_model(name, description, _tags(tag))
+        _report(as_json, model, f"created model {model.name}")
+
+
+@models_app.command("list")
+def models_list(
+    tag: TagOption = None,
+    limit: Annotated[int, typer.Option(min=1, max=200, help="Page size.")] = 50,
+    cursor: Annotated[str | None, typer.Option(help="next_cursor of the previous page.")] = None,
+    url: UrlOption = None,
+    api_key: KeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List registered models, newest first."""
+    with _session(url, api_key, as_json) as client:
+        page = client.list_models(limit, cursor, tags=_tags(tag))
+        if as_json:
+            _echo_json(page)
+            return
+        table = Table("name", "latest", "aliases", "description", "created")
+        for m in page.items:
+            aliases = ", ".join(f"{a}→{v}" for a, v in sorted(m.aliases.items()))
+            table.add_row(
+                escape(m.name), _fmt(m.latest_version), aliases or "—",
+                escape(m.description or ""), _when(m.created_at),
+            )  # fmt: skip
+        out = _stdout()
+        out.print(table)
+        if page.next_cursor:
+            out.print(f"more: --cursor {page.next_cursor}")
+
+
+@models_app.command("show")
+def models_show(
+    name: NameArgument,
+    url: UrlOption = None,
+    api_key: KeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """A model, its aliases and its versions (newest first)."""
+    with _session(url, api_key, as_json) as client:
+        model = client.get_model(name)
+        versions = client.list_versions(name, limit=200)
+        if as_json:
+            _echo_json({"model": model.model_dump(mode="json"), "versions": versions.items})
+            return
+        out = _stdout()
+        out.print(_model_table(model))
+        out.print(_versions_table(versions.items))
+
+
+@models_app.command("delete")
+def models_delete(
+    name: NameArgument,
+    url: UrlOption = None,
+    api_key: KeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Delete a model that has no versions left."""
+    with _session(url, api_key, as_json) as client:
+        client.delete_model(name)
+        _report(as_json, {"deleted": name}, f"deleted model {name}")
+
+
+@models_app.command("register")
+def models_register(
+    name: NameArgument,
+    job_id: Annotated[str, typer.Argument(metavar="JOB_ID", help="A succeeded job.")],
+    description: Annotated[str | None, typer.Option(help="What is new in it.")] = None,
+    url: UrlOption = None,
+    api_key: KeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Register a succeeded job as the model's next version."""
+    with _session(url, api_key, as_json) as client:
+        version = client.register(name, job_id, description)
+        _report(as_json, version, f"registered job {job_id} as {name} version {version.version}")
+
+
+@models_app.command("delete-version")
+def models_delete_version(
+    name: NameArgument,
+    version: VersionArgument,
+    url: UrlOption = None,
+    api_key: KeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Delete a version no alias points at."""
+    with _session(url, api_key, as_json) as client:
+        client.delete_version(name, version)
+        _report(
+            as_json,
+            {"deleted": {"model": name, "version": version}},
+            f"deleted {name} version {version}",
+        )
+
+
+@models_app.command("alias")
+def models_alias(
+    name: NameArgument,
+    alias: Annotated[str, typer.Argument(metavar="ALIAS", help="champion, staging, …")],
+    version: VersionArgument,
+    url: UrlOption = None,
+    api_key: KeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Point ALIAS at VERSION (created, or moved atomically)."""
+    with _session(url, api_key, as_json) as client:
+        moved = client.set_alias(name, alias, version)
+        _report(as_json, moved, f"{name}@{moved.alias} → version {moved.version}")
+
+
+@models_app.command("unalias")
+def models_unalias(
+    name: NameArgument,
+    alias: Annotated[str, typer.Argument(metavar="ALIAS")],
+    url: UrlOption = None,
+    api_key: KeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Remove an alias."""
+    with _session(url, api_key, as_json) as client:
+        client.delete_alias(name, alias)
+        _report(as_json, {"deleted": f"{name}@{alias}"}, f"removed {name}@{alias}")
+
+
+@models_app.command("aliases")
+def models_aliases(
+    name: NameArgument,
+    url: UrlOption = None,
+    api_key: KeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """A model's aliases, and every move (newest first)."""
+    with _session(url, api_key, as_json) as client:
+        found = client.aliases(name)
+        if as_json:
+            _echo_json(found)
+            return
+        current = Table("alias", "version", "moved", "by", title="aliases", title_justify="left")
+        for a in found.aliases:
+            current.add_row(escape(a.alias), str(a.version), _when(a.updated_at), a.updated_by)
+        history = Table("when", "alias", "from", "to", "by", title="history", title_justify="left")
+        for e in found.history:
+            history.add_row(
+                _when(e.at), escape(e.alias), _fmt(e.from_version), _fmt(e.to_version), e.by
+            )
+        out = _stdout()
+        out.print(current)
+        out.print(history)
+
+
+@models_app.command("predict")
+def models_predict(
+    ref: RefArgument,
+    version: VersionOption = None,
+    rows: RowsOption = None,
+    csv: CsvOption = None,
+    url: UrlOption = None,
+    api_key: KeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Predict by name: NAME@ALIAS, or NAME --version N (--rows JSON or --csv FILE)."""
+    name, alias, number = _ref(ref, version)
+    records = _records(rows, csv)
+    with _session(url, api_key, as_json) as client:
+        if csv is None:
+            result = client.predict_model(name, records, alias=alias, version=number)
+        else:
+            result = client.predict_model_csv(name, csv, alias=alias, version=number)
+        _print_prediction(result, as_json)
+
+
+@models_app.command("card")
+def models_card(
+    name: NameArgument,
+    version: VersionArgument,
+    url: UrlOption = None,
+    api_key: KeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Print a version's model card (Markdown)."""
+    with _session(url, api_key, as_json) as client:
+        card = client.model_card(name, version)
+        if as_json:
+            _echo_json({"model": name, "version": version, "card": card})
+            return
+        sys.stdout.write(card)
+
+
+@models_app.command("download")
+def models_download(
+    ref: RefArgument,
+    version: VersionOption = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="File or directory; default: here.")
+    ] = None,
+    format: Annotated[str, typer.Option("--format", help="native or onnx.")] = "native",
+    url: UrlOption = None,
+    api_key: KeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Download a version's artifact (NAME@ALIAS or NAME --version N), sha256 checked."""
+    name, alias, number = _ref(ref, version)
+    with _session(url, api_key, as_json) as client:
+        path = client.download_model_artifact(name, out, alias=alias, version=number, format=format)
+        size = path.stat().st_size
+        _report(
+            as_json,
+            {"path": str(path), "bytes": size},
+            f"saved {path} ({_size(size)}, sha256 verified)",
+        )
 
 
 if __name__ == "__main__":

@@ -13,6 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "TERMINAL_STATUSES",
+    "Alias",
+    "AliasEvent",
+    "Aliases",
     "ArtifactInfo",
     "Attempt",
     "Column",
@@ -22,9 +25,11 @@ __all__ = [
     "Job",
     "MetricInfo",
     "Metrics",
+    "ModelVersion",
     "Page",
     "Prediction",
     "Preview",
+    "RegisteredModel",
     "Sweep",
 ]
 
@@ -95,6 +100,7 @@ class Job(_Model):
     id: str
     status: str = Field(description="queued, running, succeeded, failed or cancelled.")
     name: str | None = None
+    tags: dict[str, str] = Field(default_factory=dict)
     dataset_id: str | None = None
     priority: int = 0
     progress: float = 0.0
@@ -178,6 +184,9 @@ class Prediction(_Model):
     predictions: list[Any]
     probabilities: list[dict[str, float]] | None = None
     classes: list[Any] | None = None
+    model_version: int | None = Field(
+        None, description="The version that answered, when predicting by model name."
+    )
 
 
 class Event(_Model):
@@ -214,6 +223,7 @@ class Sweep(_Model):
     id: str
     status: str
     name: str | None = None
+    tags: dict[str, str] = Field(default_factory=dict)
     dataset_id: str | None = None
     progress: float | None = None
     task: str | None = None
@@ -247,3 +257,58 @@ class Sweep(_Model):
         if self.greater_is_better is not None:
             return self.greater_is_better
         return None if self.lower_is_better is None else not self.lower_is_better
+
+
+class RegisteredModel(_Model):
+    """A name other services call; its versions are succeeded jobs, its aliases point at them."""
+
+    name: str
+    description: str | None = None
+    tags: dict[str, str] = Field(default_factory=dict)
+    latest_version: int | None = None
+    aliases: dict[str, int] = Field(default_factory=dict, description="alias -> version")
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+class ModelVersion(_Model):
+    """One registered version: its job, artifact, data, spec and metrics summary."""
+
+    model: str
+    version: int
+    job_id: str
+    description: str | None = None
+    aliases: list[str] = Field(default_factory=list)
+    artifact: ArtifactInfo | None = None
+    dataset: dict[str, Any] | None = None
+    task: str | None = None
+    spec: dict[str, Any] = Field(default_factory=dict)
+    native_params: dict[str, Any] | None = None
+    metrics: dict[str, Any] | None = None
+    library_versions: dict[str, Any] | None = None
+    card_url: str | None = None
+    created_by: str | None = None
+    created_at: datetime | None = None
+
+
+class Alias(_Model):
+    alias: str
+    version: int
+    updated_at: datetime | None = None
+    updated_by: str | None = None
+
+
+class AliasEvent(_Model):
+    """One move of an alias (from_version None: created; to_version None: removed)."""
+
+    alias: str
+    from_version: int | None = None
+    to_version: int | None = None
+    by: str | None = None
+    at: datetime | None = None
+
+
+class Aliases(_Model):
+    model: str
+    aliases: list[Alias] = Field(default_factory=list)
+    history: list[AliasEvent] = Field(default_factory=list, description="Newest first.")

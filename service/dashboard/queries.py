@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from service.datasets.models import Dataset
 from service.jobs.models import Job
+from service.registry.models import ModelVersion, RegisteredModel
 from service.sweeps.models import Sweep
 
 PAGE_SIZE = 100
@@ -65,3 +66,24 @@ def dataset_names(
         )
     )
     return {row.id: row.name for row in rows}
+
+
+def versions_of_job(session: Session, tenant_id: str, job_id: uuid.UUID) -> list[tuple[str, int]]:
+    """(model name, version) of every registered version the job backs."""
+    rows = session.execute(
+        select(RegisteredModel.name, ModelVersion.version)
+        .join(ModelVersion, ModelVersion.model_id == RegisteredModel.id)
+        .where(RegisteredModel.tenant_id == tenant_id, ModelVersion.job_id == job_id)
+        .order_by(RegisteredModel.name, ModelVersion.version)
+    )
+    return [(name, version) for name, version in rows]
+
+
+def model_names(session: Session, tenant_id: str) -> list[str]:
+    query = (
+        select(RegisteredModel.name)
+        .where(RegisteredModel.tenant_id == tenant_id)
+        .order_by(RegisteredModel.name)
+        .limit(PAGE_SIZE)
+    )
+    return list(session.scalars(query))

@@ -22,12 +22,20 @@ from sqlalchemy.orm import Session
 from service.auth import sessions
 from service.auth.service import Principal, end_sessions, hash_key
 from service.dashboard import queries
-from service.dashboard.templating import ASSETS, SECURITY_HEADERS, fmt_bytes, render
+from service.dashboard.templating import (
+    ASSETS,
+    SECURITY_HEADERS,
+    fmt_bytes,
+    markdown_html,
+    render,
+)
 from service.deps import SessionDep, ViewerDep, count_failure, failure_wait, signed_in_viewer
 from service.errors import NotFound
 from service.ids import parse_id
 from service.jobs import service as jobs_service
 from service.jobs.models import SUCCEEDED, TERMINAL, Job
+from service.registry import service as registry_service
+from service.registry.schemas import aliases_read, version_read
 from service.sweeps import service as sweeps_service
 from service.training.kinds import registry
 from service.training.kinds.base import ModelKind
@@ -353,6 +361,9 @@ def job_page(job_id: str, request: Request, session: SessionDep, viewer: ViewerD
         show_coefficients=job.status == SUCCEEDED and bool(metrics.coefficients),
         show_learning_curve=job.status in TERMINAL and bool(metrics.learning_curve),
         artifact=job.status == SUCCEEDED and job.artifact_sha256 is not None,
+        registered=queries.versions_of_job(session, viewer.tenant_id, job.id),
+        model_names=queries.model_names(session, viewer.tenant_id),
+        suggested_model=_model_name_for(names.get(job.dataset_id) if job.dataset_id else None),
     )
 
 
@@ -428,6 +439,61 @@ def sweep_page(
     )
 
 
+@router.get("/models")
+def models_page(request: Request, session: SessionDep, viewer: ViewerDep) -> Response:
+    models, _ = registry_service.list_models(
+        session, tenant_id=viewer.tenant_id, limit=queries.PAGE_SIZE, cursor=None, tags={}
+    )
+    return _page(request, viewer, "models.html", page="models", title="Models", models=models)
+
+
+@router.get("/models/{name}")
+def model_page(
+    name: str,
+    request: Request,
+    session: SessionDep,
+    viewer: ViewerDep,
+    version: int | None = None,
+) -> Response:
+    try:
+        model, versions, _ = registry_service.list_versions(
+            session, tenant_id=viewer.tenant_id, name=name, limit=queries.PAGE_SIZE, cursor=None
+        )
+    except NotFound as exc:
+        return _not_found(request, viewer, exc.detail)
+    by_version = registry_service.aliases_by_version(session, model.id)
+    aliases = aliases_read(
+        name, *registry_service.aliases_and_history(session, tenant_id=viewer.tenant_id, name=name)
+    )
+    shown = next((v for v in versions if v.version == version), versions[0] if versions else None)
+    card = None
+    if shown is not None:
+        card = markdown_html(
+            registry_service.version_card(
+                session, tenant_id=viewer.tenant_id, name=name, version=shown.version
+            )
+        )
+    return _page(
+        request,
+        viewer,
+        "model.html",
+        page="model",
+        title=f"Model {name}",
+        model=registry_service.read_models(session, [model])[0],
+        versions=[
+            {
+                **version_read(name, v, by_version.get(v.version, [])).model_dump(),
+                "score": _score(v.metrics),
+            }
+            for v in versions
+        ],
+        shown=shown,
+        card=card,
+        aliases=aliases.aliases,
+        history=aliases.history,
+    )
+
+
 @router.get("/assets/{name}")
 def asset(name: str) -> Response:
     found = ASSETS.get(name)
@@ -461,6 +527,22 @@ def _best_figures(best: dict[str, Any], metric: str) -> list[tuple[str, Any]]:
         if isinstance(value, int | float):
             out.append((text, value))
     return out
+
+
+def _model_name_for(dataset_name: str | None) -> str:
+    """A model name to suggest for a job: its dataset's file name without the extension."""
+    stem = (dataset_name or "model").rsplit(".", 1)[0]
+    cleaned = "".join(c if c.isalnum() or c in "_.-" else "-" for c in stem).strip("-._")
+    return cleaned[:128] or "model"
+
+
+def _score(metrics: dict[str, Any] | None) -> str:
+    """A version's headline: its validation accuracy or r2."""
+    validation = ((metrics or {}).get("final") or {}).get("validation") or {}
+    for name in ("accuracy", "r2"):
+        if validation.get(name) is not None:
+            return f"{name} {validation[name]:.4g}"
+    return "—"
 
 
 def _leaderboard_page(rows: list[dict[str, Any]], page: int) -> dict[str, Any]:

@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from markdown_it import MarkdownIt
+from markupsafe import Markup
 from starlette.responses import HTMLResponse
 
 HERE = Path(__file__).resolve().parent
@@ -120,6 +122,16 @@ def percent(value: Any) -> int:
 def label(value: Any) -> str:
     """A JSON key as words: 'val_loss_turned_up_after_epoch' -> 'val loss turned up after epoch'."""
     return str(value).replace("_", " ")
+
+
+# CommonMark with tables; raw HTML in the text is shown as text, never rendered.
+_markdown = MarkdownIt("commonmark", {"html": False}).enable("table")
+
+
+def markdown_html(text: str) -> Markup:
+    """Markdown (a model card) as HTML that is safe to put in a page."""
+    # Safe as markup: with html off, markdown-it escapes every tag the text holds.
+    return Markup(_markdown.render(text))
 
 
 env = Environment(

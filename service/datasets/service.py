@@ -23,6 +23,7 @@ from service.datasets.models import FAILED, IMPORTING, READY, Dataset
 from service.datasets.schemas import DatasetImport
 from service.db import Database, new_id
 from service.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
+from service.hooks import InUseCheck, InUseChecks
 from service.pagination import page_of, paginate
 from service.uploads import ReceivedUpload
 
@@ -272,24 +273,21 @@ def list_datasets(
     return page_of(session.scalars(query).all(), limit)
 
 
-InUseCheck = Callable[[Session, uuid.UUID], str | None]
-
 # The domains above this one say whether they still need a dataset (jobs: a queued or running job
-# trains on it) and why; create_app registers them, so this domain imports none of them.
-_in_use_checks: dict[str, InUseCheck] = {}
+# trains on it) and why; create_app registers them.
+_in_use = InUseChecks()
 
 
 def register_in_use_check(name: str, check: InUseCheck) -> None:
     """Make deletion ask `check`, which returns why the dataset is still needed or None."""
-    _in_use_checks[name] = check
+    _in_use.register(name, check)
 
 
 def delete_dataset(session: Session, *, tenant_id: str, dataset_id: uuid.UUID) -> None:
     dataset = get_dataset(session, tenant_id=tenant_id, dataset_id=dataset_id)
-    for check in _in_use_checks.values():
-        reason = check(session, dataset.id)
-        if reason is not None:
-            raise Conflict(f"dataset {dataset_id} is {reason}; cancel or wait for it first")
+    reason = _in_use.reason(session, dataset.id)
+    if reason is not None:
+        raise Conflict(f"dataset {dataset_id} is {reason}; cancel or wait for it first")
     blob_id = dataset.blob_id
     session.delete(dataset)
     session.flush()

@@ -54,6 +54,7 @@ class Job(Base):
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
     tenant_id: Mapped[str] = mapped_column(String(64))
     name: Mapped[str | None] = mapped_column(String(255))
+    tags: Mapped[dict[str, str] | None] = mapped_column(JSON)
     dataset_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("datasets.id", ondelete="SET NULL"), index=True
     )
@@ -160,6 +161,27 @@ class JobEvent(Base):
     kind: Mapped[str] = mapped_column(String(16))
     data: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class JobMetric(Base):
+    """One final figure of a succeeded job (split, metric, value), so jobs sort by it.
+
+    Copied from the job's metrics when it succeeds; the index serves
+    ``?order_by=validation.log_loss`` within a tenant on both databases.
+    """
+
+    __tablename__ = "job_metrics"
+    __table_args__ = (
+        Index("ix_job_metrics_order", "tenant_id", "split", "name", "value", "job_id"),
+    )
+
+    job_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    split: Mapped[str] = mapped_column(String(16), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    value: Mapped[float] = mapped_column(Float)
 
 
 # An ORM job or a Core row of the jobs table: what a JobRead is made from (same attribute names).

@@ -7,6 +7,7 @@ with `BEGIN IMMEDIATE`, so the single `UPDATE … RETURNING` is atomic by holdin
 
 from __future__ import annotations
 
+import math
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +16,7 @@ from sqlalchemy import func, insert, literal_column, select, text, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
+from service import watch
 from service.db import rowcount
 from service.jobs.models import (
     CANCELLED,
@@ -26,6 +28,7 @@ from service.jobs.models import (
     JobAttempt,
     JobEpoch,
     JobEvent,
+    JobMetric,
 )
 
 NOTIFY_CHANNEL = "ridgeline_jobs"
@@ -96,9 +99,8 @@ def add_event(session: Session, job_id: uuid.UUID, attempt: int, kind: str, /, *
 
 
 def notify(session: Session) -> None:
-    """Wake idle Postgres workers when this transaction commits (SQLite workers poll)."""
-    if not _is_sqlite(session):
-        session.execute(text(f"NOTIFY {NOTIFY_CHANNEL}"))
+    """Wake idle workers when this transaction commits."""
+    watch.notify(session, NOTIFY_CHANNEL)
 
 
 def claim(
@@ -225,9 +227,43 @@ def finish(
     )
     if not rowcount(result):
         return False
+    if status == SUCCEEDED:
+        record_final_metrics(session, claim.job_id, metrics)
     _close_attempt(session, claim, outcome or status, error)
     add_event(session, claim.job_id, claim.attempt, "status", status=status, error=error)
     return True
+
+
+def final_metrics(metrics: dict[str, Any] | None) -> list[tuple[str, str, float]]:
+    """(split, name, value) of every finite final figure: what jobs can be ordered by."""
+    final = (metrics or {}).get("final") or {}
+    return [
+        (split, name, float(value))
+        for split, figures in final.items()
+        if isinstance(figures, dict)
+        for name, value in figures.items()
+        if name != "n"
+        and isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+    ]
+
+
+def record_final_metrics(
+    session: Session, job_id: uuid.UUID, metrics: dict[str, Any] | None
+) -> None:
+    """Copy a succeeded job's final figures into job_metrics, beside its status change."""
+    rows = final_metrics(metrics)
+    if not rows:
+        return
+    tenant_id = session.scalar(select(Job.tenant_id).where(Job.id == job_id))
+    session.execute(
+        insert(JobMetric),
+        [
+            {"job_id": job_id, "tenant_id": tenant_id, "split": s, "name": n, "value": v}
+            for s, n, v in rows
+        ],
+    )
 
 
 def release(session: Session, claim: Claim, *, reason: str) -> bool:

@@ -10,6 +10,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from service.jobs.models import AttemptRow, JobRow, summary_of
+from service.tags import Tags
 from service.training.kinds import registry
 from service.training.metrics import METRICS, Metric
 from service.training.results import (
@@ -35,6 +36,7 @@ class JobCreate(TrainingSpec):
             "examples": [
                 {
                     "name": "digits-l1",
+                    "tags": {"team": "risk"},
                     "dataset_id": "00000000-0000-0000-0000-000000000000",
                     "target": "label",
                     "task": "auto",
@@ -50,6 +52,7 @@ class JobCreate(TrainingSpec):
 
     dataset_id: uuid.UUID = Field(description="A dataset from POST /v1/datasets.")
     name: str | None = Field(None, max_length=255, description="A label for people.")
+    tags: Tags = Field(default_factory=dict)
     max_seconds: int | None = Field(
         None, ge=1, description="Time limit of one attempt; the server default when omitted."
     )
@@ -64,7 +67,14 @@ class JobCreate(TrainingSpec):
     def training_spec(self) -> TrainingSpec:
         return TrainingSpec.model_validate(
             self.model_dump(
-                exclude={"dataset_id", "name", "max_seconds", "priority", "callback_url"}
+                exclude={
+                    "dataset_id",
+                    "name",
+                    "tags",
+                    "max_seconds",
+                    "priority",
+                    "callback_url",
+                }
             )
         )
 
@@ -101,6 +111,7 @@ class CallbackRead(BaseModel):
 class JobRead(BaseModel):
     id: uuid.UUID
     name: str | None
+    tags: dict[str, str] = Field(description="The labels given at submission.")
     dataset_id: uuid.UUID | None = Field(description="Null once the dataset was deleted.")
     status: JobStatus
     priority: int
@@ -292,6 +303,7 @@ def job_read(job: JobRow, attempts: Sequence[AttemptRow]) -> JobRead:
     return JobRead(
         id=job.id,
         name=job.name,
+        tags=job.tags or {},
         dataset_id=job.dataset_id,
         status=job.status,
         priority=job.priority,

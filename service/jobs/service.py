@@ -9,7 +9,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Iterator
 from datetime import timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import pyarrow as pa
 from sqlalchemy import Connection, Row, bindparam, delete, exists, func, select, update
@@ -30,6 +30,7 @@ from service.datasets.service import (
 )
 from service.db import Database, rowcount, utcnow
 from service.errors import Conflict, InvalidInput, NotFound, TooManyRequests
+from service.hooks import InUseCheck, InUseChecks
 from service.jobs import callbacks, queue
 from service.jobs.models import (
     ACTIVE,
@@ -44,10 +45,13 @@ from service.jobs.models import (
     JobAttempt,
     JobEpoch,
     JobEvent,
+    JobMetric,
 )
 from service.jobs.schemas import JobCreate
-from service.pagination import page_of, paginate
+from service.pagination import page_of, page_of_ordered, paginate, paginate_by
+from service.tags import where_tags
 from service.training.kinds import registry
+from service.training.metrics import METRICS
 from service.training.resolve import resolve_spec, split_sizes
 from service.training.spec import ColumnSummary, TrainingSpec
 
@@ -64,7 +68,9 @@ def column_summaries(dataset: Dataset) -> list[ColumnSummary]:
 
 
 def _request_hash(body: JobCreate) -> str:
-    canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    # Without empty tags, so a body hashes as it did before jobs had tags.
+    fields = body.model_dump(mode="json", exclude=None if body.tags else {"tags"})
+    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -132,6 +138,7 @@ def create_job(
     job = Job(
         tenant_id=tenant_id,
         name=body.name,
+        tags=body.tags or None,
         dataset_id=dataset.id,
         status=QUEUED,
         priority=body.priority,
@@ -201,6 +208,23 @@ def get_job(session: Session, *, tenant_id: str, job_id: uuid.UUID) -> Job:
     return job
 
 
+#: The splits whose final figures a job reports (FinalMetrics).
+SPLITS = ("train", "validation", "test")
+
+
+def order_metric(order_by: str) -> tuple[str, str, bool]:
+    """(split, metric, greater_is_better) of ``?order_by=validation.log_loss``, the direction
+    from the training core's metric registry; an unknown split or metric is a 422."""
+    split, _, name = order_by.partition(".")
+    if split not in SPLITS or name not in METRICS:
+        raise InvalidInput(
+            f"order_by {order_by!r} is not split.metric: write one of {', '.join(SPLITS)}, a dot "
+            f"and one of {', '.join(sorted(METRICS))} (validation.log_loss, say)",
+            errors=[{"field": "order_by", "message": "unknown split or metric"}],
+        )
+    return split, name, METRICS[name].greater_is_better
+
+
 def list_jobs(
     session: Session,
     *,
@@ -209,14 +233,40 @@ def list_jobs(
     dataset_id: uuid.UUID | None,
     limit: int,
     cursor: str | None,
+    tags: dict[str, str] | None = None,
+    order_by: str | None = None,
+    order: str | None = None,
 ) -> tuple[list[Job], str | None]:
-    query = select(Job).where(Job.tenant_id == tenant_id)
+    """Newest first; or, with order_by, the jobs that report that final figure, best first
+    unless `order` says asc or desc (ties broken by id, so pages are stable)."""
+    query = where_tags(select(Job).where(Job.tenant_id == tenant_id), Job.tags, tags or {})
     if status:
         query = query.where(Job.status == status)
     if dataset_id:
         query = query.where(Job.dataset_id == dataset_id)
-    query = paginate(query, created_at=Job.created_at, row_id=Job.id, limit=limit, cursor=cursor)
-    return page_of(session.scalars(query).all(), limit)
+    if order_by is None:
+        query = paginate(
+            query, created_at=Job.created_at, row_id=Job.id, limit=limit, cursor=cursor
+        )
+        return page_of(session.scalars(query).all(), limit)
+    split, name, greater_is_better = order_metric(order_by)
+    direction = order or ("desc" if greater_is_better else "asc")
+    label = f"{split}.{name}:{direction}"
+    query = (
+        query.join(JobMetric, JobMetric.job_id == Job.id)
+        .where(JobMetric.tenant_id == tenant_id, JobMetric.split == split, JobMetric.name == name)
+        .add_columns(JobMetric.value)
+    )
+    query = paginate_by(
+        query,
+        key=JobMetric.value,
+        row_id=JobMetric.job_id,
+        descending=direction == "desc",
+        order=label,
+        limit=limit,
+        cursor=cursor,
+    )
+    return page_of_ordered(session.execute(query).all(), limit, label)
 
 
 def attempts_of(session: Session, job: Job) -> list[JobAttempt]:
@@ -321,10 +371,28 @@ def cancel_job(session: Session, *, tenant_id: str, job_id: uuid.UUID) -> Job:
     return job
 
 
+# The domains above this one say whether they still need a job (a registered model version is
+# served from it) and why; create_app registers them.
+_in_use = InUseChecks()
+
+
+def register_in_use_check(name: str, check: InUseCheck) -> None:
+    """Make job deletion ask `check`, which returns why the job is still needed or None."""
+    _in_use.register(name, check)
+
+
 def delete_job(session: Session, *, tenant_id: str, job_id: uuid.UUID) -> None:
-    job = get_job(session, tenant_id=tenant_id, job_id=job_id)
+    # Locked, so a registration racing this deletion either sees the job gone or is seen here.
+    job = session.scalar(
+        select(Job).where(Job.id == job_id, Job.tenant_id == tenant_id).with_for_update()
+    )
+    if job is None:
+        raise NotFound(f"no job with id {job_id}")
     if job.status in ACTIVE:
         raise Conflict(f"job {job_id} is {job.status}; cancel it first, then delete it")
+    reason = _in_use.reason(session, job.id)
+    if reason is not None:
+        raise Conflict(f"job {job_id} is {reason}; delete that first, then the job")
     blob_id = job.artifact_blob_id
     session.execute(delete(Job).where(Job.id == job.id))
     blobs.forget_blob(session, blob_id)
@@ -363,6 +431,23 @@ def dataset_in_use(session: Session, dataset_id: uuid.UUID) -> str | None:
     return "used by a queued or running job" if active else None
 
 
+class StoredModel(Protocol):
+    """A trained model's stored artifact: a job, or a registered version served from its job."""
+
+    @property
+    def id(self) -> uuid.UUID:
+        """The job that trained it (models are cached by it)."""
+
+    @property
+    def artifact_blob_id(self) -> uuid.UUID | None: ...
+
+    @property
+    def artifact_sha256(self) -> str | None: ...
+
+    @property
+    def artifact_kind(self) -> str | None: ...
+
+
 class ModelCache:
     """Loaded models by job id, so repeated predictions skip reading and unpacking artifacts;
     and exported ONNX bytes, so a model is converted once per process, not per download."""
@@ -375,7 +460,7 @@ class ModelCache:
         # One export at a time: it is CPU-bound, and a second request waits for the first's bytes.
         self._export_lock = threading.Lock()
 
-    def onnx(self, db: Database, job: Job) -> tuple[bytes, str]:
+    def onnx(self, db: Database, job: StoredModel) -> tuple[bytes, str]:
         """The job's model as ONNX, preprocessing included, and the sha256 of those bytes."""
         with self._lock:
             if job.id in self._onnx:
@@ -393,7 +478,7 @@ class ModelCache:
                     self._onnx.popitem(last=False)
         return entry
 
-    def get(self, db: Database, job: Job) -> Any:
+    def get(self, db: Database, job: StoredModel) -> Any:
         from service.training.artifacts import load_artifact
         from service.training.errors import ArtifactError
 
@@ -418,7 +503,7 @@ class ModelCache:
         return model
 
 
-def _export_onnx(model: Any, job: Job) -> tuple[bytes, str]:
+def _export_onnx(model: Any, job: StoredModel) -> tuple[bytes, str]:
     """Convert with the training core's exporter; a model it cannot express is a 422."""
     from service.training.artifacts import sha256_hex
     from service.training.onnx_export import OnnxExportError, export_onnx
@@ -441,7 +526,7 @@ SCORE_BATCH_ROWS = 16_384
 def score_dataset(
     db: Database,
     cache: ModelCache,
-    job: Job,
+    job: StoredModel,
     *,
     tenant_id: str,
     dataset_id: uuid.UUID,
@@ -491,6 +576,13 @@ def _scored(model: Any, table: pa.Table) -> pa.Table:
     for name, values in added.items():
         out = out.append_column(name, values)
     return out
+
+
+def require_servable(job: Job) -> None:
+    """A job whose model can be served: succeeded, with its artifact stored."""
+    require_succeeded(job)
+    if job.artifact_blob_id is None or job.artifact_sha256 is None:
+        raise Conflict(f"job {job.id} has no stored artifact")
 
 
 def require_succeeded(job: Job) -> None:

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
 
-from service.deps import Cursor, DatabaseDep, PrincipalDep, SessionDep
+from service.deps import Cursor, DatabaseDep, PrincipalDep, SessionDep, TagFiltersDep
 from service.ids import parse_id
 from service.pagination import MAX_LIMIT, Page
 from service.sweeps import service
@@ -45,11 +45,12 @@ def create_sweep(
 def list_sweeps(
     session: SessionDep,
     principal: PrincipalDep,
+    tags: TagFiltersDep,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
     cursor: Cursor = "",
 ) -> Page[SweepRead]:
     items, next_cursor = service.list_sweeps(
-        session, tenant_id=principal.tenant_id, limit=limit, cursor=cursor
+        session, tenant_id=principal.tenant_id, limit=limit, cursor=cursor, tags=tags
     )
     return Page[SweepRead](
         items=[service.read_sweep(session, s) for s in items], next_cursor=next_cursor

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from service.sweeps.models import Sweep
+from service.tags import Tags
 from service.training import metrics as M
 from service.training.spec import Penalty, TrainingSpec
 
@@ -107,6 +108,7 @@ class SweepCreate(TrainingSpec):
 
     dataset_id: uuid.UUID
     name: str | None = Field(None, max_length=255)
+    tags: Tags = Field(default_factory=dict)
     search: SearchSpec = Field(default_factory=SearchSpec)
     cv: CVSpec = Field(default_factory=lambda: CVSpec(folds=5))
     metric: str = Field(
@@ -127,6 +129,7 @@ class SweepCreate(TrainingSpec):
                 exclude={
                     "dataset_id",
                     "name",
+                    "tags",
                     "search",
                     "cv",
                     "metric",
@@ -153,6 +156,7 @@ class LeaderboardRow(BaseModel):
 class SweepRead(BaseModel):
     id: uuid.UUID
     name: str | None
+    tags: dict[str, str] = Field(description="The labels given at submission; its refit has them.")
     dataset_id: uuid.UUID | None
     status: SweepStatus
     progress: float
@@ -185,6 +189,7 @@ def sweep_read(
     return SweepRead(
         id=sweep.id,
         name=sweep.name,
+        tags=sweep.tags or {},
         dataset_id=sweep.dataset_id,
         status=sweep.status,
         progress=sweep.progress,

@@ -33,6 +33,7 @@ from service.jobs.service import check_epochs, check_tenant_limits, column_summa
 from service.pagination import page_of, paginate
 from service.sweeps.models import Sweep
 from service.sweeps.schemas import SweepCreate, SweepRead, sweep_read
+from service.tags import where_tags
 from service.training import metrics as M
 from service.training.kinds import registry
 from service.training.resolve import resolve_spec
@@ -157,6 +158,7 @@ def create_sweep(
     sweep = Sweep(
         tenant_id=tenant_id,
         name=body.name,
+        tags=body.tags or None,
         dataset_id=dataset.id,
         status=QUEUED,
         spec=body.model_dump(mode="json"),
@@ -234,10 +236,15 @@ def get_sweep(session: Session, *, tenant_id: str, sweep_id: uuid.UUID) -> Sweep
 
 
 def list_sweeps(
-    session: Session, *, tenant_id: str, limit: int, cursor: str | None
+    session: Session,
+    *,
+    tenant_id: str,
+    limit: int,
+    cursor: str | None,
+    tags: dict[str, str] | None = None,
 ) -> tuple[list[Sweep], str | None]:
     query = paginate(
-        select(Sweep).where(Sweep.tenant_id == tenant_id),
+        where_tags(select(Sweep).where(Sweep.tenant_id == tenant_id), Sweep.tags, tags or {}),
         created_at=Sweep.created_at,
         row_id=Sweep.id,
         limit=limit,
@@ -391,6 +398,7 @@ def _queue_refit(
     job = Job(
         tenant_id=sweep.tenant_id,
         name=f"{sweep.name or 'sweep'} refit",
+        tags=sweep.tags,
         dataset_id=sweep.dataset_id,
         status=QUEUED,
         priority=body.priority,

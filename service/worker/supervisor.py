@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import multiprocessing
 import os
 import signal
 import socket
-import sqlite3
 import threading
 import time
 import uuid
 from datetime import timedelta
 
-from sqlalchemy import exists, make_url, select
+from sqlalchemy import exists, select
 
 from service import blobs
 from service.childproc import forkserver_context, start_forkserver
@@ -26,13 +24,11 @@ from service.jobs.models import QUEUED, Job
 from service.observability import start_worker_metrics
 from service.plugins import import_plugins
 from service.sweeps.service import after_trial
+from service.watch import start_watcher
 from service.worker.cache import DatasetCache
 from service.worker.runner import AttemptRunner
 
 logger = logging.getLogger("ridgeline.worker")
-
-#: How often an idle SQLite worker checks whether anything was committed (a shared-memory read).
-SQLITE_WATCH_SECONDS = 0.02
 
 
 def warm_context(settings: Settings) -> multiprocessing.context.BaseContext:
@@ -43,61 +39,6 @@ def warm_context(settings: Settings) -> multiprocessing.context.BaseContext:
     )
     start_forkserver(context)
     return context
-
-
-class PostgresWaker(threading.Thread):
-    """LISTENs on its own autocommit connection and sets the wake event on each NOTIFY."""
-
-    def __init__(self, database_url: str, wake: threading.Event, stop: threading.Event) -> None:
-        super().__init__(name="pg-listen", daemon=True)
-        self.dsn = database_url.replace("postgresql+psycopg://", "postgresql://", 1)
-        self.wake = wake
-        self.stop = stop
-
-    def run(self) -> None:
-        import psycopg
-
-        while not self.stop.is_set():
-            try:
-                with psycopg.connect(self.dsn, autocommit=True, connect_timeout=5) as conn:
-                    conn.execute(f"LISTEN {queue.NOTIFY_CHANNEL}")
-                    self.wake.set()  # anything queued while we were not listening
-                    while not self.stop.is_set():
-                        for _ in conn.notifies(timeout=1.0, stop_after=1):
-                            self.wake.set()
-            except Exception as exc:
-                logger.warning("LISTEN connection failed (%s); polling until it is back", exc)
-                self.stop.wait(2.0)
-
-
-class SqliteWaker(threading.Thread):
-    """Sets the wake event when another connection commits: SQLite's stand-in for NOTIFY.
-
-    ``PRAGMA data_version`` changes whenever another connection has committed; reading it
-    costs a look at the WAL index in shared memory, so checking often is cheap, where a claim
-    (a write transaction) is not.
-    """
-
-    def __init__(self, database_url: str, wake: threading.Event, stop: threading.Event) -> None:
-        super().__init__(name="sqlite-watch", daemon=True)
-        self.path = make_url(database_url).database or ""
-        self.wake = wake
-        self.stop = stop
-
-    def run(self) -> None:
-        last = None
-        while not self.stop.is_set():
-            try:
-                with contextlib.closing(sqlite3.connect(self.path, isolation_level=None)) as conn:
-                    while not self.stop.is_set():
-                        version = conn.execute("PRAGMA data_version").fetchone()[0]
-                        if version != last:
-                            last = version
-                            self.wake.set()
-                        self.stop.wait(SQLITE_WATCH_SECONDS)
-            except sqlite3.Error as exc:
-                logger.warning("cannot watch the database for new jobs (%s); polling", exc)
-                self.stop.wait(2.0)
 
 
 class Worker:
@@ -193,10 +134,7 @@ class Worker:
     def run(self) -> None:
         start_worker_metrics(self.settings)
         self.context = warm_context(self.settings)
-        if self.settings.is_sqlite:
-            SqliteWaker(self.settings.database_url, self.wake, self.stop).start()
-        else:
-            PostgresWaker(self.settings.database_url, self.wake, self.stop).start()
+        start_watcher(self.settings, queue.NOTIFY_CHANNEL, self.wake.set, self.stop)
         idle_wait = self.settings.worker_poll_seconds
         logger.info(
             "worker %s ready: %d slot(s), %d thread(s) per job",

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sklearn.datasets import load_breast_cancer
+from typer.testing import CliRunner
 
 from service.client import Client
+from service.client.cli import app
 from tests.conftest import Server
 
 
@@ -44,3 +47,15 @@ def key(server: Server) -> str:
 def client(server: Server, key: str) -> Iterator[Client]:
     with Client(server.base_url, key, max_retries=2, backoff_base=0.05) as rl:
         yield rl
+
+
+@pytest.fixture
+def run(server: Server, key: str) -> Callable[..., Any]:
+    """Run the CLI in-process against the server, as the key's owner."""
+    runner = CliRunner()
+    env = {"RIDGELINE_URL": server.base_url, "RIDGELINE_API_KEY": key, "COLUMNS": "200"}
+
+    def invoke(*args: str) -> Any:
+        return runner.invoke(app, list(args), env=env)
+
+    return invoke

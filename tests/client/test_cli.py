@@ -29,17 +29,6 @@ MLP = {
 }
 
 
-@pytest.fixture
-def run(server: Server, key: str) -> Callable[..., Any]:
-    runner = CliRunner()
-    env = {"RIDGELINE_URL": server.base_url, "RIDGELINE_API_KEY": key, "COLUMNS": "200"}
-
-    def invoke(*args: str) -> Any:
-        return runner.invoke(app, list(args), env=env)
-
-    return invoke
-
-
 def _json(result: Any) -> Any:
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)

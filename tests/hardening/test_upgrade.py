@@ -77,6 +77,8 @@ class Ids:
         self.dataset = uuid.uuid4()
         self.job = uuid.uuid4()
         self.sweep = uuid.uuid4()
+        self.model = uuid.uuid4()
+        self.version = uuid.uuid4()
 
 
 def _tiny_parquet(tmp_path: Path) -> tuple[bytes, list[dict[str, Any]]]:
@@ -87,6 +89,7 @@ def _tiny_parquet(tmp_path: Path) -> tuple[bytes, list[dict[str, Any]]]:
     return dest.read_bytes(), [column.to_dict() for column in result.columns]
 
 
+MODEL = "upgrade-model"
 ARTIFACT = b"not a real model: only its bytes and sha256 must survive" * 10
 
 
@@ -267,6 +270,66 @@ def _factories(ids: Ids, parquet: bytes, columns: list[dict[str, Any]]) -> dict[
                 "created_at": T0,
             }
         ],
+        "job_metrics": [
+            {
+                "job_id": ids.job,
+                "tenant_id": TENANT,
+                "split": split,
+                "name": "accuracy",
+                "value": figures["accuracy"],
+            }
+            for split, figures in final.items()
+        ],
+        "registered_models": [
+            {
+                "id": ids.model,
+                "tenant_id": TENANT,
+                "name": MODEL,
+                "description": "kept across upgrades",
+                "tags": {"team": "upgrade"},
+                "last_version": 1,
+                "created_at": T0,
+                "updated_at": T0,
+            }
+        ],
+        "model_versions": [
+            {
+                "id": ids.version,
+                "model_id": ids.model,
+                "version": 1,
+                "job_id": ids.job,
+                "description": None,
+                "artifact_sha256": hashlib.sha256(ARTIFACT).hexdigest(),
+                "artifact_kind": "skops",
+                "dataset": {"id": str(ids.dataset), "name": "tiny.csv", "n_rows": 40},
+                "spec": {"dataset_id": str(ids.dataset), **spec},
+                "task": "classification",
+                "native_params": {"estimator": "LogisticRegression", "C": 0.5},
+                "metrics": {"final": final},
+                "library_versions": {"sklearn": "1.x"},
+                "created_by": "upgrade-key",
+                "created_at": T0,
+            }
+        ],
+        "model_aliases": [
+            {
+                "model_id": ids.model,
+                "alias": "champion",
+                "version": 1,
+                "updated_at": T0,
+                "updated_by": "upgrade-key",
+            }
+        ],
+        "model_alias_events": [
+            {
+                "model_id": ids.model,
+                "alias": "champion",
+                "from_version": None,
+                "to_version": 1,
+                "key_name": "upgrade-key",
+                "created_at": T0,
+            }
+        ],
     }
 
 
@@ -411,6 +474,16 @@ def _the_app_reads_it(url: str, ids: Ids, parquet: bytes, existed: set[str], tmp
         checks += [
             ("/v1/sweeps", lambda r: _ids_in(r, ids.sweep)),
             (f"/v1/sweeps/{ids.sweep}", lambda r: _eq(r.json()["status"], "succeeded")),
+        ]
+    if "jobs" in existed:
+        # Written by the upgrade from the job's metrics when job_metrics came after the job.
+        checks.append(("/v1/jobs?order_by=validation.accuracy", lambda r: _ids_in(r, ids.job)))
+    if "registered_models" in existed:
+        checks += [
+            ("/v1/models?tag=team:upgrade", lambda r: _eq(r.json()["items"][0]["name"], MODEL)),
+            (f"/v1/models/{MODEL}/versions/1", lambda r: _eq(r.json()["job_id"], str(ids.job))),
+            (f"/v1/models/{MODEL}/aliases", lambda r: _eq(len(r.json()["history"]), 1)),
+            (f"/v1/models/{MODEL}@champion/artifact", lambda r: _eq(r.content, ARTIFACT)),
         ]
     with TestClient(create_app(settings)) as client:
         client.headers["Authorization"] = f"Bearer {KEY}"

@@ -6,7 +6,7 @@ import sqlite3
 import threading
 from pathlib import Path
 
-from service.worker.supervisor import SqliteWaker
+from service.watch import SqliteCommitWatcher
 
 
 def test_a_commit_elsewhere_wakes_the_worker(tmp_path: Path) -> None:
@@ -15,7 +15,7 @@ def test_a_commit_elsewhere_wakes_the_worker(tmp_path: Path) -> None:
     writer.execute("PRAGMA journal_mode=WAL")
     writer.execute("CREATE TABLE jobs (id INTEGER PRIMARY KEY)")
     wake, stop = threading.Event(), threading.Event()
-    waker = SqliteWaker(f"sqlite:///{path}", wake, stop)
+    waker = SqliteCommitWatcher(f"sqlite:///{path}", wake.set, stop)
     waker.start()
     try:
         assert wake.wait(5), "the first look sets the event (anything queued before it started)"

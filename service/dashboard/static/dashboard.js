@@ -568,6 +568,68 @@
     });
   }
 
+  // -- register a succeeded job as a model version (creating the model when it is new) -------
+  function initRegister() {
+    var show = document.querySelector('[data-action="show-register"]');
+    var section = document.getElementById("register");
+    var form = document.getElementById("register-form");
+    if (!show || !section || !form) return;
+    show.addEventListener("click", function () {
+      section.hidden = false;
+      form.elements.namedItem("model").focus();
+    });
+    form.addEventListener("submit", function (ev) {
+      ev.preventDefault();
+      showError("");
+      var name = String(form.elements.namedItem("model").value || "").trim();
+      var description = String(form.elements.namedItem("description").value || "").trim();
+      var body = { job_id: form.getAttribute("data-job-id") };
+      if (description) body.description = description;
+      var button = form.querySelector('button[type="submit"]');
+      button.disabled = true;
+      var base = "/v1/models/" + encodeURIComponent(name);
+      api("POST", "/v1/models", { name: name })
+        .catch(function (err) {
+          if (err.status !== 409) throw err; // it exists already: add a version to it
+        })
+        .then(function () {
+          return api("POST", base + "/versions", body);
+        })
+        .then(function (res) {
+          window.location.href =
+            "/models/" + encodeURIComponent(name) + "?version=" + res.data.version + "#card";
+        })
+        .catch(function (err) {
+          button.disabled = false;
+          showError(err.message);
+        });
+    });
+  }
+
+  // -- point an alias at a version ------------------------------------------------------------
+  function initAliasForm() {
+    var form = document.getElementById("alias-form");
+    if (!form) return;
+    form.addEventListener("submit", function (ev) {
+      ev.preventDefault();
+      showError("");
+      var alias = String(form.elements.namedItem("alias").value || "").trim();
+      var version = Number(form.elements.namedItem("version").value);
+      var button = form.querySelector('button[type="submit"]');
+      button.disabled = true;
+      api("PUT", form.getAttribute("data-endpoint") + encodeURIComponent(alias), {
+        version: version,
+      })
+        .then(function () {
+          window.location.reload();
+        })
+        .catch(function (err) {
+          button.disabled = false;
+          showError(err.message);
+        });
+    });
+  }
+
   function init() {
     var jobs = document.querySelector('table[data-live="jobs"]');
     if (jobs) initList(jobs, "/v1/jobs?limit=100", "data-job-id");
@@ -579,6 +641,8 @@
     initUpload();
     initJobForm();
     initSweepForm();
+    initRegister();
+    initAliasForm();
   }
 
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init);
