@@ -277,6 +277,17 @@ def _size(
     return n_parameters, [kind.size_problem(spec.model, n_inputs, n_parameters, max_parameters)]
 
 
+#: Names listed at most in a message; the rest are counted.
+MAX_LISTED_NAMES = 20
+
+
+def _listed(names: Sequence[str]) -> str:
+    """'a', 'b', 'c' … and 11 more: a list a person can read, that says when it was cut."""
+    shown = ", ".join(repr(name) for name in names[:MAX_LISTED_NAMES])
+    more = len(names) - MAX_LISTED_NAMES
+    return f"{shown} and {more} more" if more > 0 else shown
+
+
 def resolve_spec(
     spec: TrainingSpec,
     columns: Sequence[ColumnSummary],
@@ -293,7 +304,7 @@ def resolve_spec(
     by_name = {c.name: c for c in columns}
     target = by_name.get(spec.target)
     if target is None:
-        known = ", ".join(repr(c.name) for c in columns[:20])
+        known = _listed([c.name for c in columns])
         problems.append(
             _problem(
                 "target",

@@ -136,6 +136,18 @@ def test_unknown_target_and_features_and_target_as_feature() -> None:
     assert "is the target" in found["features[1]"]
 
 
+def test_an_unknown_target_lists_the_columns_and_counts_those_left_out() -> None:
+    wide = [ColumnSummary(f"c{i:02d}", "float", 100, 0) for i in range(31)]
+    with pytest.raises(SpecError) as info:
+        resolve_spec(spec(target="diagnosis"), wide)
+    (message,) = [p["message"] for p in info.value.problems if p["field"] == "target"]
+    assert "'c00', 'c01'" in message and "'c19' and 11 more" in message
+    assert "'c20'" not in message
+    with pytest.raises(SpecError) as info:
+        resolve_spec(spec(target="diagnosis"), COLUMNS)
+    assert "'many'" in info.value.problems[0]["message"] and "more" not in str(info.value)
+
+
 def test_empty_feature_list() -> None:
     assert "features" in problems(spec(target="churned", features=[]))
 
