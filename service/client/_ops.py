@@ -129,9 +129,11 @@ def list_jobs(
     tags: dict[str, str] | None = None,
     order_by: str | None = None,
     order: Literal["asc", "desc"] | None = None,
+    include_trials: bool = False,
 ) -> Op[Page[Job]]:
     """Newest first; ``order_by="validation.log_loss"`` ranks by a final metric instead (best
-    first unless ``order`` says), ``tags`` keeps the jobs carrying all of them."""
+    first unless ``order`` says), ``tags`` keeps the jobs carrying all of them; sweeps' trial
+    jobs only with ``include_trials``."""
     params = {
         "status": status,
         "dataset_id": dataset_id,
@@ -140,6 +142,7 @@ def list_jobs(
         "tag": tag_params(tags),
         "order_by": order_by,
         "order": order,
+        "include_trials": "true" if include_trials else None,
     }
     return Op(Call("GET", "/v1/jobs", params=params), _model(Page[Job]))
 

@@ -273,12 +273,21 @@ class Client(ClientBase):
         tags: dict[str, str] | None = None,
         order_by: str | None = None,
         order: Literal["asc", "desc"] | None = None,
+        include_trials: bool = False,
     ) -> Page[Job]:
         """Newest first; ``order_by="validation.log_loss"`` ranks by a final metric (best first
-        unless ``order`` says); ``tags`` keeps the jobs that carry all of them."""
+        unless ``order`` says); ``tags`` keeps the jobs that carry all of them; sweeps' trial
+        jobs only with ``include_trials``."""
         return self._run(
             ops.list_jobs(
-                status, dataset_id, limit, cursor, tags=tags, order_by=order_by, order=order
+                status,
+                dataset_id,
+                limit,
+                cursor,
+                tags=tags,
+                order_by=order_by,
+                order=order,
+                include_trials=include_trials,
             )
         )
 

@@ -675,20 +675,23 @@ def jobs_list(
     order: Annotated[
         str | None, typer.Option(help="asc or desc (with --order-by; default best first).")
     ] = None,
+    trials: Annotated[
+        bool, typer.Option("--trials", help="Also list the trial jobs sweeps ran.")
+    ] = False,
     limit: Annotated[int, typer.Option(min=1, max=200, help="Page size.")] = 50,
     cursor: Annotated[str | None, typer.Option(help="next_cursor of the previous page.")] = None,
     url: UrlOption = None,
     api_key: KeyOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """List jobs, newest first, or ranked by a final metric (--order-by)."""
+    """List jobs, newest first, or ranked by a final metric (--order-by); sweeps' trials hidden."""
     if order not in (None, "asc", "desc"):
         raise typer.BadParameter("asc or desc", param_hint="--order")
     direction = cast(Literal["asc", "desc"] | None, order)
     with _session(url, api_key, as_json) as client:
         page = client.list_jobs(
             status=status, dataset_id=dataset, limit=limit, cursor=cursor, tags=_tags(tag),
-            order_by=order_by, order=direction,
+            order_by=order_by, order=direction, include_trials=trials,
         )  # fmt: skip
         if as_json:
             _echo_json(page)

@@ -89,7 +89,8 @@ def create_job(
     "for several tags). `order_by=validation.log_loss` (a split, `train`, `validation` or `test`, "
     "a dot and a metric) lists the jobs that report that figure, best first (lowest loss, highest "
     "accuracy) unless `order` says `asc` or `desc`; ties go by id, so every page follows on from "
-    "the last.",
+    "the last. Sweeps' trial jobs and dataset imports are left out unless `include_trials` or "
+    "`include_imports` asks for them.",
 )
 def list_jobs(
     session: SessionDep,
@@ -103,6 +104,12 @@ def list_jobs(
     order: Annotated[
         Literal["asc", "desc"] | None, Query(description="With order_by; default: best first.")
     ] = None,
+    include_trials: Annotated[
+        bool, Query(description="Also list the trial jobs sweeps ran (left out by default).")
+    ] = False,
+    include_imports: Annotated[
+        bool, Query(description="Also list the jobs that imported datasets by URI.")
+    ] = False,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
     cursor: Cursor = "",
 ) -> Page[JobRead]:
@@ -116,6 +123,8 @@ def list_jobs(
         tags=tags,
         order_by=order_by,
         order=order,
+        include_trials=include_trials,
+        include_imports=include_imports,
     )
     attempts = service.attempts_of_jobs(session, [job.id for job in items])
     return Page[JobRead](

@@ -236,10 +236,20 @@ def list_jobs(
     tags: dict[str, str] | None = None,
     order_by: str | None = None,
     order: str | None = None,
+    include_trials: bool = False,
+    include_imports: bool = False,
 ) -> tuple[list[Job], str | None]:
     """Newest first; or, with order_by, the jobs that report that final figure, best first
-    unless `order` says asc or desc (ties broken by id, so pages are stable)."""
+    unless `order` says asc or desc (ties broken by id, so pages are stable).
+
+    A sweep's trial jobs (dozens of them) and the jobs that import datasets are left out unless
+    asked for: the list is the models people trained.
+    """
     query = where_tags(select(Job).where(Job.tenant_id == tenant_id), Job.tags, tags or {})
+    if not include_trials:
+        query = query.where(Job.sweep_id.is_(None))
+    if not include_imports:
+        query = query.where(Job.trainer != IMPORT_TRAINER)
     if status:
         query = query.where(Job.status == status)
     if dataset_id:

@@ -291,3 +291,9 @@ def test_sweep_submit_watch_shows_the_leaderboard(
     sweep_id = _json(run("sweeps", "list", "--json"))["items"][0]["id"]
     shown = _json(run("sweeps", "show", sweep_id, "--json"))
     assert shown["status"] == "succeeded" and len(shown["leaderboard"]) == 3
+    # The trials stay out of `jobs list` unless asked for; the refit is a model to use.
+    listed = _json(run("jobs", "list", "--json"))["items"]
+    assert [j["id"] for j in listed] == [shown["refit_job_id"]]
+    with_trials = _json(run("jobs", "list", "--trials", "--json"))["items"]
+    assert len(with_trials) == 1 + shown["n_jobs"]
+    assert {j["id"] for j in with_trials} >= {shown["refit_job_id"]}

@@ -67,8 +67,13 @@ def test_linear_sweep_ranks_paths_and_refits(
     best = sweep["best"]
     assert (best["penalty"], best["strength"]) == (board[0]["penalty"], board[0]["strength"])
 
-    # The leaderboard agrees with the trials' own metrics.
-    jobs = api.get("/v1/jobs", params={"dataset_id": dataset_id, "limit": 200}).json()["items"]
+    # Trial jobs are listed only when asked for; the leaderboard agrees with their own metrics.
+    listed = api.get("/v1/jobs", params={"dataset_id": dataset_id}).json()["items"]
+    assert [j["id"] for j in listed] == [sweep["refit_job_id"]]
+    jobs = api.get(
+        "/v1/jobs", params={"dataset_id": dataset_id, "limit": 200, "include_trials": True}
+    ).json()["items"]
+    assert len(jobs) == 1 + created["n_jobs"]
     trial = next(
         j
         for j in jobs
