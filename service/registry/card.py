@@ -120,8 +120,10 @@ def _coefficients(metrics: JobMetrics) -> list[str]:
     coefficients = [c for c in metrics.coefficients or [] if c.value is not None]
     if not coefficients:
         return []
-    largest = sorted(coefficients, key=lambda c: -abs(c.value or 0.0))[:TOP_COEFFICIENTS]
-    zeros = sum(c.value == 0 for c in coefficients)
+    # Zeros (most of an L1 model's weights) are counted, not listed.
+    nonzero = [c for c in coefficients if c.value]
+    largest = sorted(nonzero, key=lambda c: -abs(c.value or 0.0))[:TOP_COEFFICIENTS]
+    zeros = len(coefficients) - len(nonzero)
     has_class = any(c.class_ is not None for c in largest)
     header = ("feature", "class", "value") if has_class else ("feature", "value")
     rows = [(c.feature, c.class_, c.value) if has_class else (c.feature, c.value) for c in largest]
