@@ -103,6 +103,15 @@ def notify(session: Session) -> None:
     watch.notify(session, NOTIFY_CHANNEL)
 
 
+def enqueue(session: Session, job: Job) -> uuid.UUID:
+    """Add a queued job with its first status event; idle workers wake when this commits."""
+    session.add(job)
+    session.flush()
+    add_event(session, job.id, 0, "status", status=QUEUED)
+    notify(session)
+    return job.id
+
+
 def claim(
     session: Session, *, worker_id: str, lease_seconds: float, max_running_per_tenant: int = 0
 ) -> Claim | None:

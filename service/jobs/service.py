@@ -426,11 +426,7 @@ def queue_import(
         max_seconds=settings.default_max_seconds,
         max_attempts=settings.max_attempts,
     )
-    session.add(job)
-    session.flush()
-    queue.add_event(session, job.id, 0, "status", status=QUEUED)
-    queue.notify(session)
-    return job.id
+    return queue.enqueue(session, job)
 
 
 def dataset_in_use(session: Session, dataset_id: uuid.UUID) -> str | None:

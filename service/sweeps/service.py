@@ -408,11 +408,7 @@ def _queue_refit(
         max_seconds=body.max_seconds or settings.default_max_seconds,
         max_attempts=settings.max_attempts,
     )
-    session.add(job)
-    session.flush()
-    queue.add_event(session, job.id, 0, "status", status=QUEUED)
-    queue.notify(session)
-    return job.id
+    return queue.enqueue(session, job)
 
 
 def best_with_test(session: Session, sweep: Sweep) -> dict[str, Any] | None:
