@@ -37,7 +37,7 @@ test-fast: install
 
 lint: install
 	$(VENV)/bin/ruff check service tests bench examples
-	$(VENV)/bin/mypy service
+	$(VENV)/bin/mypy service tests
 	$(VENV)/bin/lint-imports
 
 bench: install

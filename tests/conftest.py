@@ -44,7 +44,7 @@ def _schemathesis_keeps_its_cache_in_a_temp_folder(
     """schemathesis writes ./.schemathesis by default; a test run leaves the work tree clean."""
     storage = sys.modules.get("schemathesis.core.storage")  # imported at collection, if at all
     if storage is not None:
-        storage.DEFAULT_ROOT = tmp_path_factory.mktemp("schemathesis")
+        storage.DEFAULT_ROOT = tmp_path_factory.mktemp("schemathesis")  # type: ignore[attr-defined]
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
@@ -140,7 +140,7 @@ class Server:
         tenant = f"t-{uuid.uuid4().hex[:12]}"
         return self.new_key(tenant), tenant
 
-    def client(self, key: str | None = None, **kwargs) -> httpx.Client:  # type: ignore[no-untyped-def]
+    def client(self, key: str | None = None, **kwargs) -> httpx.Client:
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         return httpx.Client(base_url=self.base_url, headers=headers, timeout=60, **kwargs)
 
@@ -247,14 +247,14 @@ def wait_for_job(
     *,
     statuses=("succeeded", "failed", "cancelled"),
     timeout: float = 120,
-) -> dict:  # type: ignore[no-untyped-def]
-    def done():  # type: ignore[no-untyped-def]
+) -> dict:
+    def done():
         job = client.get(f"/v1/jobs/{job_id}").json()
         return job if job["status"] in statuses else None
 
     return wait_for(
         done, timeout=timeout, interval=0.1, message=f"job {job_id} to reach {statuses}"
-    )  # type: ignore[no-any-return]
+    )
 
 
 def insert_job(

@@ -14,7 +14,7 @@ from service.auth.service import create_key
 from service.db import Database
 
 
-def read(db: Database, work):  # type: ignore[no-untyped-def]
+def read(db: Database, work):
     return asyncio.run(db.read(work))
 
 

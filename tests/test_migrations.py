@@ -15,7 +15,7 @@ from tests.conftest import BACKENDS, dispose_database_url, new_database_url
 
 
 @pytest.fixture(params=BACKENDS)
-def fresh_url(request: pytest.FixtureRequest, tmp_path: Path):  # type: ignore[no-untyped-def]
+def fresh_url(request: pytest.FixtureRequest, tmp_path: Path):
     url = new_database_url(request.param, tmp_path)
     yield url
     dispose_database_url(url)

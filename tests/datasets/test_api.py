@@ -148,7 +148,7 @@ def test_too_many_columns(api: httpx.Client) -> None:
 
 
 def test_over_the_size_limit_is_413_while_streaming(api: httpx.Client) -> None:
-    def body():  # type: ignore[no-untyped-def]
+    def body():
         boundary = b"XyZ"
         yield (
             b"--"

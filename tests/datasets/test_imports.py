@@ -91,7 +91,7 @@ def _wait_dataset(client: httpx.Client, dataset_id: str) -> dict[str, Any]:
         dataset = client.get(f"/v1/datasets/{dataset_id}").json()
         return dataset if dataset["status"] != "importing" else None
 
-    return wait_for(done, timeout=120, interval=0.1, message="the import to end")  # type: ignore[no-any-return]
+    return wait_for(done, timeout=120, interval=0.1, message="the import to end")
 
 
 def _count(client: httpx.Client) -> int:

@@ -48,7 +48,7 @@ def _submit(client: httpx.Client, **spec: Any) -> dict[str, Any]:
     assert response.json()["status"] == "queued"
     # Computed once, by the worker, from the real training split: none while queued.
     assert response.json()["native_params"] is None
-    return response.json()  # type: ignore[no-any-return]
+    return response.json()
 
 
 def _train(client: httpx.Client, **spec: Any) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -335,14 +335,15 @@ def test_other_tenants_jobs_are_invisible(
     job, _ = _train(api, dataset_id=cancer[0], target="target")
     with server.client(server.new_key()) as other:
         assert other.get("/v1/jobs").json()["items"] == []
-        for method, path, kwargs in [
+        requests: list[tuple[str, str, dict[str, Any]]] = [
             ("GET", f"/v1/jobs/{job['id']}", {}),
             ("GET", f"/v1/jobs/{job['id']}/metrics", {}),
             ("GET", f"/v1/jobs/{job['id']}/artifact", {}),
             ("POST", f"/v1/jobs/{job['id']}/predict", {"json": {"rows": [{"a": 1}]}}),
             ("POST", f"/v1/jobs/{job['id']}/cancel", {}),
             ("DELETE", f"/v1/jobs/{job['id']}", {}),
-        ]:
+        ]
+        for method, path, kwargs in requests:
             assert other.request(method, path, **kwargs).status_code == 404, path
         foreign = other.post("/v1/jobs", json={"dataset_id": cancer[0], "target": "target"})
         assert foreign.status_code == 422 and "dataset_id" in foreign.text
@@ -367,6 +368,7 @@ def test_predictions_match_a_local_load_of_the_artifact(
     local = model.predict(rows)
     served = api.post(f"/v1/jobs/{job['id']}/predict", json={"rows": rows}).json()
     assert served["predictions"] == local.predictions
+    assert local.probabilities is not None
     np.testing.assert_allclose(
         [p["1"] for p in served["probabilities"]], [p["1"] for p in local.probabilities], rtol=1e-12
     )

@@ -109,7 +109,7 @@ def stack(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[St
     work: Path = tmp_path_factory.mktemp(f"callbacks-{backend}")
     url = new_database_url(backend, work)
     upgrade(url)
-    env = {
+    env: dict[str, Any] = {
         "RIDGELINE_CALLBACK_ALLOWED_HOSTS": '["127.0.0.1"]',
         "RIDGELINE_CALLBACK_SECRET": SECRET,
         "RIDGELINE_CALLBACK_BACKOFF_SECONDS": str(BACKOFF),
@@ -144,7 +144,7 @@ def _delivery(stack: Stack, job_id: str, statuses: tuple[str, ...]) -> Job:
             job = session.get_one(Job, uuid.UUID(job_id))
             return job if job.callback_status in statuses else None
 
-    return wait_for(ended, timeout=60, interval=0.1, message=f"callback of {job_id} to end")  # type: ignore[no-any-return]
+    return wait_for(ended, timeout=60, interval=0.1, message=f"callback of {job_id} to end")
 
 
 def test_signed_delivery_on_success(stack: Stack, receiver: Receiver) -> None:

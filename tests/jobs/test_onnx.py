@@ -187,9 +187,9 @@ def test_native_stays_the_default_and_an_unexportable_model_is_a_422(api: httpx.
 def _loaded(estimator: Any, classes: list[Any] | None, frame: pd.DataFrame, y: np.ndarray) -> Any:
     from service.training.artifacts import LoadedModel
     from service.training.preprocessing import build_preprocessor
-    from service.training.spec import PreprocessingSpec
+    from service.training.spec import ColumnDtype, PreprocessingSpec
 
-    schema = {"x": "float", "color": "categorical"}
+    schema: dict[str, ColumnDtype] = {"x": "float", "color": "categorical"}
     preprocessor = build_preprocessor(schema, PreprocessingSpec())
     estimator.fit(preprocessor.fit_transform(frame), y)
     metadata = {
@@ -212,7 +212,7 @@ def _run_export(model: Any, frame: pd.DataFrame) -> list[np.ndarray]:
     from service.training.onnx_export import export_onnx
 
     session = ort.InferenceSession(export_onnx(model), providers=["CPUExecutionProvider"])
-    return session.run(None, _feeds(session, frame))  # type: ignore[no-any-return]
+    return session.run(None, _feeds(session, frame))
 
 
 @pytest.mark.parametrize("labels", [[False, True], [1.5, 2.5, 4.0]], ids=["bool", "float"])

@@ -8,9 +8,11 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
 from service.plots import render
 
@@ -132,7 +134,7 @@ def _outside_axes(figure: Figure) -> bool:
 def test_l1_coefficients_show_the_non_zero_ones_and_count_the_zeros() -> None:
     figure = render.draw_coefficients(COEFS, top=5)
     ax = figure.axes[0]
-    values = [bar.get_width() for bar in ax.patches]
+    values = [bar.get_width() for bar in ax.patches if isinstance(bar, Rectangle)]
     assert len(values) == 5 and all(v != 0 for v in values)
     assert ax.get_title() == "Coefficients (largest 5 of 20 non-zero; 10 of 30 zero, not shown)"
     sparse = [{"feature": f"x{i}", "class": None, "value": 0.0 if i else 1.5} for i in range(40)]
@@ -145,8 +147,8 @@ def test_validation_curve_marks_the_best_and_keeps_its_legend_off_the_curves() -
     figure = render.draw_validation_curve(LEADERBOARD, "accuracy", BEST)
     stars = [line for line in figure.axes[0].get_lines() if line.get_marker() == "*"]
     assert len(stars) == 1
-    assert list(stars[0].get_xdata()) == [1e-1]
-    assert list(stars[0].get_ydata()) == [BEST["cv_mean"]]
+    assert np.asarray(stars[0].get_xdata()).tolist() == [1e-1]
+    assert np.asarray(stars[0].get_ydata()).tolist() == [BEST["cv_mean"]]
     assert "best: l2 0.1" in _legend_texts(figure)
     assert _outside_axes(figure)
     title = figure.axes[0].get_title()

@@ -21,7 +21,7 @@ def _create(client: httpx.Client, name: str, **body: Any) -> dict[str, Any]:
     response = client.post("/v1/models", json={"name": name, **body})
     assert response.status_code == 201, response.text
     assert response.headers["location"] == f"/v1/models/{name}"
-    return response.json()  # type: ignore[no-any-return]
+    return response.json()
 
 
 def _register(client: httpx.Client, name: str, job_id: str, **body: Any) -> dict[str, Any]:
@@ -29,13 +29,13 @@ def _register(client: httpx.Client, name: str, job_id: str, **body: Any) -> dict
     assert response.status_code == 201, response.text
     version = response.json()
     assert response.headers["location"] == f"/v1/models/{name}/versions/{version['version']}"
-    return version  # type: ignore[no-any-return]
+    return version
 
 
 def _alias(client: httpx.Client, name: str, alias: str, version: int) -> dict[str, Any]:
     response = client.put(f"/v1/models/{name}/aliases/{alias}", json={"version": version})
     assert response.status_code == 200, response.text
-    return response.json()  # type: ignore[no-any-return]
+    return response.json()
 
 
 def _problem(response: httpx.Response, status: int, *words: str) -> dict[str, Any]:
@@ -44,7 +44,7 @@ def _problem(response: httpx.Response, status: int, *words: str) -> dict[str, An
     body = response.json()
     for word in words:
         assert word in body["detail"], body
-    return body  # type: ignore[no-any-return]
+    return body
 
 
 def test_models_and_versions(server: Server, trained: Trained) -> None:

@@ -16,6 +16,11 @@ def _served(version: int) -> ServedVersion:
     return ServedVersion("cancer", version, uuid.uuid4(), uuid.uuid4(), "0" * 64, "skops")
 
 
+def _version(served: ServedVersion | None) -> int:
+    assert served is not None
+    return served.version
+
+
 class Clock:
     def __init__(self) -> None:
         self.now = 100.0
@@ -34,15 +39,15 @@ def test_entries_expire_and_clear() -> None:
         return _served(len(reads))
 
     async def scenario() -> None:
-        assert (await cache.resolve(KEY, load)).version == 1
+        assert _version(await cache.resolve(KEY, load)) == 1
         clock.now += 0.9
-        assert (await cache.resolve(KEY, load)).version == 1  # still fresh: no read
+        assert _version(await cache.resolve(KEY, load)) == 1  # still fresh: no read
         clock.now += 0.2
-        assert (await cache.resolve(KEY, load)).version == 2  # expired: read again
+        assert _version(await cache.resolve(KEY, load)) == 2  # expired: read again
         cache.clear()
-        assert (await cache.resolve(KEY, load)).version == 3  # cleared: read again
+        assert _version(await cache.resolve(KEY, load)) == 3  # cleared: read again
         other = ("other-tenant", "cancer", "champion")
-        assert (await cache.resolve(other, load)).version == 4  # keys are per tenant
+        assert _version(await cache.resolve(other, load)) == 4  # keys are per tenant
 
     asyncio.run(scenario())
     assert len(reads) == 4
@@ -63,9 +68,9 @@ def test_a_clear_during_a_read_keeps_nothing_of_that_read() -> None:
         await reading.wait()
         cache.clear()  # an alias moved while the old value was being read
         may_finish.set()
-        assert (await first).version == 1  # that request still gets an answer
+        assert _version(await first) == 1  # that request still gets an answer
         assert cache.cached(KEY) is None  # but it is not kept
-        assert (await cache.resolve(KEY, slow_load)).version == 2
+        assert _version(await cache.resolve(KEY, slow_load)) == 2
 
     asyncio.run(scenario())
 
@@ -84,7 +89,7 @@ def test_lookups_in_flight_are_shared_and_misses_are_not_cached() -> None:
 
     async def scenario() -> None:
         results = await asyncio.gather(*(cache.resolve(KEY, load) for _ in range(20)))
-        assert {r.version for r in results} == {7}
+        assert {_version(r) for r in results} == {7}
         assert len(calls) == 1
         gone = ("tenant", "cancer", "nobody")
         assert await cache.resolve(gone, missing) is None
@@ -104,6 +109,6 @@ def test_zero_seconds_reads_every_time() -> None:
 
     async def scenario() -> None:
         for expected in (1, 2, 3):
-            assert (await cache.resolve(KEY, load)).version == expected
+            assert _version(await cache.resolve(KEY, load)) == expected
 
     asyncio.run(scenario())

@@ -135,9 +135,13 @@ def test_alias_moved_50_times_under_20_clients_on_two_processes(
             assert response.status_code == 200, response.text
             returned = time.monotonic()
             timeline.moves.append((sent, returned, version))
+
             # Paced by the clients, not by the clock: every client answers once after the move.
+            def answered_since(moved: float = returned) -> bool:
+                return all(any(a.started > moved for a in out[-3:]) for out in answers)
+
             wait_for(
-                lambda r=returned: all(any(a.started > r for a in out[-3:]) for out in answers),
+                answered_since,
                 timeout=60,
                 interval=0.01,
                 message="every client to answer after the move",

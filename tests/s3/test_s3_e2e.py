@@ -58,7 +58,7 @@ def _wait_dataset(client: httpx.Client, dataset_id: str) -> dict[str, Any]:
         dataset = client.get(f"/v1/datasets/{dataset_id}").json()
         return dataset if dataset["status"] != "importing" else None
 
-    return wait_for(done, timeout=120, interval=0.1, message="the import to end")  # type: ignore[no-any-return]
+    return wait_for(done, timeout=120, interval=0.1, message="the import to end")
 
 
 @pytest.fixture(scope="module")
@@ -185,7 +185,7 @@ def test_migrate_to_s3_then_delete_removes_only_ridgelines_objects(
     lake = seaweed.admin_store("lake")
     source_key = f"src-{uuid.uuid4().hex[:6]}/data.parquet"
     _put_parquet(lake, source_key, _table(200, 3))
-    env = {
+    env: dict[str, Any] = {
         **seaweed.service_env(),
         **WORKER_ENV,
         "RIDGELINE_IMPORT_ALLOWED_S3_PREFIXES": '["s3://lake/"]',
@@ -238,7 +238,7 @@ def test_store_outage_is_503_or_failed_and_gc_cleans_up(seaweed: SeaweedS3, tmp_
     url = new_database_url("sqlite", tmp_path)
     upgrade(url)
     store = f"s3://ridgeline/outage-{uuid.uuid4().hex[:6]}"
-    env = {
+    env: dict[str, Any] = {
         **seaweed.service_env(),
         "RIDGELINE_BLOB_STORE": store,
         "RIDGELINE_IMPORT_ALLOWED_S3_PREFIXES": '["s3://lake/"]',

@@ -30,7 +30,7 @@ def _wait_sweep(client: httpx.Client, sweep_id: str, timeout: float = 240) -> di
         sweep = client.get(f"/v1/sweeps/{sweep_id}").json()
         return sweep if sweep["status"] in ("succeeded", "failed", "cancelled") else None
 
-    return wait_for(done, timeout=timeout, interval=0.2, message=f"sweep {sweep_id}")  # type: ignore[no-any-return]
+    return wait_for(done, timeout=timeout, interval=0.2, message=f"sweep {sweep_id}")
 
 
 def test_linear_sweep_ranks_paths_and_refits(

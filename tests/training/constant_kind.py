@@ -37,6 +37,9 @@ class ConstantModelSpec(ModelSpecBase):
 class ConstantPredictor:
     """The training mean or class shares, in scikit-learn's manner (fit returns self)."""
 
+    classes_: np.ndarray | None
+    value_: np.ndarray
+
     def __init__(self, task: Task = "classification") -> None:
         self.task = task
 

@@ -267,7 +267,7 @@ def test_load_model_predicts_like_scikit_learn_on_raw_columns(
     rows, labels = validation_rows(s)
     service = load_artifact(result.artifact).predict(rows)
     proba = model.predict_proba(rows.to_pandas())
-    assert list(model.classes_) == service.classes
+    assert model.classes_ is not None and list(model.classes_) == service.classes
     assert proba.shape == (rows.num_rows, len(service.classes or []))
     np.testing.assert_allclose(proba.sum(axis=1), 1.0)
     expected = [[p[str(c)] for c in service.classes or []] for p in service.probabilities or []]

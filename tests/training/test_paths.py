@@ -50,7 +50,7 @@ def values(point: dict[str, Any]) -> np.ndarray:
 
 
 def relative_error(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-12))
+    return float(np.linalg.norm(a - b)) / max(float(np.linalg.norm(b)), 1e-12)
 
 
 CASES = [

@@ -49,7 +49,8 @@ def test_result_shape_and_json_safety() -> None:
     json.dumps(m, allow_nan=False)
     json.dumps(result.native_params, allow_nan=False)
     assert result.native_params["params"]["C"] is None
-    assert len(result.artifact_sha256) == 64 and result.artifact_kind == "skops"
+    assert result.artifact_sha256 is not None and len(result.artifact_sha256) == 64
+    assert result.artifact_kind == "skops"
 
 
 def test_no_validation_means_no_gap_and_no_validation_metrics() -> None:
