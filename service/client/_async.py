@@ -430,10 +430,8 @@ class AsyncClient(ClientBase):
             if job.status != status:
                 status = job.status
                 if on_event is not None:
-                    await _call(
-                        on_event,
-                        Event(event="status", data={"attempt": job.attempt, "status": status}),
-                    )
+                    event = Event(event="status", data={"attempt": job.attempt, "status": status})
+                    await _call(on_event, event)
             if job.status in TERMINAL_STATUSES:
                 return job
             if deadline is not None and time.monotonic() + interval > deadline:

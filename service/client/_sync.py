@@ -1,4 +1,4 @@
-"""The synchronous client."""
+"""The synchronous client: generated from _async.py by scripts/gen_sync_client.py."""
 
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ DownloadProgress = Callable[[int, int | None], None]
 class Client(ClientBase):
     """A typed, synchronous client of a Ridgeline service.
 
-    >>> with Client.from_env() as rl:                    # RIDGELINE_URL, RIDGELINE_API_KEY
+    >>> with Client.from_env() as rl:
     ...     dataset = rl.upload("cancer.csv")
     ...     job = rl.submit({"dataset_id": dataset.id, "target": "target"})
     ...     job = rl.wait(job.id)
@@ -205,9 +205,8 @@ class Client(ClientBase):
     ) -> Dataset:
         """Upload a CSV or Parquet file, streamed from disk; ``progress(bytes_sent, total)``."""
         body = MultipartFile(path, fields={"name": name, "delimiter": delimiter}, progress=progress)
-        return ops.parse_dataset(
-            self._send(body.call(ops.UPLOAD_PATH, timeout=self.upload_timeout))
-        )
+        response = self._send(body.call(ops.UPLOAD_PATH, timeout=self.upload_timeout))
+        return ops.parse_dataset(response)
 
     def list_datasets(self, limit: int | None = None, cursor: str | None = None) -> Page[Dataset]:
         return self._run(ops.list_datasets(limit, cursor))
@@ -344,7 +343,7 @@ class Client(ClientBase):
 
     def _events(
         self, job_id: str, last_event_id: int | None, reconnect: bool, deadline: float | None
-    ) -> Generator[Event, None, None]:
+    ) -> Generator[Event, None]:
         last = last_event_id
         failures = 0
         while True:
@@ -387,7 +386,7 @@ class Client(ClientBase):
         self,
         job_id: str,
         timeout: float | None = None,
-        on_event: Callable[[Event], None] | None = None,
+        on_event: Callable[[Event], Any] | None = None,
         *,
         poll_interval: float = 1.0,
     ) -> Job:
@@ -416,7 +415,7 @@ class Client(ClientBase):
         job_id: str,
         deadline: float | None,
         interval: float,
-        on_event: Callable[[Event], None] | None,
+        on_event: Callable[[Event], Any] | None,
         status: str | None,
     ) -> Job:
         while True:
@@ -424,7 +423,8 @@ class Client(ClientBase):
             if job.status != status:
                 status = job.status
                 if on_event is not None:
-                    on_event(Event(event="status", data={"attempt": job.attempt, "status": status}))
+                    event = Event(event="status", data={"attempt": job.attempt, "status": status})
+                    on_event(event)
             if job.status in TERMINAL_STATUSES:
                 return job
             if deadline is not None and time.monotonic() + interval > deadline:
@@ -467,7 +467,7 @@ class Client(ClientBase):
         self,
         sweep_id: str,
         timeout: float | None = None,
-        on_update: Callable[[Sweep], None] | None = None,
+        on_update: Callable[[Sweep], Any] | None = None,
         *,
         poll_interval: float = 2.0,
         include_refit: bool = False,
