@@ -16,7 +16,6 @@ from service.client import _ops as ops
 from service.client._base import ClientBase
 from service.client._core import (
     CHUNK_SIZE,
-    DEFAULT_URL,
     Call,
     DownloadSink,
     MultipartFile,
@@ -55,7 +54,7 @@ StrPath = str | os.PathLike[str]
 DownloadProgress = Callable[[int, int | None], None]
 
 
-class Client(ClientBase):
+class Client(ClientBase[httpx.BaseTransport, httpx.Client]):
     """A typed, synchronous client of a Ridgeline service.
 
     >>> with Client.from_env() as rl:
@@ -67,31 +66,8 @@ class Client(ClientBase):
     Idempotent requests are retried with backoff on 429/502/503/504 and connection errors.
     """
 
-    def __init__(
-        self,
-        base_url: str = DEFAULT_URL,
-        api_key: str | None = None,
-        *,
-        timeout: float | httpx.Timeout = 30.0,
-        upload_timeout: float = 600.0,
-        max_retries: int = 3,
-        backoff_base: float = 0.5,
-        backoff_max: float = 30.0,
-        headers: dict[str, str] | None = None,
-        transport: httpx.BaseTransport | None = None,
-        verify: bool | str = True,
-    ) -> None:
-        super().__init__(
-            base_url,
-            api_key,
-            timeout=timeout,
-            upload_timeout=upload_timeout,
-            max_retries=max_retries,
-            backoff_base=backoff_base,
-            backoff_max=backoff_max,
-            headers=headers,
-        )
-        self._http = httpx.Client(
+    def _open(self, transport: httpx.BaseTransport | None, verify: bool | str) -> httpx.Client:
+        return httpx.Client(
             base_url=self.base_url,
             headers=self.headers,
             timeout=self.timeout,
@@ -278,16 +254,7 @@ class Client(ClientBase):
         unless ``order`` says); ``tags`` keeps the jobs that carry all of them; sweeps' trial
         jobs only with ``include_trials``."""
         return self._run(
-            ops.list_jobs(
-                status,
-                dataset_id,
-                limit,
-                cursor,
-                tags=tags,
-                order_by=order_by,
-                order=order,
-                include_trials=include_trials,
-            )
+            ops.list_jobs(status, dataset_id, limit, cursor, tags, order_by, order, include_trials)
         )
 
     def iter_jobs(

@@ -37,7 +37,7 @@ def test_generation_turns_the_async_code_into_plain_calls() -> None:
     text = gen.generate(edited)
     assert "time.sleep(delay * 2)" in text
     assert "async " not in text and "await " not in text and "asyncio" not in text
-    assert "class Client(ClientBase):" in text
+    assert "class Client(ClientBase[httpx.BaseTransport, httpx.Client]):" in text
 
 
 def test_generation_refuses_an_async_file_its_rules_no_longer_fit() -> None:
