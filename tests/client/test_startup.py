@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -13,16 +14,20 @@ REPO = Path(__file__).resolve().parents[2]
 NOT_FOR_CLIENT_COMMANDS = ["pydantic_settings", "service.config", "service.db", "service.errors"]
 
 
-def test_the_ridgeline_command_loads_no_settings_or_database_until_a_command_needs_them() -> None:
-    code = (
-        "import service.cli, sys; "
-        f"loaded = [m for m in {NOT_FOR_CLIENT_COMMANDS!r} if m in sys.modules]; "
-        "assert not loaded, loaded"
-    )
+def _modules_after(statement: str) -> set[str]:
+    """The modules a fresh interpreter holds once it has run ``statement``."""
+    code = f"{statement}; import json, sys; print(json.dumps(sorted(sys.modules)))"
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stderr
+    return set(json.loads(result.stdout))
+
+
+def test_the_ridgeline_command_loads_no_settings_or_database_until_a_command_needs_them() -> None:
+    loaded = _modules_after("import service.cli")
+    assert "service.client.cli" in loaded
+    assert loaded.isdisjoint(NOT_FOR_CLIENT_COMMANDS), loaded & set(NOT_FOR_CLIENT_COMMANDS)
 
 
 def test_an_admin_command_still_finds_its_settings(tmp_path: Path) -> None:
