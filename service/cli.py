@@ -8,7 +8,9 @@ import signal
 import socket
 import subprocess
 import sys
-from typing import Annotated, Any
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -16,8 +18,12 @@ from rich.table import Table
 
 from service import __version__
 from service.client.cli import datasets_app, jobs_app, models_app, sweeps_app
-from service.config import Settings
-from service.errors import ServiceError
+
+if TYPE_CHECKING:
+    # Imported where used: `ridgeline datasets list` and the other client commands need neither
+    # the settings (pydantic-settings) nor the database.
+    from service.config import Settings
+    from service.db import Database
 
 app = typer.Typer(
     help="Ridgeline: train regularized models over HTTP.",
@@ -37,6 +43,8 @@ console = Console(stderr=True)
 
 
 def _settings(**overrides: object) -> Settings:
+    from service.config import Settings
+
     try:
         return Settings(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
     except ValueError as exc:
@@ -70,6 +78,26 @@ def _prepare_database(settings: Settings, *, auto_migrate: bool) -> None:
         check_schema(db)
     except SchemaNotAtHead as exc:
         raise _fail(str(exc)) from exc
+    finally:
+        db.dispose()
+
+
+@contextmanager
+def _database(*, log: bool = False) -> Iterator[tuple[Settings, Database]]:
+    """The settings and the (migrated) database of an admin command; a ServiceError ends the
+    command with its detail, and the database is disposed of either way."""
+    from service.db import Database
+    from service.errors import ServiceError
+
+    settings = _settings()
+    if log:
+        _setup_logging(settings)
+    _prepare_database(settings, auto_migrate=True)
+    db = Database(settings)
+    try:
+        yield settings, db
+    except ServiceError as exc:
+        raise _fail(exc.detail) from exc
     finally:
         db.dispose()
 
@@ -223,19 +251,10 @@ def keys_create(
 ) -> None:
     """Create a key; the key itself is printed once, alone on the last line."""
     from service.auth.service import create_key
-    from service.db import Database
 
-    settings = _settings()
-    _prepare_database(settings, auto_migrate=True)
-    db = Database(settings)
-    try:
-        with db.transaction() as session:
-            key, plaintext = create_key(session, name=name, tenant_id=tenant)
-            tenant_id = key.tenant_id
-    except ServiceError as exc:
-        raise _fail(exc.detail) from exc
-    finally:
-        db.dispose()
+    with _database() as (_, db), db.transaction() as session:
+        key, plaintext = create_key(session, name=name, tenant_id=tenant)
+        tenant_id = key.tenant_id
     print(f"created key {name!r} for tenant {tenant_id!r}; it is shown only once:")
     print(plaintext)
 
@@ -244,19 +263,12 @@ def keys_create(
 def keys_list() -> None:
     """List keys (names, tenants, state); the keys themselves are never stored."""
     from service.auth.service import list_keys
-    from service.db import Database
 
-    settings = _settings()
-    _prepare_database(settings, auto_migrate=True)
-    db = Database(settings)
-    try:
-        with db.transaction(write=False) as session:
-            rows = [
-                (k.name, k.tenant_id, k.prefix + "…", k.created_at, k.revoked_at)
-                for k in list_keys(session)
-            ]
-    finally:
-        db.dispose()
+    with _database() as (_, db), db.transaction(write=False) as session:
+        rows = [
+            (k.name, k.tenant_id, k.prefix + "…", k.created_at, k.revoked_at)
+            for k in list_keys(session)
+        ]
     table = Table("name", "tenant", "key", "created", "state")
     for name, tenant_id, prefix, created_at, revoked_at in rows:
         state = f"revoked {revoked_at:%Y-%m-%d %H:%M}" if revoked_at else "active"
@@ -268,18 +280,9 @@ def keys_list() -> None:
 def keys_revoke(name: Annotated[str, typer.Argument(help="The key's name.")]) -> None:
     """Revoke a key: every API process refuses it within seconds."""
     from service.auth.service import revoke_key
-    from service.db import Database
 
-    settings = _settings()
-    _prepare_database(settings, auto_migrate=True)
-    db = Database(settings)
-    try:
-        with db.transaction() as session:
-            revoke_key(session, name=name)
-    except ServiceError as exc:
-        raise _fail(exc.detail) from exc
-    finally:
-        db.dispose()
+    with _database() as (_, db), db.transaction() as session:
+        revoke_key(session, name=name)
     print(f"revoked key {name!r}")
 
 
@@ -314,23 +317,17 @@ def blobs_migrate(
     Safe to interrupt and run again: a blob's row flips only after its copy is checked.
     """
     from service.blobs import migrate_blobs
-    from service.db import Database
 
-    settings = _settings()
-    _setup_logging(settings)
-    _prepare_database(settings, auto_migrate=True)
-    db = Database(settings)
-    try:
-        report = migrate_blobs(
-            db,
-            to=to,
-            key_of=_object_key_of,
-            progress=lambda blob_id, size: print(f"moved blob {blob_id} ({size:,} bytes)"),
-        )
-    except (ServiceError, ValueError) as exc:
-        raise _fail(getattr(exc, "detail", None) or str(exc)) from exc
-    finally:
-        db.dispose()
+    with _database(log=True) as (_, db):
+        try:
+            report = migrate_blobs(
+                db,
+                to=to,
+                key_of=_object_key_of,
+                progress=lambda blob_id, size: print(f"moved blob {blob_id} ({size:,} bytes)"),
+            )
+        except ValueError as exc:
+            raise _fail(str(exc)) from exc
     print(f"moved {report.moved} blob(s), {report.bytes:,} bytes, to {to}")
 
 
@@ -345,19 +342,10 @@ def blobs_gc(
     from datetime import timedelta
 
     from service.blobs import collect_garbage
-    from service.db import Database
 
-    settings = _settings()
-    _setup_logging(settings)
-    _prepare_database(settings, auto_migrate=True)
-    db = Database(settings)
-    seconds = settings.stale_upload_seconds if older_than is None else older_than
-    try:
+    with _database(log=True) as (settings, db):
+        seconds = settings.stale_upload_seconds if older_than is None else older_than
         report = collect_garbage(db, older_than=timedelta(seconds=seconds))
-    except ServiceError as exc:
-        raise _fail(exc.detail) from exc
-    finally:
-        db.dispose()
     for uri in report.orphan_objects:
         print(f"removed {uri}")
     print(
