@@ -322,7 +322,12 @@ def run(args: argparse.Namespace) -> list[Figure]:
                     common.log(f"{NAME}: {name}, round {i + 1}/{args.repeat}")
                     h2o_runs.append(on_h2o(peer))
                     rl_runs.append(on_ridgeline(ridgeline))
-                results.append((name, counts_loss, best_of(h2o_runs), best_of(rl_runs)))
+                h2o_best, rl_best = best_of(h2o_runs), best_of(rl_runs)
+                common.log(
+                    f"{NAME}: {name}: H2O-3 {h2o_best.seconds:.2f} s, Ridgeline "
+                    f"{rl_best.seconds:.2f} s, ratio {rl_best.seconds / h2o_best.seconds:.2f}"
+                )
+                results.append((name, counts_loss, h2o_best, rl_best))
     print_peer_table(results, rows, data.size, threads)
     return [figure(name, counts, h, r, rows) for name, counts, h, r in results]
 
