@@ -25,7 +25,7 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -193,12 +193,13 @@ def fit_path(
         run.progress(0.1 + 0.8 * k / len(path))
         run.check(f"after {k} of {len(path)} strengths")
 
+    inputs = _PathInputs(spec, task, X_train, y_train, X_val, path, solved)
     fits: list[_PathPoint]
     if task == "classification" and prepared.n_classes > 2:
-        fits = _sklearn_path(spec, task, X_train, y_train, X_val, path, prepared.n_classes, solved)
+        fits = _sklearn_path(inputs, prepared.n_classes)
         engine = "sklearn LogisticRegression warm_start (glum has no multinomial family)"
     else:
-        fits = _glum_path(spec, task, X_train, y_train, X_val, path, l1_ratio, solved)
+        fits = _glum_path(inputs, l1_ratio)
         engine = "glum GeneralizedLinearRegressor alpha_search"
 
     names = feature_names_out(preprocessor)
@@ -266,17 +267,22 @@ class _PathPoint:
     converged: bool
 
 
-def _glum_path(
-    spec: TrainingSpec,
-    task: Task,
-    X: np.ndarray,
-    y: np.ndarray,
-    X_val: np.ndarray | None,
-    path: list[float],
-    l1_ratio: float,
-    solved: Callable[[int], None],
-) -> list[_PathPoint]:
+class _PathInputs(NamedTuple):
+    """What every path solver takes: the spec, the prepared training and validation matrices,
+    the strengths (strongest first) and a callback per solved strength."""
+
+    spec: TrainingSpec
+    task: Task
+    X: np.ndarray
+    y: np.ndarray
+    X_val: np.ndarray | None
+    path: list[float]
+    solved: Callable[[int], None]
+
+
+def _glum_path(inputs: _PathInputs, l1_ratio: float) -> list[_PathPoint]:
     """glum's own warm-started path (binomial or normal family), one solve per strength."""
+    spec, task, X, y, X_val, path, solved = inputs
     n_iters: list[int | None] = []
     seconds: list[float | None] = []
 
@@ -330,17 +336,9 @@ def _glum_path(
     ]
 
 
-def _sklearn_path(
-    spec: TrainingSpec,
-    task: Task,
-    X: np.ndarray,
-    y: np.ndarray,
-    X_val: np.ndarray | None,
-    path: list[float],
-    n_classes: int,
-    solved: Callable[[int], None],
-) -> list[_PathPoint]:
+def _sklearn_path(inputs: _PathInputs, n_classes: int) -> list[_PathPoint]:
     """Multinomial logistic path: one LogisticRegression refitted per strength, warm-started."""
+    spec, task, X, y, X_val, path, solved = inputs
     kind = registry.kind_of(spec)
     points: list[_PathPoint] = []
     model: Any = None
