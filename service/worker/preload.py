@@ -6,6 +6,8 @@ kind (its ``warm_up_specs``) here pays that once, in the forkserver, instead of 
 """
 # ruff: noqa: F401
 
+import os
+
 import numpy
 import pyarrow.dataset
 import pyarrow.parquet
@@ -44,8 +46,13 @@ def _warm_up_table() -> pyarrow.Table:
     )
 
 
-def _warm_up() -> None:
-    """Train each kind of model once on a tiny table, on one thread (no thread pool to fork)."""
+def warm_up() -> None:
+    """Train each kind of model once on a tiny table, on one thread and on the CPU only.
+
+    CUDA must stay out of the forkserver: a CUDA context (even `torch.cuda.is_available()`'s
+    driver probe) does not survive a fork, and every child forked after it would fail with
+    "Cannot re-initialize CUDA in forked subprocess". Children still pick CUDA (device "auto").
+    """
     from service.training.folds import sweep_splits
     from service.training.paths import fit_path
     from service.training.spec import TrainingSpec
@@ -57,7 +64,7 @@ def _warm_up() -> None:
         for overrides in WARM_UP_SPECS:
             spec = TrainingSpec.model_validate({"target": "label", "seed": 0, **overrides})
             data = table.drop_columns([c for c in ("label", "amount") if c != spec.target])
-            train(data, spec)
+            train(data, spec, device="cpu")
             if registry.kind_of(spec).supports_path and spec.regularization.penalty == "l1":
                 splits = sweep_splits(data, spec, folds=2, validation_fraction=None)
                 fit_path(data, spec, [0.1, 0.01], split=splits.splits[0])
@@ -65,4 +72,6 @@ def _warm_up() -> None:
     torch.optim.Adam(torch.nn.Linear(2, 1).parameters())
 
 
-_warm_up()
+# Should anything here still ask whether CUDA is available, ask NVML (fork-safe), not the driver.
+os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
+warm_up()
