@@ -12,6 +12,7 @@ import contextlib
 import ctypes
 import multiprocessing
 import multiprocessing.context
+import multiprocessing.forkserver
 import multiprocessing.process
 import os
 import resource
@@ -19,6 +20,7 @@ import signal
 import sys
 import threading
 from multiprocessing.connection import Connection
+from typing import Any
 
 PR_SET_PDEATHSIG = 1
 #: The status a child exits with when its parent's end of the watchdog pipe closes.
@@ -34,7 +36,7 @@ def forkserver_context(preload: list[str]) -> multiprocessing.context.ForkServer
     if hasattr(main, "__file__"):
         del main.__file__
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(preload)
+    context.set_forkserver_preload(["service.forkserver_boot", *preload])
     return context
 
 
@@ -43,6 +45,18 @@ def start_forkserver(context: multiprocessing.context.ForkServerContext) -> None
     probe = context.Process(target=os.getpid)
     probe.start()
     probe.join()
+
+
+def stop_forkserver() -> None:
+    """Kill this process's forkserver now, even in the middle of its preload, and forget it."""
+    # multiprocessing keeps its forkserver's pid private, and offers no way to stop it early.
+    server: Any = multiprocessing.forkserver._forkserver
+    pid = server._forkserver_pid
+    if pid is None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    server._stop()
 
 
 def _die_with_parent() -> None:

@@ -15,7 +15,7 @@ from datetime import timedelta
 from sqlalchemy import exists, select
 
 from service import blobs
-from service.childproc import forkserver_context, start_forkserver
+from service.childproc import forkserver_context, start_forkserver, stop_forkserver
 from service.config import Settings
 from service.datasets.service import IMPORT_TRAINER, fail_import
 from service.db import Database
@@ -131,9 +131,12 @@ class Worker:
                 len(report.orphan_objects),
             )
 
-    def run(self) -> None:
+    def warm_up(self) -> None:
+        """Start the forkserver and wait for its preload (imports, one tiny fit per kind)."""
         start_worker_metrics(self.settings)
         self.context = warm_context(self.settings)
+
+    def run(self) -> None:
         start_watcher(self.settings, queue.NOTIFY_CHANNEL, self.wake.set, self.stop)
         idle_wait = self.settings.worker_poll_seconds
         logger.info(
@@ -190,8 +193,28 @@ class Worker:
         logger.info("worker %s stopped", self.worker_id)
 
 
+class StartupInterrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM while the worker starts: nothing runs yet, so it stops at once."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _interrupt_startup(signum: int, _frame: object) -> None:
+    raise StartupInterrupted(signum)
+
+
 def run_worker(settings: Settings, *, parent_pid: int | None = None) -> None:
-    worker = Worker(settings, parent_pid=parent_pid)
+    """Warm up (a signal stops that at once, forkserver and all), then run until asked to stop."""
+    signal.signal(signal.SIGTERM, _interrupt_startup)
+    signal.signal(signal.SIGINT, _interrupt_startup)
+    try:
+        worker = Worker(settings, parent_pid=parent_pid)
+        worker.warm_up()
+    except KeyboardInterrupt:
+        stop_forkserver()
+        raise
     signal.signal(signal.SIGTERM, worker.request_stop)
     signal.signal(signal.SIGINT, worker.request_stop)
     worker.run()
