@@ -148,6 +148,21 @@ def _print_banner(settings: Settings, base: str, key: str | None) -> None:
     sys.stdout.flush()
 
 
+def _print_warming(settings: Settings) -> None:
+    """The first job waits for the worker's warm-up: say so, and for about how long."""
+    from service.worker.status import last_warm_up_seconds
+
+    last = last_warm_up_seconds(settings.data_dir)
+    about = (
+        f"about {last:.0f} s, as at the last start"
+        if last is not None
+        else "first start: it imports the ML libraries and trains each model kind once"
+    )
+    print(f"  Worker:     warming up ({about}); jobs wait queued until it is ready")
+    print("              (GET /readyz shows how far it is; a line here says when it is ready)")
+    sys.stdout.flush()
+
+
 # How `serve` runs uvicorn (bench/load.py serves its bare endpoint the same way). The asyncio
 # loop, not uvloop: with the loop saturated, uvloop kept some connections waiting ten times the
 # median (p99 370 ms against 57 ms with asyncio, at the same throughput).
@@ -179,6 +194,8 @@ def serve(
         listener = _bind(host, port)
         key = _first_key(settings)
         _print_banner(settings, f"http://{_display_host(host)}:{port}", key)
+        if worker:
+            _print_warming(settings)
 
         child: subprocess.Popen[bytes] | None = None
         if worker:

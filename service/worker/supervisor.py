@@ -27,6 +27,7 @@ from service.sweeps.service import after_trial
 from service.watch import start_watcher
 from service.worker.cache import DatasetCache
 from service.worker.runner import AttemptRunner
+from service.worker.status import WarmUpStatus
 
 logger = logging.getLogger("ridgeline.worker")
 
@@ -209,12 +210,21 @@ def run_worker(settings: Settings, *, parent_pid: int | None = None) -> None:
     """Warm up (a signal stops that at once, forkserver and all), then run until asked to stop."""
     signal.signal(signal.SIGTERM, _interrupt_startup)
     signal.signal(signal.SIGINT, _interrupt_startup)
+    status = WarmUpStatus(settings.data_dir)
     try:
+        status.warming()
         worker = Worker(settings, parent_pid=parent_pid)
         worker.warm_up()
     except KeyboardInterrupt:
         stop_forkserver()
+        status.remove()
         raise
     signal.signal(signal.SIGTERM, worker.request_stop)
     signal.signal(signal.SIGINT, worker.request_stop)
-    worker.run()
+    seconds = status.ready()
+    if parent_pid is not None:  # embedded in `serve`: finish its banner
+        print(f"  Worker:     ready (warmed up in {seconds:.1f} s)", flush=True)
+    try:
+        worker.run()
+    finally:
+        status.remove()

@@ -18,7 +18,7 @@ from service.migrate import upgrade
 from tests.conftest import REPO, cli_env, free_port, stop_process, wait_for
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     """True while pid runs (a zombie, dead but not yet reaped, counts as gone)."""
     try:
         status = Path(f"/proc/{pid}/status").read_text()
@@ -27,8 +27,10 @@ def _alive(pid: int) -> bool:
     return "\nState:\tZ" not in status
 
 
-def _start(command: list[str], tmp_path: Path) -> tuple[subprocess.Popen[str], int]:
-    """The command in a new session, once its forkserver is held in its warm-up; its pid."""
+def start_held(command: list[str], tmp_path: Path) -> tuple[subprocess.Popen[str], int]:
+    """The command in a new session (output in tmp_path/stdout.txt and stderr.txt), once its
+    forkserver is held in its warm-up; the forkserver's pid. Writing to tmp_path/hold lets the
+    warm-up go on."""
     hold, warming = tmp_path / "hold", tmp_path / "warming"
     os.mkfifo(hold)
     url = f"sqlite:///{tmp_path}/data/ridgeline.db"
@@ -46,8 +48,8 @@ def _start(command: list[str], tmp_path: Path) -> tuple[subprocess.Popen[str], i
         [sys.executable, "-m", "service.cli", *command],
         env=env,
         cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stdout=(tmp_path / "stdout.txt").open("w"),
+        stderr=(tmp_path / "stderr.txt").open("w"),
         text=True,
         start_new_session=True,
     )
@@ -63,29 +65,31 @@ def _start(command: list[str], tmp_path: Path) -> tuple[subprocess.Popen[str], i
     return process, int(warming.read_text())
 
 
-def _ctrl_c(process: subprocess.Popen[str]) -> tuple[str, str]:
+def _ctrl_c(process: subprocess.Popen[str], tmp_path: Path) -> str:
+    """Ctrl-C as a terminal sends it; what the command wrote to stderr once it has ended."""
     os.killpg(process.pid, signal.SIGINT)
     try:
-        return process.communicate(timeout=60)
+        process.wait(timeout=60)
     finally:
         stop_process(process)
+    return (tmp_path / "stderr.txt").read_text()
 
 
 def test_ctrl_c_during_the_workers_warm_up_stops_it_with_one_line(tmp_path: Path) -> None:
-    process, forkserver = _start(["worker"], tmp_path)
-    assert _alive(forkserver)
-    _, stderr = _ctrl_c(process)
+    process, forkserver = start_held(["worker"], tmp_path)
+    assert alive(forkserver)
+    stderr = _ctrl_c(process, tmp_path)
     assert process.returncode == 128 + signal.SIGINT, stderr
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
     assert stderr.splitlines()[-1] == "ridgeline worker: interrupted while starting; stopped"
-    wait_for(lambda: not _alive(forkserver), timeout=10, message="the forkserver to end")
+    wait_for(lambda: not alive(forkserver), timeout=10, message="the forkserver to end")
 
 
 def test_ctrl_c_while_serves_worker_warms_up_stops_both_with_one_line(tmp_path: Path) -> None:
     port = free_port()
-    process, forkserver = _start(["serve", "--port", str(port)], tmp_path)
-    _, stderr = _ctrl_c(process)
+    process, forkserver = start_held(["serve", "--port", str(port)], tmp_path)
+    stderr = _ctrl_c(process, tmp_path)
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
     assert stderr.count("ridgeline serve: interrupted") == 1, stderr
     assert "ridgeline worker" not in stderr, stderr
-    wait_for(lambda: not _alive(forkserver), timeout=10, message="the forkserver to end")
+    wait_for(lambda: not alive(forkserver), timeout=10, message="the forkserver to end")
