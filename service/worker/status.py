@@ -50,18 +50,26 @@ class WarmUpStatus:
         self.data_dir = data_dir
         self.path = _dir(data_dir) / f"{os.getpid()}.json"
         self.started = time.monotonic()
+        self.ready_seconds: float | None = None
 
     def warming(self) -> None:
         expected = last_warm_up_seconds(self.data_dir)
         record = {"state": "warming", "since": time.time(), "expected_seconds": expected}
         self._write_quietly(self.path, record)
 
-    def ready(self) -> float:
-        """Record the end of the warm-up; its seconds."""
-        seconds = time.monotonic() - self.started
-        self._write_quietly(self.path, {"state": "ready", "warm_up_seconds": round(seconds, 2)})
-        self._write_quietly(_dir(self.data_dir) / LAST_WARM_UP, {"seconds": round(seconds, 2)})
-        return seconds
+    def ready(self, *, still_warming: list[str]) -> float:
+        """Record that jobs run now (of every kind but `still_warming`); the first warm-up's
+        seconds, which the next start quotes."""
+        if self.ready_seconds is None:
+            self.ready_seconds = round(time.monotonic() - self.started, 2)
+            self._write_quietly(_dir(self.data_dir) / LAST_WARM_UP, {"seconds": self.ready_seconds})
+        record = {
+            "state": "ready",
+            "warm_up_seconds": self.ready_seconds,
+            "still_warming": still_warming,
+        }
+        self._write_quietly(self.path, record)
+        return self.ready_seconds
 
     def remove(self) -> None:
         with contextlib.suppress(OSError):
@@ -101,6 +109,7 @@ def local_workers(data_dir: Path) -> list[dict[str, Any]]:
             entry["expected_seconds"] = record.get("expected_seconds")
         else:
             entry["warm_up_seconds"] = record.get("warm_up_seconds")
+            entry["still_warming"] = record.get("still_warming", [])
         found.append(entry)
     return found
 

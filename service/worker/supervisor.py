@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 
 from sqlalchemy import exists, select
 
 from service import blobs
-from service.childproc import forkserver_context, start_forkserver, stop_forkserver
+from service.childproc import WarmServer, stop_forkservers
 from service.config import Settings
 from service.datasets.service import IMPORT_TRAINER, fail_import
 from service.db import Database
@@ -28,18 +29,32 @@ from service.watch import start_watcher
 from service.worker.cache import DatasetCache
 from service.worker.runner import AttemptRunner
 from service.worker.status import WarmUpStatus
+from service.worker.warming import LATE_KINDS
 
 logger = logging.getLogger("ridgeline.worker")
 
 
-def warm_context(settings: Settings) -> multiprocessing.context.BaseContext:
-    """A forkserver with numpy, scikit-learn, pyarrow and torch imported once, up front."""
+def warm_servers(settings: Settings) -> tuple[WarmServer, WarmServer]:
+    """Two forkservers with numpy, scikit-learn, pyarrow and torch imported, started at once: a
+    quick one without the late kinds' warm-up (see warming.LATE_KINDS) and the full one."""
     # Plugins first, so a kind they register is known to the warm-up and to every child.
-    context = forkserver_context(
-        [*settings.plugins, "service.worker.preload", *settings.worker_plugins]
+    servers = tuple(
+        WarmServer(name, [*settings.plugins, module, *settings.worker_plugins])
+        for name, module in (
+            ("quick", "service.worker.preload_quick"),
+            ("full", "service.worker.preload"),
+        )
     )
-    start_forkserver(context)
-    return context
+    for server in servers:
+        server.start()
+    return servers[0], servers[1]
+
+
+def needs_full(payload: dict[str, object]) -> bool:
+    """Whether an attempt needs the full forkserver: its model is of a late kind."""
+    spec = payload.get("spec")
+    model = spec.get("model") if isinstance(spec, dict) else None
+    return isinstance(model, dict) and model.get("kind") in LATE_KINDS
 
 
 class Worker:
@@ -87,7 +102,7 @@ class Worker:
             claim=claim,
             claimed_at=claimed_at,
             worker_id=self.worker_id,
-            context=self.context,
+            server_for=self.server_for,
             cache=self.cache,
             on_done=self.wake,
         )
@@ -133,9 +148,39 @@ class Worker:
             )
 
     def warm_up(self) -> None:
-        """Start the forkserver and wait for its preload (imports, one tiny fit per kind)."""
+        """Start both forkservers; wait for the quick one (the full one goes on warming)."""
         start_worker_metrics(self.settings)
-        self.context = warm_context(self.settings)
+        self.quick, self.full = warm_servers(self.settings)
+        self.quick.wait()
+
+    def finish_warm_up(self, done: Callable[[float], None]) -> None:
+        """Wait for the full forkserver in a thread; `done(seconds)` once it is ready."""
+
+        def wait() -> None:
+            try:
+                seconds = self.full.wait()
+            except Exception:
+                if not self.stop.is_set():  # not stopped mid-preload by our own shutdown
+                    logger.exception("the full forkserver failed to start; stopping")
+                    self.request_stop()
+                return
+            done(seconds)
+
+        threading.Thread(target=wait, name="full-warm-up", daemon=True).start()
+
+    def server_for(self, payload: dict[str, object]) -> WarmServer:
+        """The forkserver an attempt runs on: the full one once ready or when it needs it."""
+        if self.full.ready.is_set() or needs_full(payload):
+            self.full.ready.wait()
+            return self.full
+        return self.quick
+
+    def _retire_quick(self) -> None:
+        """Stop the quick forkserver once the full one is ready and no attempt runs on it."""
+        if self.quick.stopped or not self.full.ready.is_set():
+            return
+        if not any(r.server is self.quick for r in self.runners.values()):
+            self.quick.stop()
 
     def run(self) -> None:
         start_watcher(self.settings, queue.NOTIFY_CHANNEL, self.wake.set, self.stop)
@@ -159,6 +204,7 @@ class Worker:
                     next_housekeeping = now + min(60.0, self.settings.stale_upload_seconds / 2)
                     self._housekeeping()
                 self.runners = {k: r for k, r in self.runners.items() if r.is_alive()}
+                self._retire_quick()
                 while (
                     len(self.runners) < self.settings.worker_concurrency and not self.stop.is_set()
                 ):
@@ -191,6 +237,7 @@ class Worker:
         for runner in running:
             runner.join(timeout=30)
         self.db.dispose()
+        stop_forkservers()
         logger.info("worker %s stopped", self.worker_id)
 
 
@@ -216,14 +263,26 @@ def run_worker(settings: Settings, *, parent_pid: int | None = None) -> None:
         worker = Worker(settings, parent_pid=parent_pid)
         worker.warm_up()
     except KeyboardInterrupt:
-        stop_forkserver()
+        stop_forkservers()
         status.remove()
         raise
     signal.signal(signal.SIGTERM, worker.request_stop)
     signal.signal(signal.SIGINT, worker.request_stop)
-    seconds = status.ready()
-    if parent_pid is not None:  # embedded in `serve`: finish its banner
-        print(f"  Worker:     ready (warmed up in {seconds:.1f} s)", flush=True)
+    seconds = status.ready(still_warming=sorted(LATE_KINDS))
+    embedded = parent_pid is not None  # in `serve`: finish its banner
+    if embedded:
+        late = ", ".join(sorted(LATE_KINDS))
+        print(f"  Worker:     ready (warmed up in {seconds:.1f} s; {late} jobs wait a little more)")
+        sys.stdout.flush()
+
+    def full_ready(seconds: float) -> None:
+        if worker.stop.is_set():
+            return
+        status.ready(still_warming=[])
+        if embedded:
+            print(f"  Worker:     ready for every kind (warmed up in {seconds:.1f} s)", flush=True)
+
+    worker.finish_warm_up(full_ready)
     try:
         worker.run()
     finally:

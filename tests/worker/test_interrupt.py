@@ -27,7 +27,7 @@ def alive(pid: int) -> bool:
     return "\nState:\tZ" not in status
 
 
-def start_held(command: list[str], tmp_path: Path) -> tuple[subprocess.Popen[str], int]:
+def start_held(command: list[str], tmp_path: Path, **env: str) -> tuple[subprocess.Popen[str], int]:
     """The command in a new session (output in tmp_path/stdout.txt and stderr.txt), once its
     forkserver is held in its warm-up; the forkserver's pid. Writing to tmp_path/hold lets the
     warm-up go on."""
@@ -36,8 +36,9 @@ def start_held(command: list[str], tmp_path: Path) -> tuple[subprocess.Popen[str
     url = f"sqlite:///{tmp_path}/data/ridgeline.db"
     (tmp_path / "data").mkdir()
     upgrade(url)
-    env = cli_env(
+    environment = cli_env(
         url,
+        **env,
         RIDGELINE_DATA_DIR=str(tmp_path / "data"),
         RIDGELINE_LOG_LEVEL="INFO",
         RIDGELINE_WORKER_PLUGINS='["tests.worker.hold_warm_up"]',
@@ -46,7 +47,7 @@ def start_held(command: list[str], tmp_path: Path) -> tuple[subprocess.Popen[str
     )
     process = subprocess.Popen(
         [sys.executable, "-m", "service.cli", *command],
-        env=env,
+        env=environment,
         cwd=REPO,
         stdout=(tmp_path / "stdout.txt").open("w"),
         stderr=(tmp_path / "stderr.txt").open("w"),
