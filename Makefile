@@ -36,8 +36,8 @@ test-fast: install
 	$(PY) -m pytest -q -m "not slow and not s3" -x
 
 lint: install
-	$(VENV)/bin/ruff check service tests bench examples
-	$(VENV)/bin/mypy service tests
+	$(VENV)/bin/ruff check service tests bench examples scripts
+	$(VENV)/bin/mypy service tests scripts
 	$(VENV)/bin/lint-imports
 
 bench: install

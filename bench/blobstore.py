@@ -122,6 +122,9 @@ def _run_stores(
     worker = common.Worker(url, work / "worker", "worker", **env)
     with common.running(server, worker), server.client(server.new_key()) as client:
         _warm_up(client, work)
+        # The worker's warm-up (its forkserver's imports and fits) would share the CPUs with
+        # the upload being timed.
+        common.wait_for(worker.ready, timeout=300, message="the worker to be ready")
         common.log(f"{NAME}: upload to the s3 store (SeaweedFS)")
         seconds, _ = _upload(server, client, csv_path)
         figures += _figures("upload, s3 store", size, seconds, base_rate, "SeaweedFS")
@@ -131,7 +134,6 @@ def _run_stores(
         import obstore
 
         obstore.put(seaweed.admin_store("lake"), "bench/data.parquet", parquet)
-        common.wait_for(worker.ready, timeout=300, message="the worker to be ready")
         common.log(f"{NAME}: Parquet on s3 registered by copy (a worker imports it)")
         seconds = _import_copy(client, "s3://lake/bench/data.parquet")
         figures += _figures(

@@ -49,6 +49,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--repeat", type=int, default=1, help="Rounds per figure; the best of each side counts."
     )
+    parser.add_argument(
+        "--figures",
+        nargs="+",
+        choices=list(FIGURE_KEYS),
+        default=list(FIGURE_KEYS),
+        help="Figures to measure (default all; the upload always runs: the jobs train on it).",
+    )
 
 
 def missing_peer() -> str | None:
@@ -145,10 +152,11 @@ class H2OSide:
             frame[TARGET] = frame[TARGET].asfactor()
         self.features = [c for c in self.train.columns if c != TARGET]
 
-    def warm_up(self) -> None:
-        """One small fit of each kind first: the JVM compiles its hot paths on first use."""
+    def warm_up(self, mlp: bool) -> None:
+        """One fit of each kind measured first: the JVM compiles its hot paths on first use."""
         self.glm(1.0, lambda_=[STRENGTH])
-        self.mlp()
+        if mlp:
+            self.mlp()
 
     def upload(self) -> Side:
         seconds, frame = timed(lambda: self.h2o.import_file(str(self.data.csv)))
@@ -286,6 +294,10 @@ FIGURES: list[tuple[str, bool, Callable[[H2OSide], Side], Callable[[RidgelineSid
 ]
 
 
+#: Short names of FIGURES, in order, for --figures.
+FIGURE_KEYS = ("upload", "l1", "l2", "path", "mlp")
+
+
 def best_of(runs: list[Side]) -> Side:
     return min(runs, key=lambda side: side.seconds)
 
@@ -315,14 +327,24 @@ def run(args: argparse.Namespace) -> list[Figure]:
             common.log(f"{NAME}: warming both sides up")
             common.warm_up(client, work)
             ridgeline, peer = RidgelineSide(client, data), H2OSide(h2o, data)
-            peer.warm_up()
-            for name, counts_loss, on_h2o, on_ridgeline in FIGURES:
+            chosen = {"upload", *args.figures}
+            peer.warm_up(mlp="mlp" in chosen)
+            for key, (name, counts_loss, on_h2o, on_ridgeline) in zip(
+                FIGURE_KEYS, FIGURES, strict=True
+            ):
+                if key not in chosen:
+                    continue
                 h2o_runs, rl_runs = [], []
                 for i in range(args.repeat):
                     common.log(f"{NAME}: {name}, round {i + 1}/{args.repeat}")
                     h2o_runs.append(on_h2o(peer))
                     rl_runs.append(on_ridgeline(ridgeline))
-                results.append((name, counts_loss, best_of(h2o_runs), best_of(rl_runs)))
+                h2o_best, rl_best = best_of(h2o_runs), best_of(rl_runs)
+                common.log(
+                    f"{NAME}: {name}: H2O-3 {h2o_best.seconds:.2f} s, Ridgeline "
+                    f"{rl_best.seconds:.2f} s, ratio {rl_best.seconds / h2o_best.seconds:.2f}"
+                )
+                results.append((name, counts_loss, h2o_best, rl_best))
     print_peer_table(results, rows, data.size, threads)
     return [figure(name, counts, h, r, rows) for name, counts, h, r in results]
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import signal
@@ -10,7 +9,8 @@ import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from typing import Annotated, Any
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -18,8 +18,12 @@ from rich.table import Table
 
 from service import __version__
 from service.client.cli import datasets_app, jobs_app, models_app, sweeps_app
-from service.config import Settings
-from service.errors import ServiceError
+
+if TYPE_CHECKING:
+    # Imported where used: `ridgeline datasets list` and the other client commands need neither
+    # the settings (pydantic-settings) nor the database.
+    from service.config import Settings
+    from service.db import Database
 
 app = typer.Typer(
     help="Ridgeline: train regularized models over HTTP.",
@@ -39,6 +43,8 @@ console = Console(stderr=True)
 
 
 def _settings(**overrides: object) -> Settings:
+    from service.config import Settings
+
     try:
         return Settings(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
     except ValueError as exc:
@@ -59,7 +65,7 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
-@contextlib.contextmanager
+@contextmanager
 def _quiet_interrupt(
     command: str, *, speak: bool = True, started: Callable[[], bool] = lambda: False
 ) -> Iterator[None]:
@@ -87,6 +93,26 @@ def _prepare_database(settings: Settings, *, auto_migrate: bool) -> None:
         check_schema(db)
     except SchemaNotAtHead as exc:
         raise _fail(str(exc)) from exc
+    finally:
+        db.dispose()
+
+
+@contextmanager
+def _database(*, log: bool = False) -> Iterator[tuple[Settings, Database]]:
+    """The settings and the (migrated) database of an admin command; a ServiceError ends the
+    command with its detail, and the database is disposed of either way."""
+    from service.db import Database
+    from service.errors import ServiceError
+
+    settings = _settings()
+    if log:
+        _setup_logging(settings)
+    _prepare_database(settings, auto_migrate=True)
+    db = Database(settings)
+    try:
+        yield settings, db
+    except ServiceError as exc:
+        raise _fail(exc.detail) from exc
     finally:
         db.dispose()
 
@@ -182,28 +208,27 @@ def serve(
     """Start the API (and, by default, one embedded worker in a child process)."""
     server: Any = None
     with _quiet_interrupt("serve", started=lambda: bool(server and server.started)):
-        import uvicorn
-
-        from service.main import create_app
-
         settings = _settings(host=host, port=port)
         _setup_logging(settings)
         _prepare_database(settings, auto_migrate=True)
         # Bind before anything is created or printed: a taken port must not use up the one-time
-        # key.
+        # key (nor start a worker).
         listener = _bind(host, port)
-        key = _first_key(settings)
-        _print_banner(settings, f"http://{_display_host(host)}:{port}", key)
-        if worker:
-            _print_warming(settings)
-
         child: subprocess.Popen[bytes] | None = None
-        if worker:
+        if worker:  # first, so that its warm-up overlaps the API's start
             child = subprocess.Popen(
                 [sys.executable, "-m", "service.cli", "worker", "--parent-pid", str(os.getpid())],
                 env={**os.environ, "RIDGELINE_DATABASE_URL": settings.database_url},
             )
         try:
+            import uvicorn
+
+            from service.main import create_app
+
+            key = _first_key(settings)
+            _print_banner(settings, f"http://{_display_host(host)}:{port}", key)
+            if worker:
+                _print_warming(settings)
             config = uvicorn.Config(
                 create_app(settings),
                 host=host,
@@ -263,19 +288,10 @@ def keys_create(
 ) -> None:
     """Create a key; the key itself is printed once, alone on the last line."""
     from service.auth.service import create_key
-    from service.db import Database
 
-    settings = _settings()
-    _prepare_database(settings, auto_migrate=True)
-    db = Database(settings)
-    try:
-        with db.transaction() as session:
-            key, plaintext = create_key(session, name=name, tenant_id=tenant)
-            tenant_id = key.tenant_id
-    except ServiceError as exc:
-        raise _fail(exc.detail) from exc
-    finally:
-        db.dispose()
+    with _database() as (_, db), db.transaction() as session:
+        key, plaintext = create_key(session, name=name, tenant_id=tenant)
+        tenant_id = key.tenant_id
     print(f"created key {name!r} for tenant {tenant_id!r}; it is shown only once:")
     print(plaintext)
 
@@ -284,19 +300,12 @@ def keys_create(
 def keys_list() -> None:
     """List keys (names, tenants, state); the keys themselves are never stored."""
     from service.auth.service import list_keys
-    from service.db import Database
 
-    settings = _settings()
-    _prepare_database(settings, auto_migrate=True)
-    db = Database(settings)
-    try:
-        with db.transaction(write=False) as session:
-            rows = [
-                (k.name, k.tenant_id, k.prefix + "…", k.created_at, k.revoked_at)
-                for k in list_keys(session)
-            ]
-    finally:
-        db.dispose()
+    with _database() as (_, db), db.transaction(write=False) as session:
+        rows = [
+            (k.name, k.tenant_id, k.prefix + "…", k.created_at, k.revoked_at)
+            for k in list_keys(session)
+        ]
     table = Table("name", "tenant", "key", "created", "state")
     for name, tenant_id, prefix, created_at, revoked_at in rows:
         state = f"revoked {revoked_at:%Y-%m-%d %H:%M}" if revoked_at else "active"
@@ -308,18 +317,9 @@ def keys_list() -> None:
 def keys_revoke(name: Annotated[str, typer.Argument(help="The key's name.")]) -> None:
     """Revoke a key: every API process refuses it within seconds."""
     from service.auth.service import revoke_key
-    from service.db import Database
 
-    settings = _settings()
-    _prepare_database(settings, auto_migrate=True)
-    db = Database(settings)
-    try:
-        with db.transaction() as session:
-            revoke_key(session, name=name)
-    except ServiceError as exc:
-        raise _fail(exc.detail) from exc
-    finally:
-        db.dispose()
+    with _database() as (_, db), db.transaction() as session:
+        revoke_key(session, name=name)
     print(f"revoked key {name!r}")
 
 
@@ -354,23 +354,17 @@ def blobs_migrate(
     Safe to interrupt and run again: a blob's row flips only after its copy is checked.
     """
     from service.blobs import migrate_blobs
-    from service.db import Database
 
-    settings = _settings()
-    _setup_logging(settings)
-    _prepare_database(settings, auto_migrate=True)
-    db = Database(settings)
-    try:
-        report = migrate_blobs(
-            db,
-            to=to,
-            key_of=_object_key_of,
-            progress=lambda blob_id, size: print(f"moved blob {blob_id} ({size:,} bytes)"),
-        )
-    except (ServiceError, ValueError) as exc:
-        raise _fail(getattr(exc, "detail", None) or str(exc)) from exc
-    finally:
-        db.dispose()
+    with _database(log=True) as (_, db):
+        try:
+            report = migrate_blobs(
+                db,
+                to=to,
+                key_of=_object_key_of,
+                progress=lambda blob_id, size: print(f"moved blob {blob_id} ({size:,} bytes)"),
+            )
+        except ValueError as exc:
+            raise _fail(str(exc)) from exc
     print(f"moved {report.moved} blob(s), {report.bytes:,} bytes, to {to}")
 
 
@@ -385,19 +379,10 @@ def blobs_gc(
     from datetime import timedelta
 
     from service.blobs import collect_garbage
-    from service.db import Database
 
-    settings = _settings()
-    _setup_logging(settings)
-    _prepare_database(settings, auto_migrate=True)
-    db = Database(settings)
-    seconds = settings.stale_upload_seconds if older_than is None else older_than
-    try:
+    with _database(log=True) as (settings, db):
+        seconds = settings.stale_upload_seconds if older_than is None else older_than
         report = collect_garbage(db, older_than=timedelta(seconds=seconds))
-    except ServiceError as exc:
-        raise _fail(exc.detail) from exc
-    finally:
-        db.dispose()
     for uri in report.orphan_objects:
         print(f"removed {uri}")
     print(

@@ -40,7 +40,7 @@ from prometheus_client import (
 )
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.config import is_loopback
+from service.config import Settings, is_loopback
 from service.errors import problem
 from service.exception_handlers import problem_response
 from service.observability import REQUEST_ID_HEADER, request_context
@@ -220,17 +220,7 @@ class ObservabilityMiddleware:
         )
 
 
-def _setting(settings: Any, name: str, default: Any) -> Any:
-    value = getattr(settings, name, default)
-    return default if value is None else value
-
-
-def _secret(value: Any) -> str:
-    getter = getattr(value, "get_secret_value", None)
-    return str(getter() if callable(getter) else value or "")
-
-
-def install_observability(app: FastAPI, settings: Any) -> None:
+def install_observability(app: FastAPI, settings: Settings) -> None:
     """Request ids, access log, HTTP metrics and `GET /metrics` (see the module docstring).
 
     Idempotent. The middleware goes around the whole stack (outside the error middleware), so
@@ -259,8 +249,8 @@ def install_observability(app: FastAPI, settings: Any) -> None:
 
     app.build_middleware_stack = build_with_observability  # type: ignore[method-assign]
 
-    token = _secret(_setting(settings, "metrics_token", ""))
-    host = str(_setting(settings, "host", "127.0.0.1"))
+    token = settings.metrics_token
+    host = settings.host
     closed = not token and not is_loopback(host)
     if closed:
         logger.warning(

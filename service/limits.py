@@ -34,6 +34,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import cookie_parser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.config import Settings
 from service.errors import (
     InvalidInput,
     PayloadTooLarge,
@@ -357,11 +358,6 @@ def _is_multipart(content_type: str | None) -> bool:
     return (content_type or "").lower().startswith("multipart/form-data")
 
 
-def _setting(settings: Any, name: str, default: Any) -> Any:
-    value = getattr(settings, name, default)
-    return default if value is None else value
-
-
 CORS_ALLOW_HEADERS = [
     "Authorization",
     "Content-Type",
@@ -378,7 +374,7 @@ CORS_EXPOSE_HEADERS = [
 ]
 
 
-def install_limits(app: FastAPI, settings: Any) -> None:
+def install_limits(app: FastAPI, settings: Settings) -> None:
     """Add the limits (and CORS when `cors_origins` is set) as the innermost middlewares.
 
     Idempotent. CORS goes outside the limits so that preflights are never throttled and a 429 or
@@ -389,7 +385,7 @@ def install_limits(app: FastAPI, settings: Any) -> None:
     if app.middleware_stack is not None:
         raise RuntimeError("install_limits must run before the app starts")
     app.state.limits_installed = True
-    origins = list(_setting(settings, "cors_origins", []))
+    origins = list(settings.cors_origins)
     if origins:
         app.user_middleware.append(
             Middleware(
@@ -405,12 +401,8 @@ def install_limits(app: FastAPI, settings: Any) -> None:
     app.user_middleware.append(
         Middleware(
             LimitsMiddleware,
-            rate_limit_per_minute=int(
-                _setting(settings, "rate_limit_per_minute", DEFAULT_RATE_LIMIT_PER_MINUTE)
-            ),
-            max_request_bytes=int(
-                _setting(settings, "max_request_bytes", DEFAULT_MAX_REQUEST_BYTES)
-            ),
-            max_json_depth=int(_setting(settings, "max_json_depth", DEFAULT_MAX_JSON_DEPTH)),
+            rate_limit_per_minute=settings.rate_limit_per_minute,
+            max_request_bytes=settings.max_request_bytes,
+            max_json_depth=settings.max_json_depth,
         )
     )

@@ -7,7 +7,6 @@ import random
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -260,7 +259,7 @@ def _cors_app(origins: list[str]) -> FastAPI:
     def ping() -> dict[str, str]:
         return {"ok": "yes"}
 
-    config = SimpleNamespace(cors_origins=origins, rate_limit_per_minute=1)
+    config = Settings(cors_origins=origins, rate_limit_per_minute=1)
     install_limits(app, config)
     install_observability(app, config)
     return app

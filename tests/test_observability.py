@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -165,7 +164,7 @@ def tiny_app(**settings: Any) -> tuple[FastAPI, threading.Event]:
 
         return StreamingResponse(chunks(), media_type="text/event-stream")
 
-    config = SimpleNamespace(**settings)
+    config = Settings(**settings)
     install_limits(app, config)
     install_observability(app, config)
     return app, release

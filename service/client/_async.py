@@ -17,7 +17,6 @@ from service.client import _ops as ops
 from service.client._base import ClientBase
 from service.client._core import (
     CHUNK_SIZE,
-    DEFAULT_URL,
     Call,
     DownloadSink,
     MultipartFile,
@@ -56,7 +55,7 @@ StrPath = str | os.PathLike[str]
 DownloadProgress = Callable[[int, int | None], None]
 
 
-class AsyncClient(ClientBase):
+class AsyncClient(ClientBase[httpx.AsyncBaseTransport, httpx.AsyncClient]):
     """A typed, asynchronous (asyncio) client of a Ridgeline service.
 
     >>> async with AsyncClient.from_env() as rl:
@@ -70,31 +69,10 @@ class AsyncClient(ClientBase):
     Idempotent requests are retried with backoff on 429/502/503/504 and connection errors.
     """
 
-    def __init__(
-        self,
-        base_url: str = DEFAULT_URL,
-        api_key: str | None = None,
-        *,
-        timeout: float | httpx.Timeout = 30.0,
-        upload_timeout: float = 600.0,
-        max_retries: int = 3,
-        backoff_base: float = 0.5,
-        backoff_max: float = 30.0,
-        headers: dict[str, str] | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
-        verify: bool | str = True,
-    ) -> None:
-        super().__init__(
-            base_url,
-            api_key,
-            timeout=timeout,
-            upload_timeout=upload_timeout,
-            max_retries=max_retries,
-            backoff_base=backoff_base,
-            backoff_max=backoff_max,
-            headers=headers,
-        )
-        self._http = httpx.AsyncClient(
+    def _open(
+        self, transport: httpx.AsyncBaseTransport | None, verify: bool | str
+    ) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
             base_url=self.base_url,
             headers=self.headers,
             timeout=self.timeout,
@@ -284,16 +262,7 @@ class AsyncClient(ClientBase):
         unless ``order`` says); ``tags`` keeps the jobs that carry all of them; sweeps' trial
         jobs only with ``include_trials``."""
         return await self._run(
-            ops.list_jobs(
-                status,
-                dataset_id,
-                limit,
-                cursor,
-                tags=tags,
-                order_by=order_by,
-                order=order,
-                include_trials=include_trials,
-            )
+            ops.list_jobs(status, dataset_id, limit, cursor, tags, order_by, order, include_trials)
         )
 
     async def iter_jobs(
@@ -430,10 +399,8 @@ class AsyncClient(ClientBase):
             if job.status != status:
                 status = job.status
                 if on_event is not None:
-                    await _call(
-                        on_event,
-                        Event(event="status", data={"attempt": job.attempt, "status": status}),
-                    )
+                    event = Event(event="status", data={"attempt": job.attempt, "status": status})
+                    await _call(on_event, event)
             if job.status in TERMINAL_STATUSES:
                 return job
             if deadline is not None and time.monotonic() + interval > deadline:

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import httpx
 
 from service.client._core import DEFAULT_URL, RetryPolicy
+
+#: The transport a client takes (httpx.BaseTransport or httpx.AsyncBaseTransport) and its httpx
+#: client (httpx.Client or httpx.AsyncClient).
+TransportT = TypeVar("TransportT")
+HttpT = TypeVar("HttpT")
 
 #: Seconds an SSE read may wait; the server sends a keep-alive comment every 15 s.
 SSE_READ_TIMEOUT = 60.0
@@ -22,8 +27,8 @@ def _version() -> str:
         return "0"
 
 
-class ClientBase:
-    """Base URL, key, timeouts and retry policy; no I/O."""
+class ClientBase(Generic[TransportT, HttpT]):
+    """Base URL, key, timeouts and retry policy; the httpx client comes from ``_open``."""
 
     def __init__(
         self,
@@ -36,6 +41,8 @@ class ClientBase:
         backoff_base: float = 0.5,
         backoff_max: float = 30.0,
         headers: dict[str, str] | None = None,
+        transport: TransportT | None = None,
+        verify: bool | str = True,
     ) -> None:
         if max_retries < 0:
             raise ValueError("max_retries must be 0 or more")
@@ -50,6 +57,11 @@ class ClientBase:
         self.headers = {"User-Agent": f"ridgeline-client/{_version()}", **(headers or {})}
         if api_key:
             self.headers["Authorization"] = f"Bearer {api_key}"
+        self._http: HttpT = self._open(transport, verify)
+
+    def _open(self, transport: TransportT | None, verify: bool | str) -> HttpT:
+        """The httpx client, sync or async, for these settings."""
+        raise NotImplementedError
 
     @property
     def max_retries(self) -> int:

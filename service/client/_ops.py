@@ -121,19 +121,16 @@ def tag_params(tags: dict[str, str] | None) -> list[str] | None:
 
 
 def list_jobs(
-    status: str | None = None,
-    dataset_id: str | None = None,
-    limit: int | None = None,
-    cursor: str | None = None,
-    *,
-    tags: dict[str, str] | None = None,
-    order_by: str | None = None,
-    order: Literal["asc", "desc"] | None = None,
-    include_trials: bool = False,
+    status: str | None,
+    dataset_id: str | None,
+    limit: int | None,
+    cursor: str | None,
+    tags: dict[str, str] | None,
+    order_by: str | None,
+    order: Literal["asc", "desc"] | None,
+    include_trials: bool,
 ) -> Op[Page[Job]]:
-    """Newest first; ``order_by="validation.log_loss"`` ranks by a final metric instead (best
-    first unless ``order`` says), ``tags`` keeps the jobs carrying all of them; sweeps' trial
-    jobs only with ``include_trials``."""
+    """The query behind the clients' ``list_jobs`` (whose signature gives the defaults)."""
     params = {
         "status": status,
         "dataset_id": dataset_id,

@@ -1,4 +1,4 @@
-"""The synchronous client."""
+"""The synchronous client: generated from _async.py by scripts/gen_sync_client.py."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ from service.client import _ops as ops
 from service.client._base import ClientBase
 from service.client._core import (
     CHUNK_SIZE,
-    DEFAULT_URL,
     Call,
     DownloadSink,
     MultipartFile,
@@ -55,10 +54,10 @@ StrPath = str | os.PathLike[str]
 DownloadProgress = Callable[[int, int | None], None]
 
 
-class Client(ClientBase):
+class Client(ClientBase[httpx.BaseTransport, httpx.Client]):
     """A typed, synchronous client of a Ridgeline service.
 
-    >>> with Client.from_env() as rl:                    # RIDGELINE_URL, RIDGELINE_API_KEY
+    >>> with Client.from_env() as rl:
     ...     dataset = rl.upload("cancer.csv")
     ...     job = rl.submit({"dataset_id": dataset.id, "target": "target"})
     ...     job = rl.wait(job.id)
@@ -67,31 +66,8 @@ class Client(ClientBase):
     Idempotent requests are retried with backoff on 429/502/503/504 and connection errors.
     """
 
-    def __init__(
-        self,
-        base_url: str = DEFAULT_URL,
-        api_key: str | None = None,
-        *,
-        timeout: float | httpx.Timeout = 30.0,
-        upload_timeout: float = 600.0,
-        max_retries: int = 3,
-        backoff_base: float = 0.5,
-        backoff_max: float = 30.0,
-        headers: dict[str, str] | None = None,
-        transport: httpx.BaseTransport | None = None,
-        verify: bool | str = True,
-    ) -> None:
-        super().__init__(
-            base_url,
-            api_key,
-            timeout=timeout,
-            upload_timeout=upload_timeout,
-            max_retries=max_retries,
-            backoff_base=backoff_base,
-            backoff_max=backoff_max,
-            headers=headers,
-        )
-        self._http = httpx.Client(
+    def _open(self, transport: httpx.BaseTransport | None, verify: bool | str) -> httpx.Client:
+        return httpx.Client(
             base_url=self.base_url,
             headers=self.headers,
             timeout=self.timeout,
@@ -205,9 +181,8 @@ class Client(ClientBase):
     ) -> Dataset:
         """Upload a CSV or Parquet file, streamed from disk; ``progress(bytes_sent, total)``."""
         body = MultipartFile(path, fields={"name": name, "delimiter": delimiter}, progress=progress)
-        return ops.parse_dataset(
-            self._send(body.call(ops.UPLOAD_PATH, timeout=self.upload_timeout))
-        )
+        response = self._send(body.call(ops.UPLOAD_PATH, timeout=self.upload_timeout))
+        return ops.parse_dataset(response)
 
     def list_datasets(self, limit: int | None = None, cursor: str | None = None) -> Page[Dataset]:
         return self._run(ops.list_datasets(limit, cursor))
@@ -279,16 +254,7 @@ class Client(ClientBase):
         unless ``order`` says); ``tags`` keeps the jobs that carry all of them; sweeps' trial
         jobs only with ``include_trials``."""
         return self._run(
-            ops.list_jobs(
-                status,
-                dataset_id,
-                limit,
-                cursor,
-                tags=tags,
-                order_by=order_by,
-                order=order,
-                include_trials=include_trials,
-            )
+            ops.list_jobs(status, dataset_id, limit, cursor, tags, order_by, order, include_trials)
         )
 
     def iter_jobs(
@@ -344,7 +310,7 @@ class Client(ClientBase):
 
     def _events(
         self, job_id: str, last_event_id: int | None, reconnect: bool, deadline: float | None
-    ) -> Generator[Event, None, None]:
+    ) -> Generator[Event, None]:
         last = last_event_id
         failures = 0
         while True:
@@ -387,7 +353,7 @@ class Client(ClientBase):
         self,
         job_id: str,
         timeout: float | None = None,
-        on_event: Callable[[Event], None] | None = None,
+        on_event: Callable[[Event], Any] | None = None,
         *,
         poll_interval: float = 1.0,
     ) -> Job:
@@ -416,7 +382,7 @@ class Client(ClientBase):
         job_id: str,
         deadline: float | None,
         interval: float,
-        on_event: Callable[[Event], None] | None,
+        on_event: Callable[[Event], Any] | None,
         status: str | None,
     ) -> Job:
         while True:
@@ -424,7 +390,8 @@ class Client(ClientBase):
             if job.status != status:
                 status = job.status
                 if on_event is not None:
-                    on_event(Event(event="status", data={"attempt": job.attempt, "status": status}))
+                    event = Event(event="status", data={"attempt": job.attempt, "status": status})
+                    on_event(event)
             if job.status in TERMINAL_STATUSES:
                 return job
             if deadline is not None and time.monotonic() + interval > deadline:
@@ -467,7 +434,7 @@ class Client(ClientBase):
         self,
         sweep_id: str,
         timeout: float | None = None,
-        on_update: Callable[[Sweep], None] | None = None,
+        on_update: Callable[[Sweep], Any] | None = None,
         *,
         poll_interval: float = 2.0,
         include_refit: bool = False,

@@ -11,58 +11,56 @@ This module imports only the client, typer and rich, so it starts fast.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import math
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, cast
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar, cast
 
 import typer
 from pydantic import BaseModel
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.markup import escape
 from rich.table import Table
 
 from service.client import (
+    Aliases,
     Client,
     Event,
     Job,
     Metrics,
     ModelVersion,
     Prediction,
+    Preview,
     RegisteredModel,
     RidgelineError,
     Sweep,
 )
 
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
 __all__ = ["app", "datasets_app", "jobs_app", "models_app", "sweeps_app"]
 
-datasets_app = typer.Typer(
-    name="datasets",
-    help="Upload, inspect and download datasets.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-)
-jobs_app = typer.Typer(
-    name="jobs",
-    help="Submit, watch and use training jobs.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-)
-sweeps_app = typer.Typer(
-    name="sweeps",
-    help="Hyperparameter sweeps and their leaderboards.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-)
-models_app = typer.Typer(
-    name="models",
-    help="Registered models: versions, aliases, predictions by name, model cards.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
+T = TypeVar("T")
+
+
+def _group(name: str, help: str) -> typer.Typer:
+    """A command group (``ridgeline NAME ...``) that shows its help when given no command."""
+    return typer.Typer(name=name, help=help, no_args_is_help=True, pretty_exceptions_enable=False)
+
+
+datasets_app = _group("datasets", "Upload, inspect and download datasets.")
+jobs_app = _group("jobs", "Submit, watch and use training jobs.")
+sweeps_app = _group("sweeps", "Hyperparameter sweeps and their leaderboards.")
+models_app = _group(
+    "models", "Registered models: versions, aliases, predictions by name, model cards."
 )
 app = typer.Typer(
     help="Ridgeline client: work with a remote Ridgeline service "
@@ -133,23 +131,6 @@ def _print_error(exc: RidgelineError, as_json: bool) -> None:
         _echo_json(exc.to_dict())
 
 
-@contextmanager
-def _session(url: str | None, api_key: str | None, as_json: bool = False) -> Iterator[Client]:
-    """A client; an error answer prints its detail and exits 1 (no traceback)."""
-    try:
-        with make_client(url, api_key) as client:
-            yield client
-    except RidgelineError as exc:
-        _print_error(exc, as_json)
-        raise typer.Exit(1) from None
-    except OSError as exc:
-        _stderr().print(f"[bold red]error:[/bold red] {escape(str(exc))}")
-        raise typer.Exit(1) from None
-    except KeyboardInterrupt:
-        _stderr().print("interrupted")
-        raise typer.Exit(130) from None
-
-
 def _echo_json(value: Any) -> None:
     if isinstance(value, BaseModel):
         value = value.model_dump(mode="json")
@@ -159,12 +140,92 @@ def _echo_json(value: Any) -> None:
     sys.stdout.flush()
 
 
-def _report(as_json: bool, value: Any, text: str) -> None:
-    """One outcome: JSON on stdout for scripts (--json), else a line for people."""
-    if as_json:
-        _echo_json(value)
-    else:
-        _stdout().print(text)
+def _print(*renderables: RenderableType | None) -> None:
+    """Each table or line on stdout, in order; None (a table with nothing to show) is skipped."""
+    out = _stdout()
+    for renderable in renderables:
+        if renderable is not None:
+            out.print(renderable)
+
+
+@dataclass(frozen=True)
+class Remote:
+    """The options every command that talks to the service takes: --url, --api-key, --json."""
+
+    url: str | None
+    api_key: str | None
+    as_json: bool
+
+    @contextmanager
+    def session(self) -> Iterator[Client]:
+        """A client; an error answer prints its detail and exits 1 (no traceback)."""
+        try:
+            with make_client(self.url, self.api_key) as client:
+                yield client
+        except RidgelineError as exc:
+            _print_error(exc, self.as_json)
+            raise typer.Exit(1) from None
+        except OSError as exc:
+            _stderr().print(f"[bold red]error:[/bold red] {escape(str(exc))}")
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            _stderr().print("interrupted")
+            raise typer.Exit(130) from None
+
+    def report(self, value: Any, text: str) -> None:
+        """One outcome: JSON on stdout for scripts (--json), else a line for people."""
+        if self.as_json:
+            _echo_json(value)
+        else:
+            _stdout().print(text)
+
+    def show(self, value: T, *views: Callable[[T], RenderableType | None]) -> None:
+        """The answer as JSON (--json), else each view of it (a table) for people."""
+        if self.as_json:
+            _echo_json(value)
+        else:
+            _print(*[view(value) for view in views])
+
+    def saved(self, path: Path, note: str = "") -> None:
+        """A download's outcome: where it went and its size."""
+        size = path.stat().st_size
+        self.report({"path": str(path), "bytes": size}, f"saved {path} ({_size(size)}{note})")
+
+
+#: --url, --api-key and --json, which ``_command`` adds to each command's own parameters.
+_REMOTE_PARAMETERS = [
+    inspect.Parameter("url", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=UrlOption),
+    inspect.Parameter(
+        "api_key", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=KeyOption
+    ),
+    inspect.Parameter(
+        "as_json", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=JsonOption
+    ),
+]
+
+
+def _command(group: typer.Typer, name: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Register a command that talks to the service: the function takes a Remote first, and
+    its command line gains --url, --api-key and --json after its own options."""
+
+    def register(func: Callable[..., None]) -> Callable[..., None]:
+        signature = inspect.signature(func, eval_str=True)
+        own = list(signature.parameters.values())[1:]
+
+        @functools.wraps(func)
+        def command(
+            *args: Any, url: str | None = None, api_key: str | None = None, as_json: bool = False,
+            **kwargs: Any,
+        ) -> None:  # fmt: skip
+            func(Remote(url, api_key, as_json), *args, **kwargs)
+
+        parameters = [*own, *_REMOTE_PARAMETERS]
+        command.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+        command.__annotations__ = {p.name: p.annotation for p in parameters}
+        group.command(name)(command)
+        return func
+
+    return register
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -209,6 +270,14 @@ def _read_json_file(path: Path, what: str) -> Any:
         return json.loads(text)
     except ValueError as exc:
         raise typer.BadParameter(f"{path} is not valid JSON: {exc}", param_hint=what) from exc
+
+
+def _read_json_spec(path: Path) -> dict[str, Any]:
+    """A spec file (or '-': stdin) that holds a JSON object."""
+    spec = _read_json_file(path, "SPEC.json")
+    if not isinstance(spec, dict):
+        raise typer.BadParameter("the spec is a JSON object", param_hint="SPEC.json")
+    return spec
 
 
 def _list_table(*columns: str) -> Table:
@@ -265,8 +334,29 @@ def _dataset_summary(dataset: Any) -> Table:
     )
 
 
-@datasets_app.command("upload")
+LimitOption = Annotated[int, typer.Option(min=1, max=200, help="Page size.")]
+CursorOption = Annotated[str | None, typer.Option(help="next_cursor of the previous page.")]
+OutOption = Annotated[Path | None, typer.Option("--out", help="File or directory; default: here.")]
+
+
+def _print_page(table: Table, next_cursor: str | None) -> None:
+    """A list's table, and how to ask for the next page when there is one."""
+    out = _stdout()
+    out.print(table)
+    if next_cursor:
+        out.print(f"more: --cursor {next_cursor}")
+
+
+def _preview_table(preview: Preview) -> Table:
+    table = Table(*[escape(c) for c in preview.columns])
+    for row in preview.rows:
+        table.add_row(*[escape(_fmt(row.get(c))) for c in preview.columns])
+    return table
+
+
+@_command(datasets_app, "upload")
 def datasets_upload(
+    remote: Remote,
     file: Annotated[
         Path,
         typer.Argument(exists=True, dir_okay=False, readable=True, help="A CSV or Parquet file."),
@@ -275,9 +365,6 @@ def datasets_upload(
     delimiter: Annotated[
         str | None, typer.Option(help="CSV delimiter (',', ';', '|', 'tab'); detected if unset.")
     ] = None,
-    url: UrlOption = None,
-    api_key: KeyOption = None,
-    as_json: JsonOption = False,
 ) -> None:
     """Upload a dataset, streamed from disk with a progress bar."""
     from rich.progress import (
@@ -289,10 +376,9 @@ def datasets_upload(
         TransferSpeedColumn,
     )
 
-    with _session(url, api_key, as_json) as client:
-        if as_json:
-            dataset = client.upload(file, name=name, delimiter=delimiter)
-            _echo_json(dataset)
+    with remote.session() as client:
+        if remote.as_json:
+            _echo_json(client.upload(file, name=name, delimiter=delimiter))
             return
         progress = Progress(
             TextColumn("[bold]{task.description}"),
@@ -310,28 +396,24 @@ def datasets_upload(
                 delimiter=delimiter,
                 progress=lambda sent, total: progress.update(task, completed=sent, total=total),
             )
-        out = _stdout()
-        out.print(_dataset_summary(dataset))
-        out.print(_columns_table(dataset))
+        _print(_dataset_summary(dataset), _columns_table(dataset))
 
 
-@datasets_app.command("list")
+@_command(datasets_app, "list")
 def datasets_list(
-    limit: Annotated[int, typer.Option(min=1, max=200, help="Page size.")] = 50,
-    cursor: Annotated[str | None, typer.Option(help="next_cursor of the previous page.")] = None,
+    remote: Remote,
+    limit: LimitOption = 50,
+    cursor: CursorOption = None,
     all_pages: Annotated[bool, typer.Option("--all", help="Every page.")] = False,
-    url: UrlOption = None,
-    api_key: KeyOption = None,
-    as_json: JsonOption = False,
 ) -> None:
     """List datasets, newest first."""
-    with _session(url, api_key, as_json) as client:
+    with remote.session() as client:
         if all_pages:
             items, next_cursor = list(client.iter_datasets(page_size=limit)), None
         else:
             page = client.list_datasets(limit=limit, cursor=cursor)
             items, next_cursor = page.items, page.next_cursor
-        if as_json:
+        if remote.as_json:
             _echo_json(
                 {"items": [d.model_dump(mode="json") for d in items], "next_cursor": next_cursor}
             )
@@ -342,81 +424,47 @@ def datasets_list(
                 d.id, escape(d.name), _fmt(d.n_rows), _fmt(d.n_columns), _size(d.size_bytes),
                 _when(d.created_at),
             )  # fmt: skip
-        out = _stdout()
-        out.print(table)
-        if next_cursor:
-            out.print(f"more: --cursor {next_cursor}")
+        _print_page(table, next_cursor)
 
 
-@datasets_app.command("show")
-def datasets_show(
-    dataset_id: IdArgument,
-    url: UrlOption = None,
-    api_key: KeyOption = None,
-    as_json: JsonOption = False,
-) -> None:
+@_command(datasets_app, "show")
+def datasets_show(remote: Remote, dataset_id: IdArgument) -> None:
     """A dataset's schema and per-column statistics."""
-    with _session(url, api_key, as_json) as client:
-        dataset = client.get_dataset(dataset_id)
-        if as_json:
-            _echo_json(dataset)
-            return
-        out = _stdout()
-        out.print(_dataset_summary(dataset))
-        out.print(_columns_table(dataset))
+    with remote.session() as client:
+        remote.show(client.get_dataset(dataset_id), _dataset_summary, _columns_table)
 
 
-@datasets_app.command("preview")
+@_command(datasets_app, "preview")
 def datasets_preview(
+    remote: Remote,
     dataset_id: IdArgument,
     limit: Annotated[int, typer.Option(min=1, max=1000, help="Rows to show.")] = 20,
-    url: UrlOption = None,
-    api_key: KeyOption = None,
-    as_json: JsonOption = False,
 ) -> None:
     """The first rows of a dataset."""
-    with _session(url, api_key, as_json) as client:
-        preview = client.preview(dataset_id, limit=limit)
-        if as_json:
-            _echo_json(preview)
-            return
-        table = Table(*[escape(c) for c in preview.columns])
-        for row in preview.rows:
-            table.add_row(*[escape(_fmt(row.get(c))) for c in preview.columns])
-        _stdout().print(table)
+    with remote.session() as client:
+        remote.show(client.preview(dataset_id, limit=limit), _preview_table)
 
 
-@datasets_app.command("download")
+@_command(datasets_app, "download")
 def datasets_download(
+    remote: Remote,
     dataset_id: IdArgument,
-    out: Annotated[
-        Path | None, typer.Option("--out", help="File or directory; default: here.")
-    ] = None,
+    out: OutOption = None,
     format: Annotated[str, typer.Option(help="csv or parquet.")] = "csv",
-    url: UrlOption = None,
-    api_key: KeyOption = None,
-    as_json: JsonOption = False,
 ) -> None:
     """Download a dataset as CSV or Parquet."""
     if format not in ("csv", "parquet"):
         raise typer.BadParameter("csv or parquet", param_hint="--format")
-    with _session(url, api_key, as_json) as client:
-        path = client.download(dataset_id, out, format)  # type: ignore[arg-type]
-        size = path.stat().st_size
-        _report(as_json, {"path": str(path), "bytes": size}, f"saved {path} ({_size(size)})")
+    with remote.session() as client:
+        remote.saved(client.download(dataset_id, out, format))  # type: ignore[arg-type]
 
 
-@datasets_app.command("delete")
-def datasets_delete(
-    dataset_id: IdArgument,
-    url: UrlOption = None,
-    api_key: KeyOption = None,
-    as_json: JsonOption = False,
-) -> None:
+@_command(datasets_app, "delete")
+def datasets_delete(remote: Remote, dataset_id: IdArgument) -> None:
     """Delete a dataset (refused while a queued or running job uses it)."""
-    with _session(url, api_key, as_json) as client:
+    with remote.session() as client:
         client.delete_dataset(dataset_id)
-        _report(as_json, {"deleted": dataset_id}, f"deleted dataset {dataset_id}")
+        remote.report({"deleted": dataset_id}, f"deleted dataset {dataset_id}")
 
 
 # --- jobs -------------------------------------------------------------------------------------
@@ -527,22 +575,26 @@ def _print_diagnosis(diagnosis: dict[str, Any]) -> None:
         out.print(f"  → {escape(text)}")
 
 
-def _watch_job(client: Client, job: Job) -> Job:
-    """Follow the job's events with a live bar (epoch, train and validation loss)."""
+def _live_progress(description: str, *fields: str) -> Progress:
+    """A live bar on stderr: spinner, description, bar, percentage, the fields, time elapsed."""
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    model = (job.spec or {}).get("model") or {}
-    epochs = model.get("epochs")
-    progress = Progress(
+    return Progress(
         SpinnerColumn(),
-        TextColumn("[bold]{task.description}"),
+        TextColumn(f"[bold]{description}"),
         BarColumn(),
         TextColumn("{task.percentage:>3.0f}%"),
-        TextColumn("{task.fields[epoch]}"),
-        TextColumn("{task.fields[losses]}"),
+        *[TextColumn(field) for field in fields],
         TimeElapsedColumn(),
         console=_stderr(),
     )
+
+
+def _watch_job(client: Client, job: Job) -> Job:
+    """Follow the job's events with a live bar (epoch, train and validation loss)."""
+    model = (job.spec or {}).get("model") or {}
+    epochs = model.get("epochs")
+    progress = _live_progress("{task.description}", "{task.fields[epoch]}", "{task.fields[losses]}")
     task = progress.add_task(job.status, total=1.0, epoch="", losses="")
 
     def on_event(event: Event) -> None:
@@ -582,8 +634,9 @@ def _finish_watch(client: Client, job: Job, as_json: bool) -> None:
     raise typer.Exit(1)
 
 
-@jobs_app.command("submit")
+@_command(jobs_app, "submit")
 def jobs_submit(
+    remote: Remote,
     spec_file: Annotated[
         Path, typer.Argument(metavar="SPEC.json", help="The training spec as JSON ('-': stdin).")
     ],
@@ -596,43 +649,33 @@ def jobs_submit(
     idempotency_key: Annotated[
         str | None, typer.Option(help="Makes re-running this command safe (same job back).")
     ] = None,
-    url: UrlOption = None,
-    api_key: KeyOption = None,
-    as_json: JsonOption = False,
 ) -> None:
     """Queue a training job from a JSON spec."""
-    spec = _read_json_file(spec_file, "SPEC.json")
-    if not isinstance(spec, dict):
-        raise typer.BadParameter("the spec is a JSON object", param_hint="SPEC.json")
+    spec = _read_json_spec(spec_file)
     if dataset is None and "dataset_id" not in spec:
         raise typer.BadParameter(
             "the spec has no dataset_id; pass --dataset ID", param_hint="--dataset"
         )
-    with _session(url, api_key, as_json) as client:
+    with remote.session() as client:
         job = client.submit(spec, idempotency_key, dataset_id=dataset)
         if not watch:
-            _report(as_json, job, f"job {job.id} {job.status}")
+            remote.report(job, f"job {job.id} {job.status}")
             return
-        if not as_json:
+        if not remote.as_json:
             _stderr().print(f"job {job.id} {job.status}")
             job = _watch_job(client, job)
         else:
             job = client.wait(job.id)
-        _finish_watch(client, job, as_json)
+        _finish_watch(client, job, remote.as_json)
 
 
-@jobs_app.command("watch")
-def jobs_watch(
-    job_id: IdArgument,
-    url: UrlOption = None,
-    api_key: KeyOption = None,
-    as_json: JsonOption = False,
-) -> None:
+@_command(jobs_app, "watch")
+def jobs_watch(remote: Remote, job_id: IdArgument) -> None:
     """Follow a job until it ends, then summarise it."""
-    with _session(url, api_key, as_json) as client:
+    with remote.session() as client:
         job = client.get_job(job_id)
-        job = client.wait(job.id) if as_json else _watch_job(client, job)
-        _finish_watch(client, job, as_json)
+        job = client.wait(job.id) if remote.as_json else _watch_job(client, job)
+        _finish_watch(client, job, remote.as_json)
 
 
 TagOption = Annotated[
@@ -660,8 +703,9 @@ def _final_figure(job: Job, order_by: str) -> Any:
     return (final.get(split) or {}).get(name)
 
 
-@jobs_app.command("list")
+@_command(jobs_app, "list")
 def jobs_list(
+    remote: Remote,
     status: Annotated[
         str | None,
         typer.Option(help="queued, running, succeeded, failed or cancelled."),
@@ -678,22 +722,19 @@ def jobs_list(
     trials: Annotated[
         bool, typer.Option("--trials", help="Also list the trial jobs sweeps ran.")
     ] = False,
-    limit: Annotated[int, typer.Option(min=1, max=200, help="Page size.")] = 50,
-    cursor: Annotated[str | None, typer.Option(help="next_cursor of the previous page.")] = None,
-    url: UrlOption = None,
-    api_key: KeyOption = None,
-    as_json: JsonOption = False,
+    limit: LimitOption = 50,
+    cursor: CursorOption = None,
 ) -> None:
     """List jobs, newest first, or ranked by a final metric (--order-by); sweeps' trials hidden."""
     if order not in (None, "asc", "desc"):
         raise typer.BadParameter("asc or desc", param_hint="--order")
     direction = cast(Literal["asc", "desc"] | None, order)
-    with _session(url, api_key, as_json) as client:
+    with remote.session() as client:
         page = client.list_jobs(
             status=status, dataset_id=dataset, limit=limit, cursor=cursor, tags=_tags(tag),
             order_by=order_by, order=direction, include_trials=trials,
         )  # fmt: skip
-        if as_json:
+        if remote.as_json:
             _echo_json(page)
             return
         extra = (order_by,) if order_by else ()
@@ -705,104 +746,67 @@ def jobs_list(
                 job.id, escape(job.name or ""), job.status, f"{job.progress:.0%}", kind,
                 _fmt(job.task), *figure, _when(job.created_at),
             )  # fmt: skip
-        out = _stdout()
-        out.print(table)
-        if page.next_cursor:
-            out.print(f"more: --cursor {page.next_cursor}")
+        _print_page(table, page.next_cursor)
 
 
-@jobs_app.command("show")
-def jobs_show(
-    job_id: IdArgument,
-    url: UrlOption = None,
-    api_key: KeyOption = None,
-    as_json: JsonOption = False,
-) -> None:
+@_command(jobs_app, "show")
+def jobs_show(remote: Remote, job_id: IdArgument) -> None:
     """A job's status, progress, attempts and mapped parameters."""
-    with _session(url, api_key, as_json) as client:
-        job = client.get_job(job_id)
-        if as_json:
-            _echo_json(job)
-            return
-        _stdout().print(_job_table(job))
+    with remote.session() as client:
+        remote.show(client.get_job(job_id), _job_table)
 
 
-@jobs_app.command("cancel")
-def jobs_cancel(
-    job_id: IdArgument,
-    url: UrlOption = None,
-    api_key: KeyOption = None,
-    as_json: JsonOption = False,
-) -> None:
+@_command(jobs_app, "cancel")
+def jobs_cancel(remote: Remote, job_id: IdArgument) -> None:
     """Cancel a queued or running job."""
-    with _session(url, api_key, as_json) as client:
+    with remote.session() as client:
         job = client.cancel(job_id)
-        _report(as_json, job, f"job {job.id} {job.status} (cancel requested)")
+        remote.report(job, f"job {job.id} {job.status} (cancel requested)")
 
 
-@jobs_app.command("delete")
-def jobs_delete(
-    job_id: IdArgument,
-    url: UrlOption = None,
-    api_key: KeyOption = None,
-    as_json: JsonOption = False,
-) -> None:
+@_command(jobs_app, "delete")
+def jobs_delete(remote: Remote, job_id: IdArgument) -> None:
     """Delete a finished job and its artifact."""
-    with _session(url, api_key, as_json) as client:
+    with remote.session() as client:
         client.delete_job(job_id)
-        _report(as_json, {"deleted": job_id}, f"deleted job {job_id}")
+        remote.report({"deleted": job_id}, f"deleted job {job_id}")
 
 
-@jobs_app.command("metrics")
-def jobs_metrics(
-    job_id: IdArgument,
-    url: UrlOption = None,
-    api_key: KeyOption = None,
-    as_json: JsonOption = False,
-) -> None:
+def _history_table(metrics: Metrics) -> Table | None:
+    if not metrics.history:
+        return None
+    table = Table(
+        "epoch", "train loss", "val loss", "train metric", "val metric",
+        title="history", title_justify="left",
+    )  # fmt: skip
+    for e in metrics.history:
+        mark = " ★" if e.epoch == metrics.best_epoch else ""
+        table.add_row(
+            f"{e.epoch}{mark}", _fmt(e.train_loss), _fmt(e.val_loss),
+            _fmt(e.train_metric), _fmt(e.val_metric),
+        )  # fmt: skip
+    return table
+
+
+@_command(jobs_app, "metrics")
+def jobs_metrics(remote: Remote, job_id: IdArgument) -> None:
     """Final train/validation metrics, the generalization gap and the per-epoch history."""
-    with _session(url, api_key, as_json) as client:
+    with remote.session() as client:
         metrics = client.metrics(job_id)
-        if as_json:
-            _echo_json(metrics)
+        remote.show(metrics, _history_table)
+        if remote.as_json:
             return
-        if metrics.history:
-            table = Table(
-                "epoch", "train loss", "val loss", "train metric", "val metric",
-                title="history", title_justify="left",
-            )  # fmt: skip
-            for e in metrics.history:
-                mark = " ★" if e.epoch == metrics.best_epoch else ""
-                table.add_row(
-                    f"{e.epoch}{mark}", _fmt(e.train_loss), _fmt(e.val_loss),
-                    _fmt(e.train_metric), _fmt(e.val_metric),
-                )  # fmt: skip
-            _stdout().print(table)
         if metrics.final is None:
             _stdout().print(f"job {metrics.job_id} is {metrics.status}: no final metrics yet")
             return
         _print_summary(client.get_job(job_id), metrics)
 
 
-@jobs_app.command("download")
-def jobs_download(
-    job_id: IdArgument,
-    out: Annotated[
-        Path | None, typer.Option("--out", help="File or directory; default: here.")
-    ] = None,
-    url: UrlOption = None,
-    api_key: KeyOption = None,
-    as_json: JsonOption = False,
-) -> None:
+@_command(jobs_app, "download")
+def jobs_download(remote: Remote, job_id: IdArgument, out: OutOption = None) -> None:
     """Download the model artifact, checked against its sha256."""
-    with _session(url, api_key, as_json) as client:
-        path = client.download_artifact(job_id, out)
-        size = path.stat().st_size
-        _report(
-            as_json,
-            {"path": str(path), "bytes": size},
-            f"saved {path} ({_size(size)}, sha256 verified)",
-        )
+    with remote.session() as client:
+        remote.saved(client.download_artifact(job_id, out), ", sha256 verified")
 
 
 RowsOption = Annotated[
@@ -839,33 +843,28 @@ def _records(rows: str | None, csv: Path | None) -> list[dict[str, Any]]:
     return parsed
 
 
-def _print_prediction(result: Prediction, as_json: bool) -> None:
-    if as_json:
-        _echo_json(result)
-        return
+def _prediction_table(result: Prediction) -> Table:
     classes = [str(c) for c in (result.classes or [])] if result.probabilities else []
     title = None if result.model_version is None else f"version {result.model_version}"
     table = Table("row", "prediction", *[f"P({escape(c)})" for c in classes], title=title)
     for i, prediction in enumerate(result.predictions):
         probs = result.probabilities[i] if result.probabilities else {}
         table.add_row(str(i), escape(_fmt(prediction)), *[_fmt(probs.get(c)) for c in classes])
-    _stdout().print(table)
+    return table
 
 
-@jobs_app.command("predict")
+@_command(jobs_app, "predict")
 def jobs_predict(
+    remote: Remote,
     job_id: IdArgument,
     rows: RowsOption = None,
     csv: CsvOption = None,
-    url: UrlOption = None,
-    api_key: KeyOption = None,
-    as_json: JsonOption = False,
 ) -> None:
     """Predict with a trained model (--rows JSON or --csv FILE)."""
     records = _records(rows, csv)
-    with _session(url, api_key, as_json) as client:
+    with remote.session() as client:
         result = client.predict(job_id, records) if csv is None else client.predict_csv(job_id, csv)
-        _print_prediction(result, as_json)
+        remote.show(result, _prediction_table)
 
 
 # --- sweeps -----------------------------------------------------------------------------------
@@ -935,8 +934,7 @@ def _best_rows(best: dict[str, Any], metric: str) -> list[tuple[str, Any]]:
     return rows
 
 
-def _print_sweep(sweep: Sweep) -> None:
-    out = _stdout()
+def _sweep_table(sweep: Sweep) -> Table:
     rows: list[tuple[str, Any]] = [("status", sweep.status)]
     if sweep.progress is not None:
         rows.append(("progress", f"{sweep.progress:.0%}"))
@@ -958,54 +956,40 @@ def _print_sweep(sweep: Sweep) -> None:
         rows.append(("failed trials", len(sweep.failed_trials)))
     if sweep.error:
         rows.append(("error", sweep.error))
-    out.print(_kv_table(f"sweep {sweep.id}", rows))
-    if sweep.leaderboard:
-        out.print(_leaderboard_table(sweep))
+    return _kv_table(f"sweep {sweep.id}", rows)
 
 
-@sweeps_app.command("submit")
+#: What `sweeps show` and `sweeps submit` print: the sweep, then its leaderboard if it has one.
+_SWEEP_VIEWS = (_sweep_table, lambda s: _leaderboard_table(s) if s.leaderboard else None)
+
+
+@_command(sweeps_app, "submit")
 def sweeps_submit(
+    remote: Remote,
     spec_file: Annotated[
         Path, typer.Argument(metavar="SPEC.json", help="The sweep spec as JSON ('-': stdin).")
     ],
     watch: Annotated[
         bool, typer.Option("--watch", help="Follow it until it ends, then show the leaderboard.")
     ] = False,
-    url: UrlOption = None,
-    api_key: KeyOption = None,
-    as_json: JsonOption = False,
 ) -> None:
     """Start a hyperparameter sweep from a JSON spec."""
-    spec = _read_json_file(spec_file, "SPEC.json")
-    if not isinstance(spec, dict):
-        raise typer.BadParameter("the spec is a JSON object", param_hint="SPEC.json")
-    with _session(url, api_key, as_json) as client:
+    spec = _read_json_spec(spec_file)
+    with remote.session() as client:
         sweep = client.submit_sweep(spec)
         if watch:
             sweep = (
                 client.wait_sweep(sweep.id, include_refit=True)
-                if as_json
+                if remote.as_json
                 else _watch_sweep(client, sweep)
             )
-        if as_json:
-            _echo_json(sweep)
-        else:
-            _print_sweep(sweep)
+        remote.show(sweep, *_SWEEP_VIEWS)
         if watch and sweep.status != "succeeded":
             raise typer.Exit(1)
 
 
 def _watch_sweep(client: Client, sweep: Sweep) -> Sweep:
-    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-    progress = Progress(
-        SpinnerColumn(),
-        TextColumn("[bold]sweep {task.description}"),
-        BarColumn(),
-        TextColumn("{task.percentage:>3.0f}%"),
-        TimeElapsedColumn(),
-        console=_stderr(),
-    )
+    progress = _live_progress("sweep {task.description}")
     task = progress.add_task(sweep.status, total=1.0)
 
     def on_update(current: Sweep) -> None:
@@ -1020,35 +1004,24 @@ def _watch_sweep(client: Client, sweep: Sweep) -> Sweep:
         )
 
 
-@sweeps_app.command("show")
-def sweeps_show(
-    sweep_id: IdArgument,
-    url: UrlOption = None,
-    api_key: KeyOption = None,
-    as_json: JsonOption = False,
-) -> None:
+@_command(sweeps_app, "show")
+def sweeps_show(remote: Remote, sweep_id: IdArgument) -> None:
     """A sweep's status and its leaderboard, best first (marked ★)."""
-    with _session(url, api_key, as_json) as client:
-        sweep = client.get_sweep(sweep_id)
-        if as_json:
-            _echo_json(sweep)
-            return
-        _print_sweep(sweep)
+    with remote.session() as client:
+        remote.show(client.get_sweep(sweep_id), *_SWEEP_VIEWS)
 
 
-@sweeps_app.command("list")
+@_command(sweeps_app, "list")
 def sweeps_list(
+    remote: Remote,
     tag: TagOption = None,
-    limit: Annotated[int, typer.Option(min=1, max=200, help="Page size.")] = 50,
-    cursor: Annotated[str | None, typer.Option(help="next_cursor of the previous page.")] = None,
-    url: UrlOption = None,
-    api_key: KeyOption = None,
-    as_json: JsonOption = False,
+    limit: LimitOption = 50,
+    cursor: CursorOption = None,
 ) -> None:
     """List sweeps, newest first."""
-    with _session(url, api_key, as_json) as client:
+    with remote.session() as client:
         page = client.list_sweeps(limit=limit, cursor=cursor, tags=_tags(tag))
-        if as_json:
+        if remote.as_json:
             _echo_json(page)
             return
         table = _list_table("status", "progress", "metric", "best", "created")
@@ -1058,23 +1031,15 @@ def sweeps_list(
                 sweep.id, sweep.status, _pct(sweep.progress), _fmt(sweep.metric),
                 _fmt(best.get("mean")), _when(sweep.created_at),
             )  # fmt: skip
-        out = _stdout()
-        out.print(table)
-        if page.next_cursor:
-            out.print(f"more: --cursor {page.next_cursor}")
+        _print_page(table, page.next_cursor)
 
 
-@sweeps_app.command("cancel")
-def sweeps_cancel(
-    sweep_id: IdArgument,
-    url: UrlOption = None,
-    api_key: KeyOption = None,
-    as_json: JsonOption = False,
-) -> None:
+@_command(sweeps_app, "cancel")
+def sweeps_cancel(remote: Remote, sweep_id: IdArgument) -> None:
     """Cancel a sweep and its remaining jobs."""
-    with _session(url, api_key, as_json) as client:
+    with remote.session() as client:
         sweep = client.cancel_sweep(sweep_id)
-        _report(as_json, sweep, f"sweep {sweep.id} {sweep.status}")
+        remote.report(sweep, f"sweep {sweep.id} {sweep.status}")
 
 
 # --- registered models ------------------------------------------------------------------------
@@ -1126,34 +1091,30 @@ def _versions_table(versions: list[ModelVersion]) -> Table:
     return table
 
 
-@models_app.command("create")
+@_command(models_app, "create")
 def models_create(
+    remote: Remote,
     name: NameArgument,
     description: Annotated[str | None, typer.Option(help="What the model is for.")] = None,
     tag: TagOption = None,
-    url: UrlOption = None,
-    api_key: KeyOption = None,
-    as_json: JsonOption = False,
 ) -> None:
     """Create a registered model (a name other services call)."""
-    with _session(url, api_key, as_json) as client:
+    with remote.session() as client:
         model = client.create_model(name, description, _tags(tag))
-        _report(as_json, model, f"created model {model.name}")
+        remote.report(model, f"created model {model.name}")
 
 
-@models_app.command("list")
+@_command(models_app, "list")
 def models_list(
+    remote: Remote,
     tag: TagOption = None,
-    limit: Annotated[int, typer.Option(min=1, max=200, help="Page size.")] = 50,
-    cursor: Annotated[str | None, typer.Option(help="next_cursor of the previous page.")] = None,
-    url: UrlOption = None,
-    api_key: KeyOption = None,
-    as_json: JsonOption = False,
+    limit: LimitOption = 50,
+    cursor: CursorOption = None,
 ) -> None:
     """List registered models, newest first."""
-    with _session(url, api_key, as_json) as client:
+    with remote.session() as client:
         page = client.list_models(limit, cursor, tags=_tags(tag))
-        if as_json:
+        if remote.as_json:
             _echo_json(page)
             return
         table = Table("name", "latest", "aliases", "description", "created")
@@ -1163,192 +1124,140 @@ def models_list(
                 escape(m.name), _fmt(m.latest_version), aliases or "—",
                 escape(m.description or ""), _when(m.created_at),
             )  # fmt: skip
-        out = _stdout()
-        out.print(table)
-        if page.next_cursor:
-            out.print(f"more: --cursor {page.next_cursor}")
+        _print_page(table, page.next_cursor)
 
 
-@models_app.command("show")
-def models_show(
-    name: NameArgument,
-    url: UrlOption = None,
-    api_key: KeyOption = None,
-    as_json: JsonOption = False,
-) -> None:
+@_command(models_app, "show")
+def models_show(remote: Remote, name: NameArgument) -> None:
     """A model, its aliases and its versions (newest first)."""
-    with _session(url, api_key, as_json) as client:
+    with remote.session() as client:
         model = client.get_model(name)
         versions = client.list_versions(name, limit=200)
-        if as_json:
+        if remote.as_json:
             _echo_json({"model": model.model_dump(mode="json"), "versions": versions.items})
             return
-        out = _stdout()
-        out.print(_model_table(model))
-        out.print(_versions_table(versions.items))
+        _print(_model_table(model), _versions_table(versions.items))
 
 
-@models_app.command("delete")
-def models_delete(
-    name: NameArgument,
-    url: UrlOption = None,
-    api_key: KeyOption = None,
-    as_json: JsonOption = False,
-) -> None:
+@_command(models_app, "delete")
+def models_delete(remote: Remote, name: NameArgument) -> None:
     """Delete a model that has no versions left."""
-    with _session(url, api_key, as_json) as client:
+    with remote.session() as client:
         client.delete_model(name)
-        _report(as_json, {"deleted": name}, f"deleted model {name}")
+        remote.report({"deleted": name}, f"deleted model {name}")
 
 
-@models_app.command("register")
+@_command(models_app, "register")
 def models_register(
+    remote: Remote,
     name: NameArgument,
     job_id: Annotated[str, typer.Argument(metavar="JOB_ID", help="A succeeded job.")],
     description: Annotated[str | None, typer.Option(help="What is new in it.")] = None,
-    url: UrlOption = None,
-    api_key: KeyOption = None,
-    as_json: JsonOption = False,
 ) -> None:
     """Register a succeeded job as the model's next version."""
-    with _session(url, api_key, as_json) as client:
+    with remote.session() as client:
         version = client.register(name, job_id, description)
-        _report(as_json, version, f"registered job {job_id} as {name} version {version.version}")
+        remote.report(version, f"registered job {job_id} as {name} version {version.version}")
 
 
-@models_app.command("delete-version")
-def models_delete_version(
-    name: NameArgument,
-    version: VersionArgument,
-    url: UrlOption = None,
-    api_key: KeyOption = None,
-    as_json: JsonOption = False,
-) -> None:
+@_command(models_app, "delete-version")
+def models_delete_version(remote: Remote, name: NameArgument, version: VersionArgument) -> None:
     """Delete a version no alias points at."""
-    with _session(url, api_key, as_json) as client:
+    with remote.session() as client:
         client.delete_version(name, version)
-        _report(
-            as_json,
-            {"deleted": {"model": name, "version": version}},
-            f"deleted {name} version {version}",
-        )
+        deleted = {"deleted": {"model": name, "version": version}}
+        remote.report(deleted, f"deleted {name} version {version}")
 
 
-@models_app.command("alias")
+@_command(models_app, "alias")
 def models_alias(
+    remote: Remote,
     name: NameArgument,
     alias: Annotated[str, typer.Argument(metavar="ALIAS", help="champion, staging, …")],
     version: VersionArgument,
-    url: UrlOption = None,
-    api_key: KeyOption = None,
-    as_json: JsonOption = False,
 ) -> None:
     """Point ALIAS at VERSION (created, or moved atomically)."""
-    with _session(url, api_key, as_json) as client:
+    with remote.session() as client:
         moved = client.set_alias(name, alias, version)
-        _report(as_json, moved, f"{name}@{moved.alias} → version {moved.version}")
+        remote.report(moved, f"{name}@{moved.alias} → version {moved.version}")
 
 
-@models_app.command("unalias")
+@_command(models_app, "unalias")
 def models_unalias(
+    remote: Remote,
     name: NameArgument,
     alias: Annotated[str, typer.Argument(metavar="ALIAS")],
-    url: UrlOption = None,
-    api_key: KeyOption = None,
-    as_json: JsonOption = False,
 ) -> None:
     """Remove an alias."""
-    with _session(url, api_key, as_json) as client:
+    with remote.session() as client:
         client.delete_alias(name, alias)
-        _report(as_json, {"deleted": f"{name}@{alias}"}, f"removed {name}@{alias}")
+        remote.report({"deleted": f"{name}@{alias}"}, f"removed {name}@{alias}")
 
 
-@models_app.command("aliases")
-def models_aliases(
-    name: NameArgument,
-    url: UrlOption = None,
-    api_key: KeyOption = None,
-    as_json: JsonOption = False,
-) -> None:
+def _aliases_table(found: Aliases) -> Table:
+    table = Table("alias", "version", "moved", "by", title="aliases", title_justify="left")
+    for a in found.aliases:
+        table.add_row(escape(a.alias), str(a.version), _when(a.updated_at), a.updated_by)
+    return table
+
+
+def _alias_history_table(found: Aliases) -> Table:
+    table = Table("when", "alias", "from", "to", "by", title="history", title_justify="left")
+    for e in found.history:
+        table.add_row(_when(e.at), escape(e.alias), _fmt(e.from_version), _fmt(e.to_version), e.by)
+    return table
+
+
+@_command(models_app, "aliases")
+def models_aliases(remote: Remote, name: NameArgument) -> None:
     """A model's aliases, and every move (newest first)."""
-    with _session(url, api_key, as_json) as client:
-        found = client.aliases(name)
-        if as_json:
-            _echo_json(found)
-            return
-        current = Table("alias", "version", "moved", "by", title="aliases", title_justify="left")
-        for a in found.aliases:
-            current.add_row(escape(a.alias), str(a.version), _when(a.updated_at), a.updated_by)
-        history = Table("when", "alias", "from", "to", "by", title="history", title_justify="left")
-        for e in found.history:
-            history.add_row(
-                _when(e.at), escape(e.alias), _fmt(e.from_version), _fmt(e.to_version), e.by
-            )
-        out = _stdout()
-        out.print(current)
-        out.print(history)
+    with remote.session() as client:
+        remote.show(client.aliases(name), _aliases_table, _alias_history_table)
 
 
-@models_app.command("predict")
+@_command(models_app, "predict")
 def models_predict(
+    remote: Remote,
     ref: RefArgument,
     version: VersionOption = None,
     rows: RowsOption = None,
     csv: CsvOption = None,
-    url: UrlOption = None,
-    api_key: KeyOption = None,
-    as_json: JsonOption = False,
 ) -> None:
     """Predict by name: NAME@ALIAS, or NAME --version N (--rows JSON or --csv FILE)."""
     name, alias, number = _ref(ref, version)
     records = _records(rows, csv)
-    with _session(url, api_key, as_json) as client:
+    with remote.session() as client:
         if csv is None:
             result = client.predict_model(name, records, alias=alias, version=number)
         else:
             result = client.predict_model_csv(name, csv, alias=alias, version=number)
-        _print_prediction(result, as_json)
+        remote.show(result, _prediction_table)
 
 
-@models_app.command("card")
-def models_card(
-    name: NameArgument,
-    version: VersionArgument,
-    url: UrlOption = None,
-    api_key: KeyOption = None,
-    as_json: JsonOption = False,
-) -> None:
+@_command(models_app, "card")
+def models_card(remote: Remote, name: NameArgument, version: VersionArgument) -> None:
     """Print a version's model card (Markdown)."""
-    with _session(url, api_key, as_json) as client:
+    with remote.session() as client:
         card = client.model_card(name, version)
-        if as_json:
+        if remote.as_json:
             _echo_json({"model": name, "version": version, "card": card})
             return
         sys.stdout.write(card)
 
 
-@models_app.command("download")
+@_command(models_app, "download")
 def models_download(
+    remote: Remote,
     ref: RefArgument,
     version: VersionOption = None,
-    out: Annotated[
-        Path | None, typer.Option("--out", help="File or directory; default: here.")
-    ] = None,
+    out: OutOption = None,
     format: Annotated[str, typer.Option("--format", help="native or onnx.")] = "native",
-    url: UrlOption = None,
-    api_key: KeyOption = None,
-    as_json: JsonOption = False,
 ) -> None:
     """Download a version's artifact (NAME@ALIAS or NAME --version N), sha256 checked."""
     name, alias, number = _ref(ref, version)
-    with _session(url, api_key, as_json) as client:
+    with remote.session() as client:
         path = client.download_model_artifact(name, out, alias=alias, version=number, format=format)
-        size = path.stat().st_size
-        _report(
-            as_json,
-            {"path": str(path), "bytes": size},
-            f"saved {path} ({_size(size)}, sha256 verified)",
-        )
+        remote.saved(path, ", sha256 verified")
 
 
 if __name__ == "__main__":

@@ -6,8 +6,9 @@ import math
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, cast
 
 import pyarrow as pa
 from sqlalchemy import func, select
@@ -16,8 +17,9 @@ from sqlalchemy.orm import Session
 from service import blobs
 from service.config import Settings
 from service.datasets import export
+from service.datasets.growing import GrowingFile
 from service.datasets.imports import Source
-from service.datasets.ingest import SizeLimits
+from service.datasets.ingest import IngestResult, SizeLimits
 from service.datasets.isolated import ingest_in_child
 from service.datasets.models import FAILED, IMPORTING, READY, Dataset
 from service.datasets.schemas import DatasetImport
@@ -66,26 +68,17 @@ def create_dataset(
     Runs in a worker thread; it commits in short transactions of its own (the blob store's
     rule), and the dataset row appears only in the last one, beside the blob turning complete.
     """
-    settings = db.settings
     name = _clean_name(upload.fields.get("name"), upload.filename)
     delimiter = _clean_delimiter(upload.fields.get("delimiter"))
     dataset_id = new_id()
     with tempfile.TemporaryDirectory(prefix="ridgeline-ingest-", dir=tmp_dir) as work:
-        parquet_path = Path(work) / "data.parquet"
-        result = ingest_in_child(
-            upload.path,
-            parquet_path,
-            memory_limit_mb=settings.ingest_memory_mb,
-            filename=upload.filename,
+        result, blob = _ingest_and_store(
+            db,
+            upload,
+            Path(work) / "data.parquet",
+            tenant_id=tenant_id,
+            key=blobs.dataset_key(tenant_id, dataset_id),
             delimiter=delimiter,
-            max_columns=settings.max_columns,
-            max_rows=settings.max_rows,
-            unique_cap=settings.n_unique_cap,
-            sizes=SizeLimits.from_settings(settings),
-        )
-        check_quota(db, tenant_id=tenant_id, adding=parquet_path.stat().st_size)
-        blob = blobs.write_blob(
-            db, parquet_path, tenant_id=tenant_id, key=blobs.dataset_key(tenant_id, dataset_id)
         )
     try:
         with db.transaction() as session:
@@ -111,6 +104,54 @@ def create_dataset(
     except BaseException:
         blobs.delete_blob(db, blob.id)
         raise
+
+
+def _ingest_and_store(
+    db: Database,
+    upload: ReceivedUpload,
+    parquet_path: Path,
+    *,
+    tenant_id: str,
+    key: str,
+    delimiter: str | None,
+) -> tuple[IngestResult, blobs.Blob]:
+    """Convert the upload in the child while its Parquet streams to the blob store.
+
+    Storing after the child exits added the whole write to every upload (a second or more on
+    s3); a file a later pass rewrote is stored again whole. The quota counts the stored bytes,
+    so it is checked once they are known.
+    """
+    settings = db.settings
+    with ThreadPoolExecutor(1, thread_name_prefix="ingest") as pool:
+        converting = pool.submit(
+            ingest_in_child,
+            upload.path,
+            parquet_path,
+            memory_limit_mb=settings.ingest_memory_mb,
+            filename=upload.filename,
+            delimiter=delimiter,
+            max_columns=settings.max_columns,
+            max_rows=settings.max_rows,
+            unique_cap=settings.n_unique_cap,
+            sizes=SizeLimits.from_settings(settings),
+        )
+        with GrowingFile(parquet_path, converting) as growing:
+            try:
+                blob = blobs.write_blob(db, cast("BinaryIO", growing), tenant_id=tenant_id, key=key)
+            except BaseException:
+                converting.result()  # a bad file's own error before the store's
+                raise
+            whole = growing.complete()
+    try:
+        result = converting.result()
+        if not whole:
+            blobs.delete_blob(db, blob.id)
+            blob = blobs.write_blob(db, parquet_path, tenant_id=tenant_id, key=key)
+        check_quota(db, tenant_id=tenant_id, adding=blob.size_bytes, stored=blob.id)
+    except BaseException:
+        blobs.delete_blob(db, blob.id)
+        raise
+    return result, blob
 
 
 ImportQueue = Callable[[Session, Settings, Dataset, dict[str, Any]], uuid.UUID]
@@ -207,15 +248,18 @@ def require_stored(dataset: Dataset) -> uuid.UUID:
     return dataset.blob_id
 
 
-def check_quota(db: Database, *, tenant_id: str, adding: int) -> None:
-    """Refuse data that would take a tenant past its stored-bytes quota (0: no quota)."""
+def check_quota(
+    db: Database, *, tenant_id: str, adding: int, stored: uuid.UUID | None = None
+) -> None:
+    """Refuse data that would take a tenant past its stored-bytes quota (0: no quota); `stored`
+    names the blob of `adding` when it is already written."""
     quota = db.settings.tenant_quota_bytes
     if not quota:
         return
     with db.transaction(write=False) as session:
         used = session.scalar(
             select(func.coalesce(func.sum(blobs.Blob.size_bytes), 0)).where(
-                blobs.Blob.tenant_id == tenant_id
+                blobs.Blob.tenant_id == tenant_id, blobs.Blob.id != stored
             )
         )
     if (used or 0) + adding > quota:

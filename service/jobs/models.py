@@ -42,14 +42,8 @@ def summary_of(metrics: dict[str, Any] | None) -> dict[str, Any] | None:
     return {k: metrics[k] for k in SUMMARY_FIELDS if k in metrics} or None
 
 
-class Job(Base):
-    __tablename__ = "jobs"
-    __table_args__ = (
-        Index("ix_jobs_claim", "status", "priority", "created_at"),
-        Index("ix_jobs_tenant_created", "tenant_id", "created_at", "id"),
-        Index("ix_jobs_status_tenant", "status", "tenant_id"),
-        Index("ix_jobs_callback_due", "callback_status", "callback_next_at"),
-    )
+class TenantRunOnDataset:
+    """What a job and a sweep both are: a tenant's named, tagged run on one dataset."""
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
     tenant_id: Mapped[str] = mapped_column(String(64))
@@ -58,6 +52,17 @@ class Job(Base):
     dataset_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("datasets.id", ondelete="SET NULL"), index=True
     )
+
+
+class Job(TenantRunOnDataset, Base):
+    __tablename__ = "jobs"
+    __table_args__ = (
+        Index("ix_jobs_claim", "status", "priority", "created_at"),
+        Index("ix_jobs_tenant_created", "tenant_id", "created_at", "id"),
+        Index("ix_jobs_status_tenant", "status", "tenant_id"),
+        Index("ix_jobs_callback_due", "callback_status", "callback_next_at"),
+    )
+
     status: Mapped[str] = mapped_column(String(16), default=QUEUED)
     priority: Mapped[int] = mapped_column(Integer, default=0)
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)

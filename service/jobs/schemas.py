@@ -27,32 +27,36 @@ from service.training.spec import TrainingSpec
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
 
-class JobCreate(TrainingSpec):
-    """A training spec plus where its data is and how the queue should treat it."""
+def example_config(example: dict[str, Any]) -> ConfigDict:
+    """Unknown fields refused; Swagger UI's "Try it out" starts from `example`."""
+    return ConfigDict(extra="forbid", json_schema_extra={"examples": [example]})
 
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {
-                    "name": "digits-l1",
-                    "tags": {"team": "risk"},
-                    "dataset_id": "00000000-0000-0000-0000-000000000000",
-                    "target": "label",
-                    "task": "auto",
-                    "regularization": {"penalty": "l1", "strength": 0.05},
-                    "preprocessing": {"standardize": True, "polynomial_degree": 1},
-                    "validation": {"fraction": 0.2, "test_fraction": 0.0, "stratify": True},
-                    "seed": 0,
-                    "max_seconds": 3600,
-                }
-            ]
-        },
-    )
+
+class SpecOnDataset(TrainingSpec):
+    """A training spec on one stored dataset, named and tagged for people."""
 
     dataset_id: uuid.UUID = Field(description="A dataset from POST /v1/datasets.")
     name: str | None = Field(None, max_length=255, description="A label for people.")
     tags: Tags = Field(default_factory=dict)
+
+
+class JobCreate(SpecOnDataset):
+    """A training spec plus where its data is and how the queue should treat it."""
+
+    model_config = example_config(
+        {
+            "name": "digits-l1",
+            "tags": {"team": "risk"},
+            "dataset_id": "00000000-0000-0000-0000-000000000000",
+            "target": "label",
+            "task": "auto",
+            "regularization": {"penalty": "l1", "strength": 0.05},
+            "preprocessing": {"standardize": True, "polynomial_degree": 1},
+            "validation": {"fraction": 0.2, "test_fraction": 0.0, "stratify": True},
+            "seed": 0,
+            "max_seconds": 3600,
+        }
+    )
     max_seconds: int | None = Field(
         None, ge=1, description="Time limit of one attempt; the server default when omitted."
     )

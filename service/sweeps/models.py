@@ -9,20 +9,14 @@ from typing import Any
 from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from service.db import Base, UTCDateTime, new_id, utcnow
+from service.db import Base, UTCDateTime, utcnow
+from service.jobs.models import TenantRunOnDataset
 
 
-class Sweep(Base):
+class Sweep(TenantRunOnDataset, Base):
     __tablename__ = "sweeps"
     __table_args__ = (Index("ix_sweeps_tenant_created", "tenant_id", "created_at", "id"),)
 
-    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
-    tenant_id: Mapped[str] = mapped_column(String(64))
-    name: Mapped[str | None] = mapped_column(String(255))
-    tags: Mapped[dict[str, str] | None] = mapped_column(JSON)
-    dataset_id: Mapped[uuid.UUID | None] = mapped_column(
-        ForeignKey("datasets.id", ondelete="SET NULL"), index=True
-    )
     status: Mapped[str] = mapped_column(String(16), default="queued")
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     task: Mapped[str] = mapped_column(String(16))

@@ -8,8 +8,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from service.jobs.schemas import SpecOnDataset, example_config
 from service.sweeps.models import Sweep
-from service.tags import Tags
 from service.training import metrics as M
 from service.training.spec import Penalty, TrainingSpec
 
@@ -81,34 +81,26 @@ class CVSpec(BaseModel):
         return self
 
 
-class SweepCreate(TrainingSpec):
+class SweepCreate(SpecOnDataset):
     """A base training spec plus the regularization settings to search over."""
 
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {
-                    "dataset_id": "00000000-0000-0000-0000-000000000000",
-                    "target": "label",
-                    "task": "auto",
-                    "search": {
-                        "penalty": ["l1", "l2", "elasticnet"],
-                        "strength": {"min": 1e-5, "max": 10, "num": 20, "scale": "log"},
-                        "l1_ratio": [0.2, 0.5, 0.8],
-                    },
-                    "cv": {"folds": 5},
-                    "metric": "auto",
-                    "refit": True,
-                    "seed": 0,
-                }
-            ]
-        },
+    model_config = example_config(
+        {
+            "dataset_id": "00000000-0000-0000-0000-000000000000",
+            "target": "label",
+            "task": "auto",
+            "search": {
+                "penalty": ["l1", "l2", "elasticnet"],
+                "strength": {"min": 1e-5, "max": 10, "num": 20, "scale": "log"},
+                "l1_ratio": [0.2, 0.5, 0.8],
+            },
+            "cv": {"folds": 5},
+            "metric": "auto",
+            "refit": True,
+            "seed": 0,
+        }
     )
 
-    dataset_id: uuid.UUID
-    name: str | None = Field(None, max_length=255)
-    tags: Tags = Field(default_factory=dict)
     search: SearchSpec = Field(default_factory=SearchSpec)
     cv: CVSpec = Field(default_factory=lambda: CVSpec(folds=5))
     metric: str = Field(

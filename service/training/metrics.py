@@ -131,7 +131,7 @@ def _finite(value: float) -> float | None:
 def _binary_roc_auc(positive: np.ndarray, score: np.ndarray) -> float:
     """Area under the ROC curve as the Mann-Whitney statistic, ties counted half (= sklearn's)."""
     n = len(score)
-    order = np.argsort(score, kind="mergesort")
+    order = np.argsort(score)  # ties are grouped below, so any sort order of equals will do
     ordered = score[order]
     starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
     ends = np.r_[starts[1:], n]

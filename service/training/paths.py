@@ -58,9 +58,10 @@ __all__ = [
 
 #: The most strengths one path may hold.
 MAX_PATH_STRENGTHS = 200
-#: glum's stopping tolerance on the (sub)gradient of the objective; tight enough that a path
-#: point matches an independent scikit-learn fit to about 1e-4 relative on standardized data.
-PATH_GRADIENT_TOL = 1e-6
+#: glum's stopping tolerance on the (sub)gradient of the objective: a path point then matches an
+#: independent converged scikit-learn fit to within 3e-4 relative on standardized data (1e-6
+#: costs a third more IRLS work on 160k x 50 for no change in validation log-loss to 1e-5).
+PATH_GRADIENT_TOL = 1e-4
 #: glum's cap on IRLS iterations per strength.
 PATH_MAX_ITER = 100
 #: Solver tolerance of the multiclass scikit-learn fallback (tighter than train()'s saga 1e-4,

@@ -278,6 +278,9 @@ def _given_split(target: Target, spec: TrainingSpec, given: GivenSplit) -> Split
     """A caller's (train, validation) rows checked against the spec's held-out test rows."""
     n = len(target.y)
     test_split = held_out_test(target, spec)
+    is_test = np.zeros(n, dtype=bool)
+    is_test[test_split.test] = True
+    used = np.zeros(n, dtype=bool)  # rows of the parts checked so far (O(n), no sorting)
     parts: list[np.ndarray] = []
     for name, idx in zip(("train", "validation"), given, strict=True):
         arr = np.asarray(idx)
@@ -286,14 +289,15 @@ def _given_split(target: Target, spec: TrainingSpec, given: GivenSplit) -> Split
         arr = arr.astype(np.int64)
         if arr.size and (arr.min() < 0 or arr.max() >= n):
             raise ValueError(f"split {name} rows must lie in [0, {n}), the rows with a target")
-        if len(np.unique(arr)) != len(arr):
+        if np.bincount(arr, minlength=n).max(initial=0) > 1:
             raise ValueError(f"split {name} rows hold duplicates")
-        if np.intersect1d(arr, test_split.test).size:
+        if is_test[arr].any():
             raise ValueError(f"split {name} rows include held-out test rows; use sweep_splits()")
+        if used[arr].any():
+            raise ValueError("split train and validation rows overlap")
+        used[arr] = True
         parts.append(np.sort(arr))
     train_rows, val_rows = parts
-    if np.intersect1d(train_rows, val_rows).size:
-        raise ValueError("split train and validation rows overlap")
     if len(train_rows) < 2:
         raise ValueError(f"split train holds {len(train_rows)} rows; at least 2 are needed")
     return SplitIndices(train_rows, val_rows, test_split.test, test_split.stratified, given=True)

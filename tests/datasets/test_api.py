@@ -89,6 +89,23 @@ def test_csv_upload_round_trip(api: httpx.Client) -> None:
     assert api.get(f"/v1/datasets/{body['id']}").status_code == 404
 
 
+def test_a_type_found_late_is_stored_as_the_rewritten_file(api: httpx.Client) -> None:
+    """The first pass streams to the store; a column widened past its first block makes the
+    child write the file again, and the stored blob is that second file, whole."""
+    n = 400_000  # over a megabyte: the float falls in a later parse block than the first
+    k = [str(i % 7) for i in range(n - 1)] + ["2.5"]
+    data = ("k,y\n" + "".join(f"{v},{i % 2}\n" for i, v in enumerate(k))).encode()
+    assert len(data) > 1 << 20
+    response = _upload(api, data, name="late-float")
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert {c["name"]: c["dtype"] for c in body["columns"]}["k"] == "float"
+    parquet_back = api.get(f"/v1/datasets/{body['id']}/download", params={"format": "parquet"})
+    table = pq.read_table(io.BytesIO(parquet_back.content))
+    assert table.num_rows == n and pa.types.is_floating(table.schema.field("k").type)
+    assert table.column("k")[n - 1].as_py() == 2.5 and table.column("k")[7].as_py() == 0
+
+
 def test_parquet_upload(api: httpx.Client) -> None:
     frame = _frame(200)
     sink = io.BytesIO()

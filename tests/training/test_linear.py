@@ -14,6 +14,7 @@ from service.training.preprocessing import build_preprocessor
 from service.training.spec import TrainingSpec
 from service.training.train import TrainingResult, prepare, train
 from tests.training.helpers import breast_cancer, diabetes, mixed_table, spec
+from tests.training.test_glum_fit import direct_glum
 
 
 def direct_fit(
@@ -27,6 +28,8 @@ def direct_fit(
     y = prepared.y[prepared.split.train]
     native = result.native_params
     assert native["n_train"] == len(y) == result.metrics["n_train"]
+    if native["module"] == "glum":  # glum's own fit: see test_glum_fit.py
+        return direct_glum(native, X, y), X, y
     params = dict(native["params"])
     if params.get("C", 0) is None:
         params["C"] = np.inf
@@ -66,8 +69,8 @@ def test_logistic_matches_direct_sklearn_fit(reg: dict[str, Any], solver: str) -
 REGRESSION = [
     ({"penalty": "none"}, "LinearRegression"),
     ({"penalty": "l2", "strength": 0.05}, "Ridge"),
-    ({"penalty": "l1", "strength": 0.5}, "Lasso"),
-    ({"penalty": "elasticnet", "strength": 0.5, "l1_ratio": 0.3}, "ElasticNet"),
+    ({"penalty": "l1", "strength": 0.5}, "GeneralizedLinearRegressor"),  # stored as Lasso
+    ({"penalty": "elasticnet", "strength": 0.5, "l1_ratio": 0.3}, "GeneralizedLinearRegressor"),
 ]
 
 

@@ -172,11 +172,15 @@ class ModelKind(ABC, Generic[SpecT]):
     def fit(self, spec: TrainingSpec, data: FitData, hooks: FitHooks) -> Fitted:
         """Build the estimator from the native parameters and fit it on the training split."""
         started = time.perf_counter()
-        native = self.native_params(spec, data.task, len(data.y_train))
+        native = self.native_params_for(spec, data)
         native["params"] = {**native["params"], **self.runtime_params(hooks)}
         fitted = self.fit_estimator(self.estimator_from_native(native), native, data, hooks)
         fitted.seconds = time.perf_counter() - started
         return fitted
+
+    def native_params_for(self, spec: TrainingSpec, data: FitData) -> dict[str, Any]:
+        """The native parameters of a fit on this split (a kind whose engine depends on it, too)."""
+        return self.native_params(spec, data.task, len(data.y_train))
 
     @abstractmethod
     def fit_estimator(

@@ -1,10 +1,12 @@
-"""The linear kind: logistic regression or least squares (per the task), fitted by scikit-learn.
+"""The linear kind: logistic regression or least squares (per the task), stored as scikit-learn.
 
 The convention maps exactly onto scikit-learn (see the README): LogisticRegression takes
 ``C = 1/(strength*n_train)`` and ``l1_ratio`` (lbfgs, or saga with an L1 part); Ridge takes
 ``alpha = strength*n_train``; Lasso and ElasticNet take ``alpha = strength``. The estimator is
 built *from* the echoed native parameters, so a direct scikit-learn fit with them reproduces the
-model. The artifact is a skops file of the whole pipeline (preprocessing and estimator).
+model. Single L1 and elastic-net fits of one linear predictor (binary, regression) go through
+glum instead (glum_fit.py), whose weights are copied into that scikit-learn estimator. The
+artifact is a skops file of the whole pipeline (preprocessing and estimator).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field
 
+from service.training.kinds import glum_fit
 from service.training.kinds.base import ArtifactFormat, FitData, FitHooks, Fitted, ModelKind
 from service.training.results import Coefficient, Convergence, Intercept, ModelReport
 from service.training.spec import ModelSpecBase, Task, TrainingSpec, effective_penalty
@@ -151,11 +154,20 @@ class LinearKind(ModelKind[LinearModelSpec]):
             "params": params,
         }
 
+    def native_params_for(self, spec: TrainingSpec, data: FitData) -> dict[str, Any]:
+        """scikit-learn's mapping, or glum's for an L1 part on one linear predictor."""
+        native = super().native_params_for(spec, data)
+        if glum_fit.takes(native, data.task, data.y_train):
+            return glum_fit.glum_native(native, spec, data.task)
+        return native
+
     def estimator_from_native(self, native: Mapping[str, Any]) -> Any:
-        """The unfitted scikit-learn estimator that native_params describes (C None means C=inf)."""
+        """The unfitted estimator that native_params describes (C None means C=inf)."""
         import numpy as np
         from sklearn import linear_model
 
+        if glum_fit.is_glum(native):
+            return glum_fit.glum_estimator(native)
         name = native["estimator"]
         if name not in ESTIMATORS:
             raise ValueError(f"native_params name {name!r}, not one of {', '.join(ESTIMATORS)}")
@@ -173,10 +185,15 @@ class LinearKind(ModelKind[LinearModelSpec]):
 
         from service.training import metrics as M
 
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", ConvergenceWarning)
-            estimator.fit(data.X_train, data.y_train)
-        messages = [str(w.message) for w in caught if issubclass(w.category, ConvergenceWarning)]
+        if glum_fit.is_glum(native):
+            estimator, messages = glum_fit.fit_glum(estimator, native, data.X_train, data.y_train)
+        else:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", ConvergenceWarning)
+                estimator.fit(data.X_train, data.y_train)
+            messages = [
+                str(w.message) for w in caught if issubclass(w.category, ConvergenceWarning)
+            ]
         coef = np.asarray(estimator.coef_)
         # Rows belong to the classes the training rows hold (a class absent from them has none).
         classes = data.classes
