@@ -511,7 +511,7 @@ def part_first(args: argparse.Namespace, work: Path) -> list[Figure]:
             job = common.check(client.post("/v1/jobs", json=body), 202)
             job = common.wait_job(client, job["id"], interval=0.02, timeout=600)
         done = time.perf_counter()
-        found = re.search(r"ready \(warmed up in ([0-9.]+) s\)", server.logs())
+        found = re.search(r"ready \(warmed up in ([0-9.]+) s", server.logs())
     finally:
         server.stop()
     total = done - banner

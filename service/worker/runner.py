@@ -260,9 +260,10 @@ class AttemptRunner(threading.Thread):
             if not child_done:
                 child_done = self._drain(receive, state, timeout=0.05)
             now = time.monotonic()
-            if child_done and process.is_alive():
-                process.join(timeout=2)
-            if child_done and not process.is_alive():
+            if child_done and state.result is None and process.is_alive():
+                process.join(timeout=2)  # a failed child's exit status says why
+            # A result is stored while the child exits: its teardown is no part of the job.
+            if child_done and (state.result is not None or not process.is_alive()):
                 self.child_ended = time.monotonic()
                 self._flush(state)
                 self._complete(process, state)
