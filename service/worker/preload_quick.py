@@ -4,6 +4,7 @@ Ready seconds before the full one, it runs the jobs that need nothing of the res
 does not wait for torch's warm-up); the worker retires it once the full one is ready.
 """
 
-from service.worker.warming import LATE_KINDS, preload
+from service.worker.late import LATE_KINDS
+from service.worker.warming import preload
 
 preload(skip=LATE_KINDS)

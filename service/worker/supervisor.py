@@ -27,27 +27,27 @@ from service.plugins import import_plugins
 from service.sweeps.service import after_trial
 from service.watch import start_watcher
 from service.worker.cache import DatasetCache
+from service.worker.late import LATE_KINDS
 from service.worker.runner import AttemptRunner
 from service.worker.status import WarmUpStatus
-from service.worker.warming import LATE_KINDS
 
 logger = logging.getLogger("ridgeline.worker")
 
 
 def warm_servers(settings: Settings) -> tuple[WarmServer, WarmServer]:
-    """Two forkservers with numpy, scikit-learn, pyarrow and torch imported, started at once: a
-    quick one without the late kinds' warm-up (see warming.LATE_KINDS) and the full one."""
+    """Two forkservers with numpy, scikit-learn, pyarrow and torch imported: a quick one without
+    the late kinds' warm-up (see warming.LATE_KINDS), started now, and the full one, started
+    once the quick one is ready (both at once took longer on a busy 2-core machine)."""
     # Plugins first, so a kind they register is known to the warm-up and to every child.
-    servers = tuple(
+    quick, full = (
         WarmServer(name, [*settings.plugins, module, *settings.worker_plugins])
         for name, module in (
             ("quick", "service.worker.preload_quick"),
             ("full", "service.worker.preload"),
         )
     )
-    for server in servers:
-        server.start()
-    return servers[0], servers[1]
+    quick.start()
+    return quick, full
 
 
 def needs_full(payload: dict[str, object]) -> bool:
@@ -148,16 +148,17 @@ class Worker:
             )
 
     def warm_up(self) -> None:
-        """Start both forkservers; wait for the quick one (the full one goes on warming)."""
+        """Start the quick forkserver and wait for it (the full one warms up afterwards)."""
         start_worker_metrics(self.settings)
         self.quick, self.full = warm_servers(self.settings)
         self.quick.wait()
 
     def finish_warm_up(self, done: Callable[[float], None]) -> None:
-        """Wait for the full forkserver in a thread; `done(seconds)` once it is ready."""
+        """Warm the full forkserver in a thread; `done(seconds)` once it is ready."""
 
         def wait() -> None:
             try:
+                self.full.start()
                 seconds = self.full.wait()
             except Exception:
                 if not self.stop.is_set():  # not stopped mid-preload by our own shutdown

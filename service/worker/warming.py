@@ -21,6 +21,7 @@ import service.training.paths
 import service.training.train
 import service.worker.child
 from service.training.kinds import registry
+from service.worker.late import LATE_KINDS
 
 #: Every registered kind's warm-up specs (targets 'label' and 'amount' of the table below).
 WARM_UP_SPECS: list[dict[str, object]] = [
@@ -44,11 +45,6 @@ def _warm_up_table() -> pyarrow.Table:
             "label": pyarrow.array(["yes", "no"][i % 2] for i in range(n)),
         }
     )
-
-
-#: Kinds whose first fit costs seconds more than the imports (torch's autograd, optimizers and
-#: dynamo): the quick forkserver leaves them out, so other jobs need not wait for them.
-LATE_KINDS = frozenset({"mlp"})
 
 
 def warm_up(*, skip: frozenset[str] = frozenset()) -> None:
