@@ -283,8 +283,8 @@ def part_queue(args: argparse.Namespace, work: Path) -> list[Figure]:
         with common.running(server, *workers), server.client(server.new_key(TENANT)) as client:
             dataset = common.upload_csv(client, common.write_tiny_csv(work / "tiny.csv"))
             common.log(f"{NAME}: waiting for {args.workers} workers to preload")
-            common.wait_for(
-                lambda: all(w.ready() for w in workers),
+            common.wait_for(  # both forkservers: a warm-up beside the run would slow it
+                lambda: all(w.ready() and "warm for every kind" in w.logs() for w in workers),
                 timeout=300,
                 interval=0.2,
                 message="the workers to be ready",

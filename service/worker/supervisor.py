@@ -280,6 +280,7 @@ def run_worker(settings: Settings, *, parent_pid: int | None = None) -> None:
         if worker.stop.is_set():
             return
         status.ready(still_warming=[])
+        logger.info("worker warm for every kind (the full forkserver took %.1f s)", seconds)
         if embedded:
             print(f"  Worker:     ready for every kind (warmed up in {seconds:.1f} s)", flush=True)
 
