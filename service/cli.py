@@ -8,7 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -63,6 +63,21 @@ def _setup_logging(settings: Settings) -> None:
 def _fail(message: str, code: int = 1) -> typer.Exit:
     console.print(f"[red]error:[/red] {message}")
     return typer.Exit(code)
+
+
+@contextmanager
+def _quiet_interrupt(
+    command: str, *, speak: bool = True, started: Callable[[], bool] = lambda: False
+) -> Iterator[None]:
+    """Ctrl-C (or SIGTERM) ends with one line at most, not a traceback or click's "Aborted!"."""
+    try:
+        yield
+    except KeyboardInterrupt as exc:
+        signum = getattr(exc, "signum", signal.SIGINT)
+        if speak and signum == signal.SIGINT:
+            when = "" if started() else " while starting"
+            console.print(f"ridgeline {command}: interrupted{when}; stopped")
+        raise typer.Exit(128 + signum) from None
 
 
 def _prepare_database(settings: Settings, *, auto_migrate: bool) -> None:
@@ -159,6 +174,21 @@ def _print_banner(settings: Settings, base: str, key: str | None) -> None:
     sys.stdout.flush()
 
 
+def _print_warming(settings: Settings) -> None:
+    """The first job waits for the worker's warm-up: say so, and for about how long."""
+    from service.worker.status import last_warm_up_seconds
+
+    last = last_warm_up_seconds(settings.data_dir)
+    about = (
+        f"about {last:.0f} s, as at the last start"
+        if last is not None
+        else "first start: it imports the ML libraries and trains each model kind once"
+    )
+    print(f"  Worker:     warming up ({about}); jobs wait queued until it is ready")
+    print("              (GET /readyz shows how far it is; a line here says when it is ready)")
+    sys.stdout.flush()
+
+
 # How `serve` runs uvicorn (bench/load.py serves its bare endpoint the same way). The asyncio
 # loop, not uvloop: with the loop saturated, uvloop kept some connections waiting ten times the
 # median (p99 370 ms against 57 ms with asyncio, at the same throughput).
@@ -176,42 +206,47 @@ def serve(
     ] = True,
 ) -> None:
     """Start the API (and, by default, one embedded worker in a child process)."""
-    import uvicorn
+    server: Any = None
+    with _quiet_interrupt("serve", started=lambda: bool(server and server.started)):
+        settings = _settings(host=host, port=port)
+        _setup_logging(settings)
+        _prepare_database(settings, auto_migrate=True)
+        # Bind before anything is created or printed: a taken port must not use up the one-time
+        # key (nor start a worker).
+        listener = _bind(host, port)
+        child: subprocess.Popen[bytes] | None = None
+        if worker:  # first, so that its warm-up overlaps the API's start
+            child = subprocess.Popen(
+                [sys.executable, "-m", "service.cli", "worker", "--parent-pid", str(os.getpid())],
+                env={**os.environ, "RIDGELINE_DATABASE_URL": settings.database_url},
+            )
+        try:
+            import uvicorn
 
-    from service.main import create_app
+            from service.main import create_app
 
-    settings = _settings(host=host, port=port)
-    _setup_logging(settings)
-    _prepare_database(settings, auto_migrate=True)
-    # Bind before anything is created or printed: a taken port must not use up the one-time key.
-    listener = _bind(host, port)
-    key = _first_key(settings)
-    _print_banner(settings, f"http://{_display_host(host)}:{port}", key)
-
-    child: subprocess.Popen[bytes] | None = None
-    if worker:
-        child = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", "worker", "--parent-pid", str(os.getpid())],
-            env={**os.environ, "RIDGELINE_DATABASE_URL": settings.database_url},
-        )
-    try:
-        config = uvicorn.Config(
-            create_app(settings),
-            host=host,
-            port=port,
-            log_level=settings.log_level.lower(),
-            **UVICORN_SETTINGS,
-            log_config=None,  # keep configure_logging's JSON handler
-            access_log=False,  # the observability middleware writes the access line
-        )
-        uvicorn.Server(config).run(sockets=[listener])
-    finally:
-        if child is not None and child.poll() is None:
-            child.send_signal(signal.SIGTERM)
-            try:
-                child.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                child.kill()
+            key = _first_key(settings)
+            _print_banner(settings, f"http://{_display_host(host)}:{port}", key)
+            if worker:
+                _print_warming(settings)
+            config = uvicorn.Config(
+                create_app(settings),
+                host=host,
+                port=port,
+                log_level=settings.log_level.lower(),
+                **UVICORN_SETTINGS,
+                log_config=None,  # keep configure_logging's JSON handler
+                access_log=False,  # the observability middleware writes the access line
+            )
+            server = uvicorn.Server(config)
+            server.run(sockets=[listener])
+        finally:
+            if child is not None and child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+                try:
+                    child.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    child.kill()
 
 
 @app.command("worker")
@@ -221,12 +256,14 @@ def worker_command(
     ] = None,
 ) -> None:
     """Run a worker: claims queued jobs and trains them in child processes."""
-    from service.worker.supervisor import run_worker
+    # Started by `serve`, the worker leaves the one line about Ctrl-C to serve.
+    with _quiet_interrupt("worker", speak=parent_pid is None):
+        from service.worker.supervisor import run_worker
 
-    settings = _settings()
-    _setup_logging(settings)
-    _prepare_database(settings, auto_migrate=False)
-    run_worker(settings, parent_pid=parent_pid)
+        settings = _settings()
+        _setup_logging(settings)
+        _prepare_database(settings, auto_migrate=False)
+        run_worker(settings, parent_pid=parent_pid)
 
 
 @app.command()

@@ -36,6 +36,7 @@ from service.registry.cache import ServedVersions
 from service.registry.router import router as registry_router
 from service.scratch import ScratchSpace
 from service.sweeps.router import router as sweeps_router
+from service.worker.status import worker_readiness
 
 logger = logging.getLogger("ridgeline.api")
 
@@ -178,6 +179,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     "unavailable",
                 )
             )
-        return JSONResponse({"status": "ready", "schema": current})
+        # The API is ready (it takes jobs) while a worker on this machine still warms up.
+        return JSONResponse(
+            {"status": "ready", "schema": current, **worker_readiness(settings.data_dir)}
+        )
 
     return app

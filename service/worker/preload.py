@@ -1,68 +1,7 @@
-"""Imported once by the forkserver, so each training child starts with these already loaded.
+"""The full forkserver's preload: the heavy imports and one tiny fit of every model kind."""
 
-Importing is not all: scikit-learn, pandas, skops and torch import more modules and build caches
-on first use (about 1.5 s of a 3.5 s job on 200k rows). One tiny run of every registered model
-kind (its ``warm_up_specs``) here pays that once, in the forkserver, instead of in every child.
-"""
-# ruff: noqa: F401
+from service.worker.warming import WARM_UP_SPECS, preload, warm_up
 
-import numpy
-import pyarrow.dataset
-import pyarrow.parquet
-import sklearn.linear_model
-import sklearn.pipeline
-import skops.io
-import threadpoolctl
-import torch
+__all__ = ["WARM_UP_SPECS", "warm_up"]
 
-import service.training.paths
-import service.training.train
-import service.worker.child
-from service.training.kinds import registry
-
-#: Every registered kind's warm-up specs (targets 'label' and 'amount' of the table below).
-WARM_UP_SPECS: list[dict[str, object]] = [
-    overrides for kind in registry.kinds() for overrides in kind.warm_up_specs
-]
-
-
-def _warm_up_table() -> pyarrow.Table:
-    """A small table with every column kind and missing values, a class and a number to predict."""
-    rng = numpy.random.default_rng(0)
-    n = 120
-    x = rng.normal(size=n)
-    x[::17] = numpy.nan
-    return pyarrow.table(
-        {
-            "x": x,
-            "count": rng.integers(0, 9, size=n),
-            "flag": rng.random(n) < 0.5,
-            "color": pyarrow.array(["red", "green", None][i % 3] for i in range(n)),
-            "amount": rng.normal(size=n),
-            "label": pyarrow.array(["yes", "no"][i % 2] for i in range(n)),
-        }
-    )
-
-
-def _warm_up() -> None:
-    """Train each kind of model once on a tiny table, on one thread (no thread pool to fork)."""
-    from service.training.folds import sweep_splits
-    from service.training.paths import fit_path
-    from service.training.spec import TrainingSpec
-    from service.training.train import train
-
-    torch.set_num_threads(1)
-    table = _warm_up_table()
-    with threadpoolctl.threadpool_limits(limits=1):
-        for overrides in WARM_UP_SPECS:
-            spec = TrainingSpec.model_validate({"target": "label", "seed": 0, **overrides})
-            data = table.drop_columns([c for c in ("label", "amount") if c != spec.target])
-            train(data, spec)
-            if registry.kind_of(spec).supports_path and spec.regularization.penalty == "l1":
-                splits = sweep_splits(data, spec, folds=2, validation_fraction=None)
-                fit_path(data, spec, [0.1, 0.01], split=splits.splits[0])
-    # The first optimizer in a process imports torch._dynamo (~1.5 s).
-    torch.optim.Adam(torch.nn.Linear(2, 1).parameters())
-
-
-_warm_up()
+preload()

@@ -16,6 +16,7 @@ import signal
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -24,7 +25,7 @@ from typing import Any
 from sqlalchemy import select
 
 from service import blobs
-from service.childproc import kill_group
+from service.childproc import WarmServer, kill_group
 from service.config import Settings
 from service.datasets.imports import DatasetChanged, reference_source
 from service.datasets.models import Dataset
@@ -113,7 +114,7 @@ class AttemptRunner(threading.Thread):
         claim: queue.Claim,
         claimed_at: float,
         worker_id: str,
-        context: multiprocessing.context.BaseContext,
+        server_for: Callable[[dict[str, Any]], WarmServer],
         cache: DatasetCache,
         on_done: threading.Event,
     ) -> None:
@@ -123,7 +124,8 @@ class AttemptRunner(threading.Thread):
         self.claim = claim
         self.claimed_at = claimed_at
         self.worker_id = worker_id
-        self.context = context
+        self.server_for = server_for
+        self.server: WarmServer | None = None
         self.cache = cache
         self.on_done = on_done
         self.release_requested = threading.Event()
@@ -213,11 +215,11 @@ class AttemptRunner(threading.Thread):
             return
         from service.worker.child import child_main
 
-        receive, send = self.context.Pipe(duplex=False)
-        alive_r, alive_w = self.context.Pipe(duplex=False)
-        process = self.context.Process(  # type: ignore[attr-defined]
-            target=child_main, args=(send, alive_r, payload), daemon=False
-        )
+        forking = time.monotonic()
+        self.server = server = self.server_for(payload)
+        receive, send = server.Pipe(duplex=False)
+        alive_r, alive_w = server.Pipe(duplex=False)
+        process = server.Process(target=child_main, args=(send, alive_r, payload))
         process.start()
         logger.debug("attempt %s/%s: child %s started", *self._ids(), process.pid)
         self.process = process
@@ -233,12 +235,16 @@ class AttemptRunner(threading.Thread):
             shutil.rmtree(payload["work_dir"], ignore_errors=True)
         ended = time.monotonic()
         child_ended = self.child_ended or ended
+        # bench/worker.py reads these phases (seconds) into its claim-run-finish profile.
         logger.info(
-            "attempt %s/%s %s in %.2f s: %.2f s to prepare, %.2f s in the child, %.2f s to store",
+            "attempt %s/%s %s in %.4f s: claim %.4f s, prepare %.4f s, fork %.4f s, "
+            "child %.4f s, store %.4f s",
             *self._ids(),
             self.outcome,
-            ended - began,
-            started - began,
+            ended - self.claimed_at,
+            began - self.claimed_at,
+            forking - began,
+            started - forking,
             child_ended - started,
             ended - child_ended,
         )
@@ -254,9 +260,10 @@ class AttemptRunner(threading.Thread):
             if not child_done:
                 child_done = self._drain(receive, state, timeout=0.05)
             now = time.monotonic()
-            if child_done and process.is_alive():
-                process.join(timeout=2)
-            if child_done and not process.is_alive():
+            if child_done and state.result is None and process.is_alive():
+                process.join(timeout=2)  # a failed child's exit status says why
+            # A result is stored while the child exits: its teardown is no part of the job.
+            if child_done and (state.result is not None or not process.is_alive()):
                 self.child_ended = time.monotonic()
                 self._flush(state)
                 self._complete(process, state)

@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 
 from sqlalchemy import exists, select
 
 from service import blobs
-from service.childproc import forkserver_context, start_forkserver
+from service.childproc import WarmServer, stop_forkservers
 from service.config import Settings
 from service.datasets.service import IMPORT_TRAINER, fail_import
 from service.db import Database
@@ -26,19 +27,34 @@ from service.plugins import import_plugins
 from service.sweeps.service import after_trial
 from service.watch import start_watcher
 from service.worker.cache import DatasetCache
+from service.worker.late import LATE_KINDS
 from service.worker.runner import AttemptRunner
+from service.worker.status import WarmUpStatus
 
 logger = logging.getLogger("ridgeline.worker")
 
 
-def warm_context(settings: Settings) -> multiprocessing.context.BaseContext:
-    """A forkserver with numpy, scikit-learn, pyarrow and torch imported once, up front."""
+def warm_servers(settings: Settings) -> tuple[WarmServer, WarmServer]:
+    """Two forkservers with numpy, scikit-learn, pyarrow and torch imported: a quick one without
+    the late kinds' warm-up (see warming.LATE_KINDS), started now, and the full one, started
+    once the quick one is ready (both at once took longer on a busy 2-core machine)."""
     # Plugins first, so a kind they register is known to the warm-up and to every child.
-    context = forkserver_context(
-        [*settings.plugins, "service.worker.preload", *settings.worker_plugins]
+    quick, full = (
+        WarmServer(name, [*settings.plugins, module, *settings.worker_plugins])
+        for name, module in (
+            ("quick", "service.worker.preload_quick"),
+            ("full", "service.worker.preload"),
+        )
     )
-    start_forkserver(context)
-    return context
+    quick.start()
+    return quick, full
+
+
+def needs_full(payload: dict[str, object]) -> bool:
+    """Whether an attempt needs the full forkserver: its model is of a late kind."""
+    spec = payload.get("spec")
+    model = spec.get("model") if isinstance(spec, dict) else None
+    return isinstance(model, dict) and model.get("kind") in LATE_KINDS
 
 
 class Worker:
@@ -86,7 +102,7 @@ class Worker:
             claim=claim,
             claimed_at=claimed_at,
             worker_id=self.worker_id,
-            context=self.context,
+            server_for=self.server_for,
             cache=self.cache,
             on_done=self.wake,
         )
@@ -131,9 +147,43 @@ class Worker:
                 len(report.orphan_objects),
             )
 
-    def run(self) -> None:
+    def warm_up(self) -> None:
+        """Start the quick forkserver and wait for it (the full one warms up afterwards)."""
         start_worker_metrics(self.settings)
-        self.context = warm_context(self.settings)
+        self.quick, self.full = warm_servers(self.settings)
+        self.quick.wait()
+
+    def finish_warm_up(self, done: Callable[[float], None]) -> None:
+        """Warm the full forkserver in a thread; `done(seconds)` once it is ready."""
+
+        def wait() -> None:
+            try:
+                self.full.start()
+                seconds = self.full.wait()
+            except Exception:
+                if not self.stop.is_set():  # not stopped mid-preload by our own shutdown
+                    logger.exception("the full forkserver failed to start; stopping")
+                    self.request_stop()
+                return
+            done(seconds)
+
+        threading.Thread(target=wait, name="full-warm-up", daemon=True).start()
+
+    def server_for(self, payload: dict[str, object]) -> WarmServer:
+        """The forkserver an attempt runs on: the full one once ready or when it needs it."""
+        if self.full.ready.is_set() or needs_full(payload):
+            self.full.ready.wait()
+            return self.full
+        return self.quick
+
+    def _retire_quick(self) -> None:
+        """Stop the quick forkserver once the full one is ready and no attempt runs on it."""
+        if self.quick.stopped or not self.full.ready.is_set():
+            return
+        if not any(r.server is self.quick for r in self.runners.values()):
+            self.quick.stop()
+
+    def run(self) -> None:
         start_watcher(self.settings, queue.NOTIFY_CHANNEL, self.wake.set, self.stop)
         idle_wait = self.settings.worker_poll_seconds
         logger.info(
@@ -155,6 +205,7 @@ class Worker:
                     next_housekeeping = now + min(60.0, self.settings.stale_upload_seconds / 2)
                     self._housekeeping()
                 self.runners = {k: r for k, r in self.runners.items() if r.is_alive()}
+                self._retire_quick()
                 while (
                     len(self.runners) < self.settings.worker_concurrency and not self.stop.is_set()
                 ):
@@ -187,11 +238,54 @@ class Worker:
         for runner in running:
             runner.join(timeout=30)
         self.db.dispose()
+        stop_forkservers()
         logger.info("worker %s stopped", self.worker_id)
 
 
+class StartupInterrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM while the worker starts: nothing runs yet, so it stops at once."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _interrupt_startup(signum: int, _frame: object) -> None:
+    raise StartupInterrupted(signum)
+
+
 def run_worker(settings: Settings, *, parent_pid: int | None = None) -> None:
-    worker = Worker(settings, parent_pid=parent_pid)
+    """Warm up (a signal stops that at once, forkserver and all), then run until asked to stop."""
+    signal.signal(signal.SIGTERM, _interrupt_startup)
+    signal.signal(signal.SIGINT, _interrupt_startup)
+    status = WarmUpStatus(settings.data_dir)
+    try:
+        status.warming()
+        worker = Worker(settings, parent_pid=parent_pid)
+        worker.warm_up()
+    except KeyboardInterrupt:
+        stop_forkservers()
+        status.remove()
+        raise
     signal.signal(signal.SIGTERM, worker.request_stop)
     signal.signal(signal.SIGINT, worker.request_stop)
-    worker.run()
+    seconds = status.ready(still_warming=sorted(LATE_KINDS))
+    embedded = parent_pid is not None  # in `serve`: finish its banner
+    if embedded:
+        late = ", ".join(sorted(LATE_KINDS))
+        print(f"  Worker:     ready (warmed up in {seconds:.1f} s; {late} jobs wait a little more)")
+        sys.stdout.flush()
+
+    def full_ready(seconds: float) -> None:
+        if worker.stop.is_set():
+            return
+        status.ready(still_warming=[])
+        logger.info("worker warm for every kind (the full forkserver took %.1f s)", seconds)
+        if embedded:
+            print(f"  Worker:     ready for every kind (warmed up in {seconds:.1f} s)", flush=True)
+
+    worker.finish_warm_up(full_ready)
+    try:
+        worker.run()
+    finally:
+        status.remove()
