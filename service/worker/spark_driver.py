@@ -56,6 +56,7 @@ class _Driver:
         self.spark = spark
         self.lock = threading.Lock()
         self.cancelled: set[str] = set()
+        self.running: set[str] = set()
 
     def send(self, message: dict[str, Any], payload: bytes | None = None) -> None:
         with self.lock:
@@ -70,6 +71,7 @@ class _Driver:
         from service.training.train import RunControl
 
         group = job_group(payload)
+        self.running.add(group)
         context = self.spark.sparkContext
         context.setJobGroup(group, f"ridgeline job {payload['job_id']}", interruptOnCancel=True)
         phase = {"progress": 0.0}
@@ -113,6 +115,7 @@ class _Driver:
             self.send({"group": group, "type": "error", "message": message})
         finally:
             done.set()
+            self.running.discard(group)
             self.cancelled.discard(group)
             self.send({"group": group, "type": "ended"})
 
@@ -132,8 +135,18 @@ class _Driver:
                 self.send({"group": group, "type": "progress", "value": estimate})
 
     def cancel(self, group: str) -> None:
+        """Cancel the group's Spark jobs until its thread has ended: a job the fit starts
+        between two cancels (its next solver iteration) is cancelled by the next one."""
+        if group not in self.running or group in self.cancelled:
+            return
         self.cancelled.add(group)
-        self.spark.sparkContext.cancelJobGroup(group)
+
+        def repeat() -> None:
+            while group in self.running:
+                self.spark.sparkContext.cancelJobGroup(group)
+                time.sleep(0.1)
+
+        threading.Thread(target=repeat, name=f"cancel-{group}", daemon=True).start()
 
 
 def driver_main(

@@ -62,6 +62,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkSite]:
         "RIDGELINE_SPARK_CONF": json.dumps(TEST_SPARK_CONF),
         "RIDGELINE_SPARK_THRESHOLD_BYTES": str(1 << 40),
         "RIDGELINE_MAX_UPLOAD_BYTES": str(64 << 20),
+        # The driver's start (its JVM's pid) and a cancel's confirmation are logged at INFO.
+        "RIDGELINE_LOG_LEVEL": "INFO",
     }
     (work / "blobs").mkdir()
     server = start_server(url, work, **env)

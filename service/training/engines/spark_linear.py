@@ -228,8 +228,10 @@ def _labelled(df: DataFrame, spec: TrainingSpec, cols: _Columns) -> DataFrame:
     from pyspark.sql import functions as F
 
     target = _value(spec.target, cols.target_dtype)
-    if cols.target_dtype == "boolean":
-        target = F.col(f"`{spec.target}`")
+    if cols.task == "classification" and cols.target_dtype in ("boolean", "integer"):
+        # Labels keep their own type (1, not 1.0; true, not 1.0), as the local engine's.
+        raw = F.col(f"`{spec.target}`")
+        target = raw if cols.target_dtype == "boolean" else raw.cast("long")
     df = df.where(target.isNotNull())
     if cols.task == "classification":
         raw = [r[0] for r in df.select(target.alias("t")).distinct().collect()]
