@@ -13,14 +13,13 @@ from typing import Literal
 from service.config import MiB, Settings
 from service.datasets.models import Dataset
 from service.errors import InvalidInput
+from service.training.kinds import registry
 from service.training.spec import TrainingSpec
 
 Engine = Literal["local", "spark"]
 EngineChoice = Literal["local", "spark", "auto"]
 ENGINES: tuple[str, ...] = ("local", "spark", "auto")
 
-#: Model kinds with a Spark fit (service.training.engines.spark_linear).
-SPARK_KINDS = frozenset({"linear"})
 #: Bytes per value of the float64 design matrix a local fit builds.
 BYTES_PER_VALUE = 8
 
@@ -69,10 +68,11 @@ def _spark_problem(settings: Settings, spec: TrainingSpec, dataset: Dataset) -> 
             "no Spark master is configured (RIDGELINE_SPARK_MASTER, e.g. local[4] or "
             "spark://host:7077); use engine 'local' or 'auto'"
         )
-    if spec.model.kind not in SPARK_KINDS:
+    if "spark" not in registry.kind_of(spec).engines:
+        able = [kind.name for kind in registry.kinds() if "spark" in kind.engines]
         return (
             f"model kind {spec.model.kind!r} has no Spark engine yet (only "
-            f"{', '.join(sorted(SPARK_KINDS))}); use engine 'local'"
+            f"{', '.join(able)}); use engine 'local'"
         )
     if spec.preprocessing.polynomial_degree > 1:
         return "polynomial_degree > 1 is not supported on Spark; use 1 or engine 'local'"

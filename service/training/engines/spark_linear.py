@@ -230,12 +230,11 @@ def _labelled(df: DataFrame, spec: TrainingSpec, cols: _Columns) -> DataFrame:
     target = _value(spec.target, cols.target_dtype)
     if cols.task == "classification" and cols.target_dtype in ("boolean", "integer"):
         # Labels keep their own type (1, not 1.0; true, not 1.0), as the local engine's.
-        raw = F.col(f"`{spec.target}`")
-        target = raw if cols.target_dtype == "boolean" else raw.cast("long")
+        column = F.col(f"`{spec.target}`")
+        target = column if cols.target_dtype == "boolean" else column.cast("long")
     df = df.where(target.isNotNull())
     if cols.task == "classification":
-        raw = [r[0] for r in df.select(target.alias("t")).distinct().collect()]
-        labels = sorted(raw)
+        labels = sorted(r[0] for r in df.select(target.alias("t")).distinct().collect())
         cols.classes = [M.json_safe(v) for v in labels]
         mapping = F.create_map(*[F.lit(x) for i, v in enumerate(labels) for x in (v, float(i))])
         label = mapping[target]
@@ -605,8 +604,9 @@ def fit_on_spark(
     from pyspark.sql import functions as F
 
     run = run or RunControl()
-    if spec.model.kind != "linear":
-        raise SpecError([{"field": "model.kind", "message": "only linear models run on Spark"}])
+    if "spark" not in registry.kind_of(spec).engines:
+        message = f"model kind {spec.model.kind!r} has no Spark engine; use engine 'local'"
+        raise SpecError([{"field": "model.kind", "message": message}])
     run.progress(0.0)
     df = spark.read.parquet(uri)
     cols = _resolve(df, spec, max_classes)
