@@ -274,7 +274,8 @@ class SparkDriver:
             target=driver_main,
             args=(requests_r, responses_w, alive_r, self.settings.spark_master, conf),
             name="ridgeline-spark-driver",
-            daemon=False,
+            # Daemonic: a worker that exits stops it (its JVM follows) instead of waiting on it.
+            daemon=True,
         )
         process.start()
         requests_r.close()
