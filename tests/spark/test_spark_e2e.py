@@ -234,6 +234,7 @@ def _gone(pid: int) -> bool:
     return status.exists() and "State:\tZ" in status.read_text()
 
 
+@pytest.mark.timeout(900)  # two workers each start a JVM, and the job trains twice
 def test_kill_9_of_the_worker_leaves_no_driver_and_attempt_2_succeeds(
     api: httpx.Client, site: SparkSite
 ) -> None:
@@ -241,7 +242,8 @@ def test_kill_9_of_the_worker_leaves_no_driver_and_attempt_2_succeeds(
     try:
         worker, log = site.start_worker("doomed")
         spec = {**SLOW_SPEC, "regularization": {"penalty": "l2", "strength": 1e-3}}
-        job_id = api.post("/v1/jobs", json={"dataset_id": _slow_dataset(api), **spec}).json()["id"]
+        dataset_id = _upload(api, _table(20_000, 20, seed=6, classes=3), "medium")
+        job_id = api.post("/v1/jobs", json={"dataset_id": dataset_id, **spec}).json()["id"]
         _wait_fitting(api, job_id)
         jvm = _jvm_pid(log)
         worker.send_signal(signal.SIGKILL)
@@ -249,7 +251,7 @@ def test_kill_9_of_the_worker_leaves_no_driver_and_attempt_2_succeeds(
         wait_for(lambda: _gone(jvm), timeout=30, message="the driver's JVM to exit")
         second, _ = site.start_worker("second")
         try:
-            job = wait_for_job(api, job_id, timeout=300)
+            job = wait_for_job(api, job_id, timeout=600)
             assert job["status"] == "succeeded", job["error"]
             assert job["attempt"] == 2
             assert [a["outcome"] for a in job["attempts"]] == ["lost", "succeeded"]
