@@ -69,8 +69,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkSite]:
     server = start_server(url, work, **env)
     worker_log = work / "worker.log"
     worker = start_worker(url, work / "worker", worker_log, **env)
-    yield SparkSite(server, env, work, worker, worker_log)
-    stop_process(worker)
+    site = SparkSite(server, env, work, worker, worker_log)
+    yield site
+    stop_process(site.worker)  # the one running now: the kill test replaces it
     stop_process(server.process)
 
 
