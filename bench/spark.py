@@ -4,8 +4,9 @@ For each size (default 0.5 M, 1 M and 2 M rows x 50 float columns, a binary targ
 is written to a `file` store folder. Each point runs in a process of its own, time-boxed:
 - local: what a training child does (read the Parquet, service.training.train.train) under
   RLIMIT_DATA = --child-memory-mb; it may run out of memory, which is printed as such;
-- spark: what the worker's driver child does (a session on --master, already started, then
-  service.training.engines.spark_linear.fit_on_spark on the file:// URI); the Python driver's
+- spark: what the worker's driver child does (a session on --master, already started and warmed
+  by one fit on a 2,000-row slice, then service.training.engines.spark_linear.fit_on_spark on the
+  file:// URI); the Python driver's
   RSS growth during the job (goal < 500 MiB whatever the size) and the JVM's peak RSS.
 The figure that matters is Spark's time against the local engine's at 1 M rows (same run).
 """
@@ -106,6 +107,10 @@ def spark_point(uri: str, master: str, driver_memory: str) -> dict[str, Any]:
     spark = start_session(master, conf, app_name="ridgeline-bench")
     gateway = spark.sparkContext._gateway.proc  # type: ignore[attr-defined]
     spec = TrainingSpec.model_validate(SPEC)
+    # The worker's driver is long-lived: warm it (JIT, code generation) on a small slice first.
+    with tempfile.TemporaryDirectory(prefix="ridgeline-bench-warm-") as warm:
+        spark.read.parquet(uri).limit(2000).write.parquet(warm + "/slice")
+        fit_on_spark(spark, Path(warm, "slice").as_uri(), spec)
     before = _rss_mib()
     peak = [before]
     done = threading.Event()
