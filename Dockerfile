@@ -52,6 +52,41 @@ RUN pip install --no-deps -e . \
  && python -c "import service.migrate as m; assert (m.MIGRATIONS_DIR / 'env.py').is_file(), m.MIGRATIONS_DIR"
 
 # ---------------------------------------------------------------------------------------
+# worker-spark: a worker that can run engine "spark" jobs: pyspark (the `spark` extra) in the
+# venv and a Java 17 runtime for the driver's JVM. Build it with `--target worker-spark`.
+# ---------------------------------------------------------------------------------------
+FROM build AS build-spark
+RUN python -c "import tomllib; print(chr(10).join(tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['spark']))" > /tmp/spark.txt \
+ && pip install -c constraints.txt -r /tmp/spark.txt \
+ && rm /tmp/spark.txt \
+ && pip check
+
+FROM ${PYTHON_IMAGE} AS worker-spark
+
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    RIDGELINE_DATA_DIR=/data
+
+# The JVM of the Spark driver; Debian bookworm (the slim base) ships OpenJDK 17.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends openjdk-17-jre-headless procps \
+ && rm -rf /var/lib/apt/lists/* \
+ && groupadd --system --gid 10001 ridgeline \
+ && useradd --system --uid 10001 --gid 10001 --home-dir /data --no-create-home \
+        --shell /usr/sbin/nologin ridgeline \
+ && mkdir -p /data \
+ && chown 10001:10001 /data
+
+COPY --from=build-spark /opt/venv /opt/venv
+COPY --from=build-spark /app /app
+
+WORKDIR /app
+USER 10001:10001
+VOLUME ["/data"]
+CMD ["ridgeline", "worker"]
+
+# ---------------------------------------------------------------------------------------
 # runtime: the slim base, the venv and the source tree; no compilers, no pip caches.
 # ---------------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime

@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 
-.PHONY: install serve test test-fast test-slow test-s3 lint bench clean
+.PHONY: install serve test test-fast test-slow test-s3 test-spark lint bench clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
@@ -23,17 +23,23 @@ serve: install
 	$(VENV)/bin/ridgeline serve --host $(HOST) --port $(PORT)
 
 test: install
-	$(PY) -m pytest -q -m "not slow and not s3"
-	$(PY) -m pytest -q -m slow
+	$(PY) -m pytest -q -m "not slow and not s3 and not spark"
+	$(PY) -m pytest -q -m "slow and not spark"
 	$(MAKE) --no-print-directory test-s3
+	$(MAKE) --no-print-directory test-spark
 
 # Tests on a real S3-compatible server (SeaweedFS, started by the tests on loopback ports).
 test-s3: install
 	@start=$$(date +%s); $(PY) -m pytest -q -m s3; rc=$$?; \
 	echo "s3 stage (SeaweedFS): $$(( $$(date +%s) - start )) s"; exit $$rc
 
+# Tests on a real local Spark (local[2], one session per test session; needs Java 17).
+test-spark: install
+	@start=$$(date +%s); $(PY) -m pytest -q -m spark; rc=$$?; \
+	echo "spark stage (local[2]): $$(( $$(date +%s) - start )) s"; exit $$rc
+
 test-fast: install
-	$(PY) -m pytest -q -m "not slow and not s3" -x
+	$(PY) -m pytest -q -m "not slow and not s3 and not spark" -x
 
 lint: install
 	$(VENV)/bin/ruff check service tests bench examples scripts

@@ -3,7 +3,8 @@
 `make bench` runs this. `--quick` uses small sizes (a smoke check in a couple of minutes);
 `--big` adds the ~1 GB upload of the ingest benchmark. Each benchmark runs alone too:
 `python bench/ingest.py --help`, `bench/train.py`, `bench/worker.py`, `bench/registry.py`,
-`bench/peers.py` (H2O-3 side by side; needs the `bench` extra and Java).
+`bench/peers.py` (H2O-3 side by side; needs the `bench` extra and Java), `bench/spark.py`
+(the local engine against the Spark engine on 0.5-2 M rows; needs pyspark and Java).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import ingest
 import load
 import peers
 import registry
+import spark
 import sweep
 import train
 import worker
@@ -33,6 +35,7 @@ BENCHMARKS = {
     "load": load,
     "registry": registry,
     "peers": peers,
+    "spark": spark,
 }
 
 

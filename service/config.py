@@ -116,6 +116,22 @@ class Settings(BaseSettings):
     max_attempts: int = Field(3, ge=1)
     shutdown_grace_seconds: float = Field(30.0, ge=0)
     child_memory_mb: int = Field(8192, ge=0, description="RLIMIT_DATA of a training child; 0 off.")
+    spark_master: str = Field(
+        "",
+        description="Spark master of the 'spark' engine: 'local[N]' or 'spark://host:7077'; "
+        "empty turns the engine off (engine 'spark' is then a 422, 'auto' always runs locally).",
+    )
+    spark_conf: dict[str, str] = Field(
+        default_factory=dict,
+        description='Extra Spark configuration as a JSON object, e.g. {"spark.driver.memory": '
+        '"4g", "spark.hadoop.fs.s3a.endpoint": "http://minio:9000"}.',
+    )
+    spark_threshold_bytes: int = Field(
+        4 * GiB,
+        ge=0,
+        description="Engine 'auto' runs on Spark (when a master is set) once a dataset's "
+        "estimated in-memory size exceeds this or the child memory limit.",
+    )
     dataset_cache_bytes: int = Field(10 * GiB, ge=0)
 
     max_epochs: int = Field(10_000, ge=1)

@@ -30,6 +30,8 @@ DOCKERIGNORE = ROOT / ".dockerignore"
 
 DATABASE_URL = "postgresql+psycopg://ridgeline:ridgeline@postgres:5432/ridgeline"
 RIDGELINE_SERVICES = ("migrate", "api", "worker")
+# The optional `spark` profile: a Spark master and worker (apache/spark) and Spark-capable workers.
+SPARK_SERVICES = ("spark-master", "spark-worker", "worker-spark")
 SERVE_CMD = ["ridgeline", "serve", "--host", "0.0.0.0", "--port", "8000", "--no-worker"]
 # Settings that are deliberately not in .env.example: `serve` takes the bind address from
 # its --host/--port options, and worker_plugins is for tests and benchmarks.
@@ -138,7 +140,7 @@ def all_commands() -> dict[str, list[Command]]:
     """Where each command comes from -> the commands, each starting with `ridgeline`."""
     sources: dict[str, list[Command]] = {}
     for name, svc in compose()["services"].items():
-        if "command" in svc:
+        if "command" in svc and command_words(svc["command"])[0] == "ridgeline":
             sources[f"compose:{name}"] = [tuple(command_words(svc["command"]))]
     docker_cmds: list[Command] = []
     for keyword, args in dockerfile_instructions():
@@ -226,7 +228,7 @@ def test_the_first_key_recipe_is_documented() -> None:
 
 def test_compose_services_and_commands() -> None:
     assert "version" not in compose(), "the compose spec has no `version:` key"
-    assert set(compose()["services"]) == {"postgres", *RIDGELINE_SERVICES}
+    assert set(compose()["services"]) == {"postgres", *RIDGELINE_SERVICES, *SPARK_SERVICES}
     assert service("postgres")["image"].startswith("postgres:16")
     assert command_words(service("migrate")["command"]) == ["ridgeline", "migrate"]
     assert command_words(service("api")["command"]) == SERVE_CMD
@@ -248,6 +250,29 @@ def test_compose_startup_order() -> None:
     for name in ("api", "worker"):
         depends = service(name)["depends_on"]
         assert depends["migrate"]["condition"] == "service_completed_successfully", name
+
+
+def test_spark_profile() -> None:
+    """Spark master and worker from the official image, and workers built with Java and pyspark,
+    all sharing the blob volume that RIDGELINE_BLOB_STORE=file:///blobs names; only on request."""
+    for name in SPARK_SERVICES:
+        assert service(name)["profiles"] == ["spark"], name
+        assert "blobs:/blobs" in service(name)["volumes"], name
+    for name in ("spark-master", "spark-worker"):
+        assert service(name)["image"].startswith("apache/spark:"), name
+    master = command_words(service("spark-master")["command"])
+    assert master[-1] == "org.apache.spark.deploy.master.Master"
+    assert command_words(service("spark-worker")["command"])[-1] == "spark://spark-master:7077"
+    worker = service("worker-spark")
+    assert worker["build"]["target"] == "worker-spark"
+    assert command_words(worker["command"]) == ["ridgeline", "worker"]
+    assert worker["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    stages = {stage[0][1].split()[-1]: stage for stage in dockerfile_stages()}
+    assert "worker-spark" in stages and stages["worker-spark"] is not dockerfile_stages()[-1]
+    spark_runs = " ".join(arg for kw, arg in stages["worker-spark"] if kw == "RUN")
+    assert "openjdk-17-jre-headless" in spark_runs
+    build_runs = " ".join(arg for kw, arg in stages["build-spark"] if kw == "RUN")
+    assert "['spark']" in build_runs and "-c constraints.txt" in build_runs
 
 
 def test_worker_is_scalable() -> None:
@@ -334,10 +359,14 @@ def test_dockerfile_stages() -> None:
             args[name] = value
     stages = dockerfile_stages()
     assert len(stages) >= 2, "a multi-stage build: build tools stay out of the final image"
+    named: set[str] = set()
     for stage in stages:
-        base = stage[0][1].split()[0]
-        base = re.sub(r"\$\{?(\w+)\}?", lambda m: args.get(m.group(1), m.group(0)), base)
-        assert base == "python:3.11-slim", base
+        words = stage[0][1].split()
+        base = re.sub(r"\$\{?(\w+)\}?", lambda m: args.get(m.group(1), m.group(0)), words[0])
+        # A stage starts from the slim base or from an earlier stage (build-spark from build).
+        assert base == "python:3.11-slim" or base in named, base
+        if len(words) == 3 and words[1].upper() == "AS":
+            named.add(words[2])
 
     build = " ".join(arg for kw, arg in stages[0] if kw == "RUN")
     assert "/opt/venv" in build

@@ -110,6 +110,8 @@ class Job(_Model):
     error: str | None = None
     task: str | None = None
     task_reason: str | None = None
+    engine: str | None = Field(None, description="local or spark: the engine that trains it.")
+    engine_reason: str | None = None
     spec: dict[str, Any] = Field(default_factory=dict)
     native_params: dict[str, Any] | None = None
     summary: dict[str, Any] | None = None

@@ -608,6 +608,8 @@ def _job_row(job: Job, names: dict[Any, str]) -> dict[str, Any]:
         "progress": job.progress or 0.0,
         "task": job.task,
         "task_reason": job.task_reason,
+        "engine": job.engine,
+        "engine_reason": job.engine_reason,
         "target": spec.get("target"),
         "model": model_text,
         "regularization": reg_text,

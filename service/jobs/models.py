@@ -76,6 +76,9 @@ class Job(TenantRunOnDataset, Base):
     task: Mapped[str] = mapped_column(String(16))
     task_reason: Mapped[str] = mapped_column(Text)
     native_params: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # Which engine trains it ('local' or 'spark') and why, decided at submission.
+    engine: Mapped[str] = mapped_column(String(8), default="local", server_default="local")
+    engine_reason: Mapped[str | None] = mapped_column(Text)
     max_seconds: Mapped[int] = mapped_column(Integer)
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     max_attempts: Mapped[int] = mapped_column(Integer)

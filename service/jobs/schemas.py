@@ -67,6 +67,13 @@ class JobCreate(SpecOnDataset):
         description="An http(s) URL on a host the server allows (RIDGELINE_CALLBACK_ALLOWED_HOSTS)"
         ": once the job ends, a worker POSTs its outcome there, signed (X-Ridgeline-Signature).",
     )
+    engine: Literal["local", "spark", "auto"] = Field(
+        "auto",
+        description="Where it trains: 'local' (a worker's child process), 'spark' (the "
+        "worker's Spark driver; needs RIDGELINE_SPARK_MASTER, linear models only) or 'auto' "
+        "(Spark when a master is set and the data's estimated in-memory size exceeds "
+        "RIDGELINE_SPARK_THRESHOLD_BYTES or the child memory limit). The job says which ran.",
+    )
 
     def training_spec(self) -> TrainingSpec:
         return TrainingSpec.model_validate(
@@ -78,6 +85,7 @@ class JobCreate(SpecOnDataset):
                     "max_seconds",
                     "priority",
                     "callback_url",
+                    "engine",
                 }
             )
         )
@@ -126,6 +134,8 @@ class JobRead(BaseModel):
     error: str | None
     task: str
     task_reason: str
+    engine: Literal["local", "spark"] = Field(description="The engine that trains the job.")
+    engine_reason: str | None = Field(description="Why that engine (asked for, or auto's reason).")
     spec: dict[str, Any]
     native_params: dict[str, Any] | None = Field(
         description="The estimator and the parameters the spec's penalty mapped to, to reproduce "
@@ -318,6 +328,8 @@ def job_read(job: JobRow, attempts: Sequence[AttemptRow]) -> JobRead:
         error=job.error,
         task=job.task,
         task_reason=job.task_reason,
+        engine=job.engine,
+        engine_reason=job.engine_reason,
         spec=job.spec,
         native_params=job.native_params,
         summary=summary_of(job.metrics),

@@ -32,6 +32,7 @@ from service.db import Database, rowcount, utcnow
 from service.errors import Conflict, InvalidInput, NotFound, TooManyRequests
 from service.hooks import InUseCheck, InUseChecks
 from service.jobs import callbacks, queue
+from service.jobs.engine import choose_engine
 from service.jobs.models import (
     ACTIVE,
     CALLBACK_PENDING,
@@ -68,8 +69,11 @@ def column_summaries(dataset: Dataset) -> list[ColumnSummary]:
 
 
 def _request_hash(body: JobCreate) -> str:
-    # Without empty tags, so a body hashes as it did before jobs had tags.
-    fields = body.model_dump(mode="json", exclude=None if body.tags else {"tags"})
+    # Without empty tags or the default engine, so a body hashes as it did before they existed.
+    left_out = {"tags"} if not body.tags else set()
+    if body.engine == "auto":
+        left_out.add("engine")
+    fields = body.model_dump(mode="json", exclude=left_out or None)
     canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -118,6 +122,7 @@ def create_job(
         max_classes=settings.max_classes,
         max_mlp_parameters=settings.max_mlp_parameters,
     )
+    decision = choose_engine(settings, body.engine, spec, dataset)
     callback_url = None
     if body.callback_url is not None:
         callback_url = callbacks.validate_callback_url(settings, body.callback_url)
@@ -148,6 +153,8 @@ def create_job(
         task_reason=resolved.task_reason,
         # None until the worker fits it: native_params are computed once, from the real split.
         native_params=None,
+        engine=decision.engine,
+        engine_reason=decision.reason,
         max_seconds=max_seconds,
         max_attempts=settings.max_attempts,
         callback_url=callback_url,

@@ -159,25 +159,37 @@ def classification_metrics(y: np.ndarray, proba: np.ndarray) -> dict[str, Any] |
     k = proba.shape[1]
     pred = proba.argmax(axis=1)
     cm = np.bincount(y * k + pred, minlength=k * k).reshape(k, k)  # rows: truth, cols: predicted
+    eps = np.finfo(np.float64).eps
+    p_true = np.clip(proba[np.arange(n), y], eps, 1 - eps)
+    auc = None
+    if k == 2 and (cm.sum(axis=1) > 0).all():
+        auc = _binary_roc_auc(y == 1, proba[:, 1])
+    return confusion_metrics(cm, float(-np.log(p_true).mean()), auc)
+
+
+def confusion_metrics(
+    cm: np.ndarray, log_loss: float, roc_auc: float | None
+) -> dict[str, Any] | None:
+    """classification_metrics from a confusion matrix (rows truth), the log-loss and the AUC,
+    as an engine that scores elsewhere (Spark) computes them."""
+    k = cm.shape[0]
+    n = int(cm.sum())
+    if n == 0:
+        return None
     tp = np.diag(cm).astype(np.float64)
     actual, predicted = cm.sum(axis=1), cm.sum(axis=0)
     in_y = actual > 0
     seen = in_y | (predicted > 0)
     f1_den = actual + predicted  # 2tp + fn + fp
     f1 = np.divide(2 * tp, f1_den, out=np.zeros(k), where=f1_den > 0)
-    eps = np.finfo(np.float64).eps
-    p_true = np.clip(proba[np.arange(n), y], eps, 1 - eps)
-    log_loss = float(-np.log(p_true).mean())
     out: dict[str, Any] = {
         "n": n,
         "accuracy": _finite(tp.sum() / n),
         "balanced_accuracy": _finite(np.mean(tp[in_y] / actual[in_y])),
         "f1_macro": _finite(f1[seen].mean()),
         "log_loss": _finite(log_loss),
-        "roc_auc": None,
+        "roc_auc": None if roc_auc is None else _finite(roc_auc),
     }
-    if k == 2 and in_y.all():
-        out["roc_auc"] = _finite(_binary_roc_auc(y == 1, proba[:, 1]))
     out["loss"] = out["log_loss"]
     return out
 

@@ -63,6 +63,8 @@ __all__ = [
     "SplitIndices",
     "Target",
     "TrainingResult",
+    "baseline_of",
+    "dump_artifact",
     "encode_target",
     "held_out_test",
     "predict_scores",
@@ -394,9 +396,19 @@ def split_metrics(y: np.ndarray, scores: np.ndarray, task: Task) -> SplitMetrics
 
 def _baseline(y_train: np.ndarray, task: Task, n_classes: int) -> Baseline:
     """The no-skill model's training score and loss: majority class and class shares, or mean."""
+    if task == "classification":
+        return baseline_of(task, counts=np.bincount(y_train, minlength=n_classes))
+    return baseline_of(task, variance=float(np.var(y_train)))
+
+
+def baseline_of(
+    task: Task, *, counts: np.ndarray | None = None, variance: float | None = None
+) -> Baseline:
+    """The no-skill baseline from the training split's class counts or its target's variance."""
     metric = M.PRIMARY_METRIC[task]
     if task == "classification":
-        shares = np.bincount(y_train, minlength=n_classes) / max(len(y_train), 1)
+        assert counts is not None
+        shares = counts / max(int(counts.sum()), 1)
         present = shares[shares > 0]
         return Baseline(
             metric=metric,
@@ -407,7 +419,7 @@ def _baseline(y_train: np.ndarray, task: Task, n_classes: int) -> Baseline:
     return Baseline(
         metric=metric,
         score=0.0,
-        loss=float(0.5 * np.var(y_train)),
+        loss=float(0.5 * (variance or 0.0)),
         model="predict the training mean",
     )
 
@@ -681,15 +693,35 @@ def _artifact(
     version_info: dict[str, Any],
 ) -> bytes:
     """The kind's artifact of the fitted model with its preprocessing and what it was fitted on."""
+    return dump_artifact(
+        spec,
+        prepared.resolved.task,
+        (prepared.target_dtype, prepared.classes, prepared.schema, m.names),
+        fitted,
+        m.preprocessor,
+        version_info,
+    )
+
+
+def dump_artifact(
+    spec: TrainingSpec,
+    task: Task,
+    columns: tuple[ColumnDtype, list[Any] | None, dict[str, ColumnDtype], list[str]],
+    fitted: Fitted,
+    preprocessor: Pipeline,
+    version_info: dict[str, Any],
+) -> bytes:
+    """The artifact of a fitted model: columns are (target dtype, classes, schema, names out)."""
+    target_dtype, classes, schema, names = columns
     metadata = {
-        "task": prepared.resolved.task,
+        "task": task,
         "target": spec.target,
-        "target_dtype": prepared.target_dtype,
-        "classes": prepared.classes,
-        "feature_schema": prepared.schema,
-        "feature_names_out": m.names,
+        "target_dtype": target_dtype,
+        "classes": classes,
+        "feature_schema": schema,
+        "feature_names_out": names,
         "spec": spec.model_dump(mode="json"),
         "native_params": fitted.native,
         "versions": version_info,
     }
-    return registry.kind_of(spec).dump(fitted.model, m.preprocessor, M.json_safe(metadata))
+    return registry.kind_of(spec).dump(fitted.model, preprocessor, M.json_safe(metadata))

@@ -38,9 +38,11 @@ from service.datasets.service import (
 from service.db import Database
 from service.errors import ServiceError
 from service.jobs import queue
+from service.jobs.engine import spark_uri
 from service.jobs.models import CANCELLED, FAILED, SUCCEEDED, Job
 from service.observability import job_context, observe_heartbeat, observe_job_finished
 from service.worker.cache import DatasetCache
+from service.worker.spark_driver import SparkAttempt, driver_for, spark_problem
 
 logger = logging.getLogger("ridgeline.worker")
 
@@ -129,7 +131,8 @@ class AttemptRunner(threading.Thread):
         self.cache = cache
         self.on_done = on_done
         self.release_requested = threading.Event()
-        self.process: multiprocessing.process.BaseProcess | None = None
+        self.process: multiprocessing.process.BaseProcess | SparkAttempt | None = None
+        self.engine = "local"
         self.outcome = "lost"
         self.child_ended: float | None = None
         self.trainer: str | None = None
@@ -174,12 +177,14 @@ class AttemptRunner(threading.Thread):
             job = session.get_one(Job, self.claim.job_id)
             dataset = session.get_one(Dataset, job.dataset_id)
             spec, trainer, max_seconds, params = job.spec, job.trainer, job.max_seconds, job.params
-            self.trainer, self.dataset_id = trainer, dataset.id
+            self.trainer, self.dataset_id, self.engine = trainer, dataset.id, job.engine
             blob_id = dataset.blob_id
             blob_sha = dataset.blob.sha256 if dataset.blob is not None else None
-            if blob_id is None and trainer != IMPORT_TRAINER:
+            # Spark reads the data from its store URI: it never passes through this process.
+            data_uri = spark_uri(dataset) if job.engine == "spark" else None
+            if blob_id is None and trainer != IMPORT_TRAINER and data_uri is None:
                 source = reference_source(dataset.source_uri or "", dataset.format, dataset.parts)
-        if trainer == IMPORT_TRAINER:
+        if trainer == IMPORT_TRAINER or data_uri is not None:
             data_path = None
         elif blob_id is not None:
             data_path = self.cache.path_for(self.db, blob_id, blob_sha or str(blob_id))
@@ -192,6 +197,7 @@ class AttemptRunner(threading.Thread):
             "spec": spec,
             "max_seconds": max_seconds,
             "data_path": str(data_path) if data_path else None,
+            "data_uri": data_uri,
             "work_dir": str(self._work_dir()),
             "threads": self.settings.threads_per_job,
             "memory_limit_mb": self.settings.child_memory_mb,
@@ -212,6 +218,9 @@ class AttemptRunner(threading.Thread):
             payload = self._payload()
         except (DatasetChanged, ServiceError) as exc:
             self._finish(FAILED, getattr(exc, "detail", None) or str(exc))
+            return
+        if self.engine == "spark":
+            self._run_on_spark(payload, began)
             return
         from service.worker.child import child_main
 
@@ -247,6 +256,27 @@ class AttemptRunner(threading.Thread):
             started - forking,
             child_ended - started,
             ended - child_ended,
+        )
+
+    def _run_on_spark(self, payload: dict[str, Any], began: float) -> None:
+        """The attempt on this worker's Spark driver, watched like a child (see spark_driver)."""
+        problem = spark_problem(self.settings)
+        if problem is not None:
+            self._finish(FAILED, problem)
+            return
+        attempt = driver_for(self.settings).submit(payload)
+        self.process = attempt
+        started = time.monotonic()
+        try:
+            self._supervise(attempt, attempt, started, float(payload["max_seconds"]))  # type: ignore[arg-type]
+        finally:
+            shutil.rmtree(payload["work_dir"], ignore_errors=True)
+        logger.info(
+            "attempt %s/%s %s on Spark in %.2f s (%.2f s to prepare)",
+            *self._ids(),
+            self.outcome,
+            time.monotonic() - began,
+            started - began,
         )
 
     def _supervise(
@@ -360,7 +390,9 @@ class AttemptRunner(threading.Thread):
             return False
 
     def _kill_child(self) -> None:
-        if self.process is not None:
+        if isinstance(self.process, SparkAttempt):
+            self.process.cancel()  # its job group only: the driver serves other jobs
+        elif self.process is not None:
             kill_group(self.process)
 
     def _complete(self, process: Any, state: ChildState) -> None:

@@ -109,6 +109,9 @@ class ModelKind(ABC, Generic[SpecT]):
     supports_path: ClassVar[bool] = False
     #: Whether its fits report a per-epoch history (loss curves, live epochs).
     has_history: ClassVar[bool] = False
+    #: Where its jobs can train: "local" (the training child) and, with a Spark fit
+    #: (service/training/engines/), "spark".
+    engines: ClassVar[frozenset[str]] = frozenset({"local"})
     #: Spec overrides the forkserver trains once on a tiny table (targets 'label' and 'amount').
     warm_up_specs: ClassVar[tuple[dict[str, Any], ...]] = ()
 

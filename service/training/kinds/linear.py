@@ -128,6 +128,7 @@ class LinearKind(ModelKind[LinearModelSpec]):
         "early_stopping": "linear models are fitted to convergence"
     }
     supports_path = True
+    engines = frozenset({"local", "spark"})  # service/training/engines/spark_linear.py
     warm_up_specs: ClassVar[tuple[dict[str, Any], ...]] = (
         {"regularization": {"penalty": "l2", "strength": 0.01}},
         {"regularization": {"penalty": "l1", "strength": 0.01}},
