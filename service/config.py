@@ -116,6 +116,12 @@ class Settings(BaseSettings):
     max_attempts: int = Field(3, ge=1)
     shutdown_grace_seconds: float = Field(30.0, ge=0)
     child_memory_mb: int = Field(8192, ge=0, description="RLIMIT_DATA of a training child; 0 off.")
+    quick_warm_up: bool = Field(
+        True,
+        description="Start jobs on a quick forkserver (no MLP warm-up) while the full one warms "
+        "up; off, a worker warms one forkserver and starts jobs once it is ready (the second "
+        "server's imports cost about 5 s of CPU at each start).",
+    )
     spark_master: str = Field(
         "",
         description="Spark master of the 'spark' engine: 'local[N]' or 'spark://host:7077'; "

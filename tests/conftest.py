@@ -92,6 +92,9 @@ def cli_env(database_url: str, **extra: str) -> dict[str, str]:
             # Tests poll fast from one key on a loaded machine; rate limits have their own tests.
             "RIDGELINE_RATE_LIMIT_PER_MINUTE": "60000",
             "RIDGELINE_AUTH_FAILURES_PER_MINUTE": "60000",
+            # One forkserver per worker: the quick one's extra imports cost each start ~5 s of
+            # CPU; tests/worker/test_warm_up_status.py turns it back on.
+            "RIDGELINE_QUICK_WARM_UP": "false",
         }
     )
     env.update(extra)

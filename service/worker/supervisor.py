@@ -38,14 +38,13 @@ def warm_servers(settings: Settings) -> tuple[WarmServer, WarmServer]:
     """Two forkservers with numpy, scikit-learn, pyarrow and torch imported: a quick one without
     the late kinds' warm-up (see warming.LATE_KINDS), started now, and the full one, started
     once the quick one is ready (both at once took longer on a busy 2-core machine)."""
+
     # Plugins first, so a kind they register is known to the warm-up and to every child.
-    quick, full = (
-        WarmServer(name, [*settings.plugins, module, *settings.worker_plugins])
-        for name, module in (
-            ("quick", "service.worker.preload_quick"),
-            ("full", "service.worker.preload"),
-        )
-    )
+    def server(name: str, module: str) -> WarmServer:
+        return WarmServer(name, [*settings.plugins, module, *settings.worker_plugins])
+
+    full = server("full", "service.worker.preload")
+    quick = server("quick", "service.worker.preload_quick") if settings.quick_warm_up else full
     quick.start()
     return quick, full
 
@@ -155,6 +154,8 @@ class Worker:
 
     def finish_warm_up(self, done: Callable[[float], None]) -> None:
         """Warm the full forkserver in a thread; `done(seconds)` once it is ready."""
+        if self.full is self.quick:  # one forkserver, already warm
+            return
 
         def wait() -> None:
             try:
@@ -178,7 +179,7 @@ class Worker:
 
     def _retire_quick(self) -> None:
         """Stop the quick forkserver once the full one is ready and no attempt runs on it."""
-        if self.quick.stopped or not self.full.ready.is_set():
+        if self.quick is self.full or self.quick.stopped or not self.full.ready.is_set():
             return
         if not any(r.server is self.quick for r in self.runners.values()):
             self.quick.stop()
@@ -269,11 +270,12 @@ def run_worker(settings: Settings, *, parent_pid: int | None = None) -> None:
         raise
     signal.signal(signal.SIGTERM, worker.request_stop)
     signal.signal(signal.SIGINT, worker.request_stop)
-    seconds = status.ready(still_warming=sorted(LATE_KINDS))
+    late = sorted(LATE_KINDS) if worker.quick is not worker.full else []
+    seconds = status.ready(still_warming=late)
     embedded = parent_pid is not None  # in `serve`: finish its banner
     if embedded:
-        late = ", ".join(sorted(LATE_KINDS))
-        print(f"  Worker:     ready (warmed up in {seconds:.1f} s; {late} jobs wait a little more)")
+        waiting = f"; {', '.join(late)} jobs wait a little more" if late else ""
+        print(f"  Worker:     ready (warmed up in {seconds:.1f} s{waiting})")
         sys.stdout.flush()
 
     def full_ready(seconds: float) -> None:

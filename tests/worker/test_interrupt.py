@@ -43,6 +43,7 @@ def start_held(command: list[str], tmp_path: Path, **env: str) -> tuple[subproce
         RIDGELINE_LOG_LEVEL="INFO",
         RIDGELINE_WORKER_PLUGINS='["tests.worker.hold_warm_up"]',
         RIDGELINE_TEST_HOLD_WARM_UP=str(hold),
+        RIDGELINE_QUICK_WARM_UP="true",  # the two forkservers these tests hold
         RIDGELINE_TEST_WARMING=str(warming),
     )
     process = subprocess.Popen(

@@ -482,9 +482,7 @@ def _classification_scores(scored: DataFrame, n_classes: int) -> dict[int, Split
     eps = float(np.finfo(np.float64).eps)
     p_true = F.element_at(vector_to_array(F.col("probability")), F.col(LABEL).cast("int") + 1)
     clipped = F.least(F.greatest(p_true, F.lit(eps)), F.lit(1 - eps))
-    losses: dict[int, float] = dict(
-        scored.groupBy(SPLIT).agg(F.avg(-F.log(clipped))).collect()
-    )
+    losses: dict[int, float] = dict(scored.groupBy(SPLIT).agg(F.avg(-F.log(clipped))).collect())
     cells = scored.groupBy(SPLIT, LABEL, "prediction").count().collect()
     out: dict[int, SplitMetrics | None] = {}
     for split in (TRAIN, VALIDATION, TEST):
