@@ -118,9 +118,9 @@ class Settings(BaseSettings):
     child_memory_mb: int = Field(8192, ge=0, description="RLIMIT_DATA of a training child; 0 off.")
     quick_warm_up: bool = Field(
         True,
-        description="Start jobs on a quick forkserver (no MLP warm-up) while the full one warms "
-        "up; off, a worker warms one forkserver and starts jobs once it is ready (the second "
-        "server's imports cost about 5 s of CPU at each start).",
+        description="Start jobs on a quick forkserver (without the warm-up of the kinds whose "
+        "first fit is slow) while the full one warms up; off, a worker warms one forkserver and "
+        "starts jobs once it is ready (the second server's imports cost ~5 s of CPU per start).",
     )
     spark_master: str = Field(
         "",

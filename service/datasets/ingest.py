@@ -534,8 +534,13 @@ def is_out_of_memory(exc: BaseException) -> bool:
     """Whether an error means memory ran out, however pyarrow or its C++ reported it."""
     # ArrowMemoryError is a MemoryError; Thrift's bad_alloc becomes an OSError, and a thread
     # pool that cannot map a stack under RLIMIT_DATA raises a bare ArrowException.
-    return isinstance(exc, MemoryError) or any(
-        sign in str(exc) for sign in ("bad_alloc", "Failed to launch worker thread")
+    # A Thrift message cut at 15 characters (libstdc++'s in-place string) was cut because the
+    # allocation that would have held the rest failed.
+    message = str(exc).strip()
+    return (
+        isinstance(exc, MemoryError)
+        or any(sign in message for sign in ("bad_alloc", "Failed to launch worker thread"))
+        or message == "Couldn't deseri"
     )
 
 

@@ -1,7 +1,9 @@
-"""Model kinds whose first fit costs seconds more than the imports (torch's autograd, optimizers
-and dynamo): the quick forkserver leaves them out, so other jobs need not wait for them.
+"""The model kinds a worker's quick forkserver leaves out of its warm-up (`late_warm_up`).
 
-A module of its own and light: the worker reads it without importing what the kinds need.
+A module of its own and light: the registry imports no kind's heavy libraries, so the worker
+reads it without importing what the kinds need.
 """
 
-LATE_KINDS = frozenset({"mlp"})
+from service.training.kinds import registry
+
+LATE_KINDS = frozenset(kind.name for kind in registry.kinds() if kind.late_warm_up)

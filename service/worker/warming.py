@@ -71,7 +71,7 @@ def warm_up(*, skip: frozenset[str] = frozenset()) -> None:
             if registry.kind_of(spec).supports_path and spec.regularization.penalty == "l1":
                 splits = sweep_splits(data, spec, folds=2, validation_fraction=None)
                 fit_path(data, spec, [0.1, 0.01], split=splits.splits[0])
-    if "mlp" not in skip:  # the first optimizer in a process imports torch._dynamo (~1.5 s)
+    if LATE_KINDS - skip:  # the first optimizer in a process imports torch._dynamo (~1.5 s)
         torch.optim.Adam(torch.nn.Linear(2, 1).parameters())
 
 

@@ -114,6 +114,9 @@ class ModelKind(ABC, Generic[SpecT]):
     engines: ClassVar[frozenset[str]] = frozenset({"local"})
     #: Spec overrides the forkserver trains once on a tiny table (targets 'label' and 'amount').
     warm_up_specs: ClassVar[tuple[dict[str, Any], ...]] = ()
+    #: Whether its first fit costs seconds beyond the imports (torch's autograd, optimizers and
+    #: dynamo): a worker's quick forkserver leaves its warm-up out, so other jobs need not wait.
+    late_warm_up: ClassVar[bool] = False
 
     def model_of(self, spec: TrainingSpec | ModelSpecBase) -> SpecT:
         """The spec's model block as this kind's own class."""

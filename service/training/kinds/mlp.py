@@ -133,6 +133,7 @@ class MLPKind(ModelKind[MLPModelSpec]):
     )
     options = frozenset({"dropout", "input_dropout", "early_stopping"})
     has_history = True
+    late_warm_up: ClassVar[bool] = True
     warm_up_specs: ClassVar[tuple[dict[str, Any], ...]] = (
         {
             "model": {"kind": "mlp", "hidden_layers": [4], "epochs": 2, "batch_size": 16},
