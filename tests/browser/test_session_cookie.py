@@ -351,7 +351,8 @@ def test_pages_render_queued_jobs_and_sweeps(
             json={
                 "dataset_id": dataset_id,
                 "target": "y",
-                "model": {"kind": "mlp", "hidden_layers": [4], "epochs": 3},
+                # Long enough to be queued or training when its page is read (cancelled below).
+                "model": {"kind": "mlp", "hidden_layers": [4], "epochs": 5000},
                 "regularization": {"penalty": "elasticnet", "strength": 0.01, "l1_ratio": 0.5},
             },
         ).json()
@@ -370,6 +371,8 @@ def test_pages_render_queued_jobs_and_sweeps(
     assert page.status_code == 200
     assert "The curve appears after the first epoch" in page.text or 'id="loss-curve"' in page.text
     assert 'data-role="live-chart"' in page.text  # drawn from the event stream while it trains
+    with server.client(key) as api:
+        assert api.post(f"/v1/jobs/{mlp['id']}/cancel").status_code in (200, 202)
     listing = client.get("/sweeps")
     assert listing.status_code == 200 and "page sweep" in listing.text
     detail = client.get(f"/sweeps/{sweep.json()['id']}")
