@@ -14,12 +14,11 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.support import free_port
+from tests.support import free_port, wait_for
 
 ADMIN_KEY, ADMIN_SECRET = "ridgeline-test-admin", "ridgeline-test-admin-secret"
 SERVICE_KEY, SERVICE_SECRET = "ridgeline-test-service", "ridgeline-test-service-secret"
@@ -144,9 +143,9 @@ class SeaweedS3:
     def _wait_ready(self, timeout: float) -> None:
         import obstore
 
-        deadline = time.monotonic() + timeout
-        last: Exception | None = None
-        while time.monotonic() < deadline:
+        last: list[Exception] = []
+
+        def ready() -> bool:
             if self.process is not None and self.process.poll() is not None:
                 raise RuntimeError(f"weed exited early:\n{self.log_tail()}")
             try:
@@ -154,11 +153,18 @@ class SeaweedS3:
                     self.create_bucket(bucket)
                 obstore.put(self.admin_store(SERVICE_BUCKETS[0]), "_ready", b"ok")
                 obstore.delete(self.admin_store(SERVICE_BUCKETS[0]), "_ready")
-                return
+                return True
             except Exception as exc:  # the gateway answers 403/503 until the master has a leader
-                last = exc
-                time.sleep(0.2)
-        raise RuntimeError(f"SeaweedFS not ready after {timeout:g} s ({last}):\n{self.log_tail()}")
+                last[:] = [exc]
+                return False
+
+        try:
+            wait_for(ready, timeout=timeout, interval=0.2, message="SeaweedFS")
+        except TimeoutError:
+            raise RuntimeError(
+                f"SeaweedFS not ready after {timeout:g} s ({last[0] if last else None}):\n"
+                f"{self.log_tail()}"
+            ) from None
 
     def create_bucket(self, bucket: str) -> None:
         """CreateBucket with the admin's keys (boto3: obstore has no bucket calls)."""
