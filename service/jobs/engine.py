@@ -61,27 +61,31 @@ def _refuse(message: str) -> InvalidInput:
     return InvalidInput(message, errors=[{"field": "engine", "message": message}])
 
 
-def _spark_problem(settings: Settings, spec: TrainingSpec, dataset: Dataset) -> str | None:
-    """Why this job cannot run on Spark, or None."""
+def _spark_problem(
+    settings: Settings, spec: TrainingSpec, dataset: Dataset
+) -> tuple[str, str] | None:
+    """Why this job cannot run on Spark and what to change, or None."""
     if not settings.spark_master:
         return (
             "no Spark master is configured (RIDGELINE_SPARK_MASTER, e.g. local[4] or "
-            "spark://host:7077); use engine 'local' or 'auto'"
+            "spark://host:7077)",
+            "use engine 'local' or 'auto'",
         )
     if "spark" not in registry.kind_of(spec).engines:
         able = [kind.name for kind in registry.kinds() if "spark" in kind.engines]
         return (
-            f"model kind {spec.model.kind!r} has no Spark engine yet (only "
-            f"{', '.join(able)}); use engine 'local'"
+            f"model kind {spec.model.kind!r} has no Spark engine yet (only {', '.join(able)})",
+            "use engine 'local'",
         )
     if spec.preprocessing.polynomial_degree > 1:
-        return "polynomial_degree > 1 is not supported on Spark; use 1 or engine 'local'"
+        return "polynomial_degree > 1 is not supported on Spark", "use 1 or engine 'local'"
     if spec.learning_curve is not None:
-        return "learning_curve is not supported on Spark; remove it or use engine 'local'"
+        return "learning_curve is not supported on Spark", "remove it or use engine 'local'"
     if spark_uri(dataset) is None:
         return (
-            "the dataset is stored in the database, which Spark cannot read; store datasets on "
-            "the file or s3 store (RIDGELINE_BLOB_STORE) or register them by reference"
+            "the dataset is stored in the database, which Spark cannot read",
+            "store datasets on the file or s3 store (RIDGELINE_BLOB_STORE) or register them by "
+            "reference",
         )
     return None
 
@@ -95,12 +99,15 @@ def choose_engine(
         return EngineDecision("local", "requested: engine 'local'")
     if choice == "spark":
         if problem is not None:
-            raise _refuse(f"engine 'spark' cannot run this job: {problem}")
+            reason, remedy = problem
+            raise _refuse(f"engine 'spark' cannot run this job: {reason}; {remedy}")
         return EngineDecision("spark", f"requested: engine 'spark' on {settings.spark_master}")
     size = estimated_bytes(dataset, spec)
     mib = f"{size / MiB:.0f} MiB"
     if problem is not None:
-        return EngineDecision("local", f"auto: estimated {mib} in memory; not Spark, as {problem}")
+        return EngineDecision(
+            "local", f"auto: estimated {mib} in memory; not Spark, as {problem[0]}"
+        )
     limits = [("RIDGELINE_SPARK_THRESHOLD_BYTES", settings.spark_threshold_bytes)]
     if settings.child_memory_mb:
         limits.append(("RIDGELINE_CHILD_MEMORY_MB", settings.child_memory_mb * MiB))
