@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -36,6 +37,7 @@ SPEC = {
     "validation": {"fraction": 0.2},
 }
 RSS_GOAL_MIB = 500
+_EXCEPTION_LINE = re.compile(r"^([\w$]+\.)*[\w$]*(Error|Exception)\b")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -135,6 +137,14 @@ def spark_point(uri: str, master: str, driver_memory: str) -> dict[str, Any]:
     return out
 
 
+def _failure_line(stderr: str) -> str:
+    """The exception that ended a point: a JVM's stack trace ends in frames, not in its cause."""
+    lines = [line.strip() for line in stderr.strip().splitlines()] or ["no output"]
+    raised = [line for line in lines if _EXCEPTION_LINE.match(line)]
+    out_of_memory = [line for line in raised if "OutOfMemoryError" in line]
+    return (out_of_memory or raised or lines)[-1]
+
+
 def _run_point(argv: list[str], max_seconds: float) -> dict[str, Any]:
     """One point in a fresh process; its last output line is its JSON result."""
     try:
@@ -149,8 +159,7 @@ def _run_point(argv: list[str], max_seconds: float) -> dict[str, Any]:
         return {"error": f"over the time box of {max_seconds:.0f} s"}
     lines = done.stdout.strip().splitlines()
     if done.returncode != 0 or not lines:
-        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        return {"error": f"exit {done.returncode}: {tail[:200]}"}
+        return {"error": f"exit {done.returncode}: {_failure_line(done.stderr)[:200]}"}
     result: dict[str, Any] = json.loads(lines[-1])
     return result
 
