@@ -173,7 +173,8 @@ def create_sweep(
     cv = {"folds": folds, "validation_fraction": body.cv.validation_fraction}
 
     def add_job(spec: TrainingSpec, trainer: str, params: dict[str, Any]) -> None:
-        session.add(
+        queue.enqueue(
+            session,
             Job(
                 tenant_id=tenant_id,
                 name=f"{body.name or 'sweep'} trial",
@@ -188,7 +189,7 @@ def create_sweep(
                 max_attempts=settings.max_attempts,
                 sweep_id=sweep.id,
                 params=params,
-            )
+            ),
         )
 
     n_jobs = 0

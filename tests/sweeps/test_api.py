@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import statistics
 from typing import Any
 
@@ -80,6 +81,13 @@ def test_linear_sweep_ranks_paths_and_refits(
         if j["spec"]["regularization"]["penalty"] == best["penalty"] and j["name"].endswith("trial")
     )
     assert trial["status"] == "succeeded"
+    statuses, kind = [], ""
+    with api.stream("GET", f"/v1/jobs/{trial['id']}/events") as events:
+        for line in events.iter_lines():
+            kind = line.removeprefix("event: ") if line.startswith("event: ") else kind
+            if line.startswith("data: ") and kind == "status":
+                statuses.append(json.loads(line.removeprefix("data: "))["status"])
+    assert statuses[:2] == ["queued", "running"], statuses  # a trial tells its story like a job
     values = []
     for job in jobs:
         if (
