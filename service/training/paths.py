@@ -36,6 +36,7 @@ from sklearn.utils.class_weight import compute_sample_weight
 from service.training import metrics as M
 from service.training.errors import Problem, SpecError
 from service.training.kinds import registry
+from service.training.kinds.glum_fit import glum_threads
 from service.training.preprocessing import build_preprocessor, feature_names_out, fit_transform
 from service.training.results import (
     Coefficient,
@@ -309,7 +310,7 @@ def _glum_path(inputs: _PathInputs, l1_ratio: float) -> list[_PathPoint]:
     )
     model.on_solved = on_solved
     started = time.perf_counter()
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), glum_threads():
         warnings.simplefilter("ignore", ConvergenceWarning)
         model.fit(np.asfortranarray(X), y.astype(np.float64), sample_weight=sample_weight)
     if len(n_iters) != len(path):  # glum no longer reports per strength: share the time out

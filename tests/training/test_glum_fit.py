@@ -12,9 +12,10 @@ import pytest
 import sklearn.linear_model as sklm
 from glum import GeneralizedLinearRegressor
 from sklearn.utils.class_weight import compute_sample_weight
+from threadpoolctl import threadpool_info, threadpool_limits
 
 from service.training.artifacts import load_artifact
-from service.training.kinds.glum_fit import GLUM_GRADIENT_TOL
+from service.training.kinds.glum_fit import GLUM_GRADIENT_TOL, GLUM_THREADS, glum_threads
 from service.training.preprocessing import build_preprocessor
 from service.training.spec import TrainingSpec
 from service.training.train import TrainingResult, prepare, train
@@ -126,3 +127,12 @@ def test_multiclass_and_l2_fits_stay_on_scikit_learn(
 ) -> None:
     native = train(table, spec(target=target, regularization=reg)).native_params
     assert native["module"] == "sklearn.linear_model" and native["estimator"] == engine
+
+
+def test_glum_runs_on_its_own_thread_count_and_gives_the_job_its_threads_back() -> None:
+    with threadpool_limits(limits=2):
+        with glum_threads():
+            inside = {pool["filepath"]: pool["num_threads"] for pool in threadpool_info()}
+        after = {pool["filepath"]: pool["num_threads"] for pool in threadpool_info()}
+    assert inside and set(inside.values()) == {GLUM_THREADS}
+    assert set(after.values()) == {2}

@@ -21,7 +21,8 @@ scikit-learn would have fitted), so predict, the skops artifact and ONNX export 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from service.training.spec import Task, TrainingSpec
@@ -32,9 +33,11 @@ if TYPE_CHECKING:
 __all__ = [
     "GLUM_GRADIENT_TOL",
     "GLUM_MAX_ITER",
+    "GLUM_THREADS",
     "fit_glum",
     "glum_estimator",
     "glum_native",
+    "glum_threads",
     "is_glum",
     "takes",
 ]
@@ -44,8 +47,22 @@ __all__ = [
 GLUM_GRADIENT_TOL = 1e-6
 #: glum's cap on IRLS iterations (each one a few coordinate-descent sweeps over the Hessian).
 GLUM_MAX_ITER = 100
+#: Threads (OpenMP and BLAS) of a glum fit. glum and tabmat open hundreds of short parallel
+#: regions per fit (a few ms each on 160k x 50), each waiting until all its threads are scheduled:
+#: on 2 shared cores, 2 threads made a 20-point path 2x slower in wall time than 1 and doubled
+#: its CPU time (measured side by side, load average 10). The rest of a job keeps its threads.
+GLUM_THREADS = 1
 #: Penalties whose fits go through glum.
 GLUM_PENALTIES = ("l1", "elasticnet")
+
+
+@contextmanager
+def glum_threads() -> Iterator[None]:
+    """glum's OpenMP and BLAS calls on GLUM_THREADS threads while the block runs."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=GLUM_THREADS):
+        yield
 
 
 def takes(native: Mapping[str, Any], task: Task, y_train: np.ndarray) -> bool:
@@ -123,7 +140,7 @@ def fit_glum(
     target = (y == classes[1]).astype(np.float64) if classes is not None else y
     weights = native.get("sample_weight")
     sample_weight = compute_sample_weight(weights, y) if weights is not None else None
-    with warnings.catch_warnings(record=True) as caught:
+    with warnings.catch_warnings(record=True) as caught, glum_threads():
         warnings.simplefilter("always", ConvergenceWarning)
         estimator.fit(np.asfortranarray(X), target, sample_weight=sample_weight)
     messages = [str(w.message) for w in caught if issubclass(w.category, ConvergenceWarning)]
