@@ -627,8 +627,7 @@ def fit_on_spark(
         counts = dict(train.groupBy(LABEL).count().collect())
         n_train = sum(counts.values())
     else:
-        moments = train.agg(F.count(F.lit(1)), F.stddev_samp(LABEL), F.var_pop(LABEL)).first()
-        assert moments is not None
+        moments = train.agg(F.count(F.lit(1)), F.stddev_samp(LABEL), F.var_pop(LABEL)).collect()[0]
         n_train, sigma_y, variance = int(moments[0]), moments[1], float(moments[2] or 0.0)
     if n_train < 2 or (cols.task == "classification" and len(counts) < 2):
         raise SpecError(
