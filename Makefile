@@ -26,14 +26,15 @@ test: install
 	$(PY) -m pytest -q -m "not slow and not s3 and not spark"
 	$(PY) -m pytest -q -m "slow and not spark"
 	$(MAKE) --no-print-directory test-s3
+	$(MAKE) --no-print-directory test-spark
 
 # Tests on a real S3-compatible server (SeaweedFS, started by the tests on loopback ports).
 test-s3: install
 	@start=$$(date +%s); $(PY) -m pytest -q -m s3; rc=$$?; \
 	echo "s3 stage (SeaweedFS): $$(( $$(date +%s) - start )) s"; exit $$rc
 
-# Tests on a real local Spark (local[2], one session per test session; needs Java 17). Not in
-# `make test` yet: on 2 cores this stage takes ~15 minutes and CI's whole run must stay under 40.
+# Tests on a real local Spark (local[2], one session per test session; needs Java 17): the fourth
+# stage of `make test`.
 test-spark: install
 	@start=$$(date +%s); $(PY) -m pytest -q -m spark; rc=$$?; \
 	echo "spark stage (local[2]): $$(( $$(date +%s) - start )) s"; exit $$rc

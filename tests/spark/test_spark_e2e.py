@@ -36,6 +36,11 @@ from tests.spark.conftest import TEST_SPARK_CONF
 pytestmark = pytest.mark.spark
 
 
+#: Engine 'auto' estimates rows x (numeric + one-hot columns) x 8 bytes: _table(100, 3) is 4800,
+#: _table(500, 3) is 24000.
+AUTO_THRESHOLD_BYTES = 10_000
+
+
 @dataclass
 class SparkSite:
     server: Server
@@ -51,7 +56,8 @@ class SparkSite:
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkSite]:
-    """A server and a worker on SQLite, blobs on the file store, Spark local[2]."""
+    """A server and a worker on SQLite, blobs on the file store, Spark local[2], and a threshold
+    low enough that engine 'auto' sends a 500-row table to Spark and keeps a 100-row one local."""
     pytest.importorskip("pyspark")
     work = tmp_path_factory.mktemp("spark-site")
     url = new_database_url("sqlite", work)
@@ -60,7 +66,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkSite]:
         "RIDGELINE_BLOB_STORE": (work / "blobs").as_uri(),
         "RIDGELINE_SPARK_MASTER": "local[2]",
         "RIDGELINE_SPARK_CONF": json.dumps(TEST_SPARK_CONF),
-        "RIDGELINE_SPARK_THRESHOLD_BYTES": str(1 << 40),
+        "RIDGELINE_SPARK_THRESHOLD_BYTES": str(AUTO_THRESHOLD_BYTES),
         "RIDGELINE_MAX_UPLOAD_BYTES": str(64 << 20),
         # The driver's start (its JVM's pid) and a cancel's confirmation are logged at INFO.
         "RIDGELINE_LOG_LEVEL": "INFO",
@@ -75,8 +81,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkSite]:
     stop_process(server.process)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def api(site: SparkSite) -> Iterator[httpx.Client]:
+    """One tenant for the module: the cancel and kill tests share one uploaded table."""
     with site.server.client(site.server.new_key()) as client:
         yield client
 
@@ -143,30 +150,21 @@ def test_spark_job_predict_and_onnx(api: httpx.Client, site: SparkSite) -> None:
     np.testing.assert_allclose(probabilities, served_proba, rtol=1e-6)
 
 
-def test_auto_routes_by_the_threshold(site: SparkSite, tmp_path: Path) -> None:
-    """A server whose threshold is low sends a job to Spark; the shared one keeps it local."""
-    low = start_server(
-        site.server.database_url,
-        tmp_path,
-        **{**site.env, "RIDGELINE_SPARK_THRESHOLD_BYTES": "1000"},
-    )
-    try:
-        key = site.server.new_key()
-        with low.client(key) as client, site.server.client(key) as high:
-            dataset_id = _upload(client, _table(500, 3), "auto")
-            body = {"dataset_id": dataset_id, "target": "y"}
-            routed = client.post("/v1/jobs", json=body).json()
-            assert routed["engine"] == "spark", routed
-            assert "RIDGELINE_SPARK_THRESHOLD_BYTES" in routed["engine_reason"]
-            kept = high.post("/v1/jobs", json=body).json()
-            assert kept["engine"] == "local" and "fits under" in kept["engine_reason"]
-            done = wait_for_job(client, routed["id"], timeout=240)
-            assert done["status"] == "succeeded", done["error"]
-            assert done["native_params"]["family"] == "spark"
-            local = wait_for_job(client, kept["id"], timeout=120)
-            assert local["status"] == "succeeded" and local["native_params"]["family"] == "sklearn"
-    finally:
-        stop_process(low.process)
+def test_auto_routes_by_the_threshold(api: httpx.Client) -> None:
+    """Above RIDGELINE_SPARK_THRESHOLD_BYTES a job goes to Spark; under it, it stays local."""
+    larger = {"dataset_id": _upload(api, _table(500, 3), "auto-spark"), "target": "y"}
+    smaller = {"dataset_id": _upload(api, _table(100, 3), "auto-local"), "target": "y"}
+    routed = api.post("/v1/jobs", json=larger).json()
+    assert routed["engine"] == "spark", routed
+    assert "exceeds RIDGELINE_SPARK_THRESHOLD_BYTES" in routed["engine_reason"]
+    kept = api.post("/v1/jobs", json=smaller).json()
+    assert kept["engine"] == "local", kept
+    assert "fits under RIDGELINE_SPARK_THRESHOLD_BYTES" in kept["engine_reason"]
+    done = wait_for_job(api, routed["id"], timeout=240)
+    assert done["status"] == "succeeded", done["error"]
+    assert done["native_params"]["family"] == "spark"
+    local = wait_for_job(api, kept["id"], timeout=120)
+    assert local["status"] == "succeeded" and local["native_params"]["family"] == "sklearn"
 
 
 def test_mlp_on_spark_is_a_422(api: httpx.Client) -> None:
@@ -179,6 +177,12 @@ def test_mlp_on_spark_is_a_422(api: httpx.Client) -> None:
     assert "'mlp' has no Spark engine" in response.json()["detail"]
 
 
+#: A nearly unpenalised 10-class fit on BUSY_ROWS x BUSY_COLUMNS runs all its 1000 solver
+#: iterations (about one Spark job each; measured: over 90 s on 5000 rows, a loaded 2-core machine).
+BUSY_ROWS, BUSY_COLUMNS = 5000, 20
+#: The kill test's L2 fit on the same table: some dozens of iterations, seconds long (the kill
+#: lands inside it), and attempt 2 trains it again.
+KILL_STRENGTH = 1e-4
 SLOW_SPEC = {
     "target": "y",
     "engine": "spark",
@@ -186,9 +190,10 @@ SLOW_SPEC = {
 }
 
 
-def _slow_dataset(api: httpx.Client) -> str:
-    """A 10-class table whose nearly unpenalised fit takes Spark many iterations."""
-    return _upload(api, _table(50_000, 60, seed=5, classes=10), "slow")
+@pytest.fixture(scope="module")
+def busy_dataset(api: httpx.Client) -> str:
+    """A 10-class table that keeps Spark busy for SLOW_SPEC yet is cheap to upload and prepare."""
+    return _upload(api, _table(BUSY_ROWS, BUSY_COLUMNS, seed=5, classes=10), "busy")
 
 
 def _wait_fitting(api: httpx.Client, job_id: str) -> dict[str, Any]:
@@ -202,8 +207,10 @@ def _wait_fitting(api: httpx.Client, job_id: str) -> dict[str, Any]:
     return wait_for(fitting, timeout=240, interval=0.2, message="the Spark fit to start")
 
 
-def test_cancel_stops_its_spark_jobs_within_5_s(api: httpx.Client, site: SparkSite) -> None:
-    job_id = api.post("/v1/jobs", json={"dataset_id": _slow_dataset(api), **SLOW_SPEC}).json()["id"]
+def test_cancel_stops_its_spark_jobs_within_5_s(
+    api: httpx.Client, site: SparkSite, busy_dataset: str
+) -> None:
+    job_id = api.post("/v1/jobs", json={"dataset_id": busy_dataset, **SLOW_SPEC}).json()["id"]
     _wait_fitting(api, job_id)
     assert api.post(f"/v1/jobs/{job_id}/cancel").status_code == 200
     job = wait_for_job(api, job_id, timeout=5)
@@ -235,28 +242,22 @@ def _gone(pid: int) -> bool:
     return status.exists() and "State:\tZ" in status.read_text()
 
 
-@pytest.mark.timeout(900)  # two workers each start a JVM, and the job trains twice
+@pytest.mark.timeout(600)  # the worker that takes over starts a JVM, and the job trains twice
 def test_kill_9_of_the_worker_leaves_no_driver_and_attempt_2_succeeds(
-    api: httpx.Client, site: SparkSite
+    api: httpx.Client, site: SparkSite, busy_dataset: str
 ) -> None:
-    stop_process(site.worker)  # this test runs its own workers
-    try:
-        worker, log = site.start_worker("doomed")
-        spec = {**SLOW_SPEC, "regularization": {"penalty": "l2", "strength": 1e-3}}
-        dataset_id = _upload(api, _table(20_000, 20, seed=6, classes=3), "medium")
-        job_id = api.post("/v1/jobs", json={"dataset_id": dataset_id, **spec}).json()["id"]
-        _wait_fitting(api, job_id)
-        jvm = _jvm_pid(log)
-        worker.send_signal(signal.SIGKILL)
-        worker.wait()
-        wait_for(lambda: _gone(jvm), timeout=30, message="the driver's JVM to exit")
-        second, _ = site.start_worker("second")
-        try:
-            job = wait_for_job(api, job_id, timeout=600)
-            assert job["status"] == "succeeded", job["error"]
-            assert job["attempt"] == 2
-            assert [a["outcome"] for a in job["attempts"]] == ["lost", "succeeded"]
-        finally:
-            stop_process(second)
-    finally:
-        site.worker, _ = site.start_worker("after")
+    """The module's worker (its driver already up) dies during the fit; a new one takes over."""
+    spec = {**SLOW_SPEC, "regularization": {"penalty": "l2", "strength": KILL_STRENGTH}}
+    job_id = api.post("/v1/jobs", json={"dataset_id": busy_dataset, **spec}).json()["id"]
+    _wait_fitting(api, job_id)
+    doomed = site.worker
+    jvm = _jvm_pid(site.worker_log)
+    doomed.send_signal(signal.SIGKILL)
+    doomed.wait()
+    wait_for(lambda: _gone(jvm), timeout=30, message="the driver's JVM to exit")
+    site.worker, site.worker_log = site.start_worker("second")
+    job = wait_for_job(api, job_id, timeout=480)
+    assert job["status"] == "succeeded", job["error"]
+    assert job["attempt"] == 2
+    assert [a["outcome"] for a in job["attempts"]] == ["lost", "succeeded"]
+    assert _jvm_pid(site.worker_log) != jvm

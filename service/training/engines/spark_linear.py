@@ -482,21 +482,28 @@ def _classification_scores(scored: DataFrame, n_classes: int) -> dict[int, Split
     eps = float(np.finfo(np.float64).eps)
     p_true = F.element_at(vector_to_array(F.col("probability")), F.col(LABEL).cast("int") + 1)
     clipped = F.least(F.greatest(p_true, F.lit(eps)), F.lit(1 - eps))
-    losses: dict[int, float] = dict(scored.groupBy(SPLIT).agg(F.avg(-F.log(clipped))).collect())
-    cells = scored.groupBy(SPLIT, LABEL, "prediction").count().collect()
+    # One pass: each confusion-matrix cell with the summed log-loss of its rows.
+    cells = (
+        scored.groupBy(SPLIT, LABEL, "prediction")
+        .agg(F.count(F.lit(1)), F.sum(-F.log(clipped)))
+        .collect()
+    )
     out: dict[int, SplitMetrics | None] = {}
     for split in (TRAIN, VALIDATION, TEST):
         cm = np.zeros((n_classes, n_classes), dtype=np.int64)
+        loss_sum = 0.0
         for row in cells:
             if row[0] == split:
                 cm[int(row[1]), int(row[2])] = row[3]
+                loss_sum += float(row[4])
         auc = None
         if n_classes == 2 and (cm.sum(axis=1) > 0).all():
             evaluator = BinaryClassificationEvaluator(
                 rawPredictionCol="probability", labelCol=LABEL, metricName="areaUnderROC"
             )
             auc = evaluator.evaluate(scored.where(F.col(SPLIT) == split))
-        out[split] = M.confusion_metrics(cm, float(losses.get(split) or 0.0), auc)
+        mean_loss = loss_sum / cm.sum() if cm.sum() else 0.0
+        out[split] = M.confusion_metrics(cm, mean_loss, auc)
     return out
 
 
@@ -613,11 +620,15 @@ def fit_on_spark(
     featurized, stats = _featurize(labelled, cols, spec)
     featurized = featurized.persist(StorageLevel.MEMORY_AND_DISK)
     train = featurized.where(F.col(SPLIT) == TRAIN)
+    # One pass over the training rows: class counts, or the label's moments (sigma_y).
     counts: dict[float, int] = {}
+    sigma_y, variance = None, 0.0
     if cols.task == "classification":
         counts = dict(train.groupBy(LABEL).count().collect())
-    moments = train.agg(F.count(F.lit(1)), F.stddev_samp(LABEL), F.var_pop(LABEL)).collect()[0]
-    n_train = int(moments[0])
+        n_train = sum(counts.values())
+    else:
+        moments = train.agg(F.count(F.lit(1)), F.stddev_samp(LABEL), F.var_pop(LABEL)).collect()[0]
+        n_train, sigma_y, variance = int(moments[0]), moments[1], float(moments[2] or 0.0)
     if n_train < 2 or (cols.task == "classification" and len(counts) < 2):
         raise SpecError(
             [
@@ -631,7 +642,7 @@ def fit_on_spark(
     run.check("after preprocessing")
     run.progress(0.2)
     n_classes = len(cols.classes or [])
-    native = spark_native_params(spec, cols.task, n_train, n_classes, moments[1])
+    native = spark_native_params(spec, cols.task, n_train, n_classes, sigma_y)
     began = time.perf_counter()
     spark_model = _estimator(native, WEIGHT in featurized.columns).fit(train)
     seconds = time.perf_counter() - began
@@ -645,7 +656,7 @@ def fit_on_spark(
         if cols.task == "classification"
         else _regression_scores(scored)
     )
-    job_metrics = _report(spec, cols, fitted, scores, (counts, float(moments[2] or 0.0)))
+    job_metrics = _report(spec, cols, fitted, scores, (counts, variance))
     job_metrics.objective_history = history  # type: ignore[attr-defined]
     run.progress(0.95)
     preprocessor = _preprocessor(cols, stats, spec, n_train)
