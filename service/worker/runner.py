@@ -65,6 +65,7 @@ class ChildState:
     error: str | None = None
     epochs: list[dict[str, Any]] = field(default_factory=list)
     progress: float | None = None
+    phases: dict[str, float] = field(default_factory=dict)
 
 
 def exit_reason(exitcode: int | None) -> str:
@@ -135,6 +136,7 @@ class AttemptRunner(threading.Thread):
         self.engine = "local"
         self.outcome = "lost"
         self.child_ended: float | None = None
+        self.child_phases: dict[str, float] = {}
         self.trainer: str | None = None
         self.dataset_id = uuid.UUID(int=0)
 
@@ -257,6 +259,12 @@ class AttemptRunner(threading.Thread):
             child_ended - started,
             ended - child_ended,
         )
+        if self.child_phases:
+            logger.info(
+                "attempt %s/%s child phases (s): %s",
+                *self._ids(),
+                ", ".join(f"{name} {value:g}" for name, value in self.child_phases.items()),
+            )
 
     def _run_on_spark(self, payload: dict[str, Any], began: float) -> None:
         """The attempt on this worker's Spark driver, watched like a child (see spark_driver)."""
@@ -295,6 +303,7 @@ class AttemptRunner(threading.Thread):
             # A result is stored while the child exits: its teardown is no part of the job.
             if child_done and (state.result is not None or not process.is_alive()):
                 self.child_ended = time.monotonic()
+                self.child_phases = state.phases
                 self._flush(state)
                 self._complete(process, state)
                 return
@@ -343,6 +352,7 @@ class AttemptRunner(threading.Thread):
                 state.progress = message["value"]
             elif kind == "result":
                 state.result = message["result"]
+                state.phases = message.get("phases") or {}
                 if message.get("has_artifact"):
                     try:
                         state.artifact = receive.recv_bytes()
