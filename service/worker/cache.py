@@ -33,13 +33,14 @@ def read_cached(path: str | Path) -> pa.Table:
 
 
 def parquet_to_arrow(parquet: Path, target: Path) -> None:
-    """Decode a Parquet file into an Arrow IPC file, a row group at a time (bounded memory;
-    a third faster than record batches of a fixed size)."""
+    """Decode a Parquet file into an Arrow IPC file a row group at a time (ingest bounds them)."""
     source = pq.ParquetFile(parquet)
-    with pa.OSFile(str(target), "wb") as sink:
-        with pyarrow.ipc.new_file(sink, source.schema_arrow) as writer:
-            for group in range(source.num_row_groups):
-                writer.write_table(source.read_row_group(group))
+    with (
+        pa.OSFile(str(target), "wb") as sink,
+        pyarrow.ipc.new_file(sink, source.schema_arrow) as writer,
+    ):
+        for group in range(source.num_row_groups):
+            writer.write_table(source.read_row_group(group))
 
 
 class DatasetCache:
