@@ -97,7 +97,8 @@ class Heartbeat(threading.Thread):
             self._beat()
 
     def _beat(self) -> None:
-        while not self.done.is_set():
+        wait = self.lease / 3  # the claim has just taken the lease: a short job renews nothing
+        while not self.done.wait(wait):
             asked_at = time.monotonic()
             if self.runner._renew():
                 observe_heartbeat()
@@ -105,7 +106,6 @@ class Heartbeat(threading.Thread):
                 wait = self.lease / 3
             else:
                 wait = min(1.0, self.lease / 6)
-            self.done.wait(wait)
 
 
 class AttemptRunner(threading.Thread):
@@ -248,16 +248,17 @@ class AttemptRunner(threading.Thread):
         try:
             self._supervise(process, receive, started, float(payload["max_seconds"]))
         finally:
+            stored = time.monotonic()
             alive_w.close()
             receive.close()
             process.join(timeout=5)
             shutil.rmtree(payload["work_dir"], ignore_errors=True)
         ended = time.monotonic()
-        child_ended = self.child_ended or ended
+        child_ended = self.child_ended or stored
         # bench/worker.py reads these phases (seconds) into its claim-run-finish profile.
         logger.info(
             "attempt %s/%s %s in %.4f s: claim %.4f s, prepare %.4f s, fork %.4f s, "
-            "child %.4f s, store %.4f s",
+            "child %.4f s, store %.4f s, reap %.4f s",
             *self._ids(),
             self.outcome,
             ended - self.claimed_at,
@@ -265,7 +266,8 @@ class AttemptRunner(threading.Thread):
             forking - began,
             started - forking,
             child_ended - started,
-            ended - child_ended,
+            stored - child_ended,
+            ended - stored,
         )
         if self.child_phases:
             logger.info(
