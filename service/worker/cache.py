@@ -1,4 +1,10 @@
-"""A worker-local cache of dataset Parquet files, keyed by content hash, bounded in bytes."""
+"""A worker-local cache of datasets, keyed by content hash, bounded in bytes.
+
+Each dataset is kept decoded, as an uncompressed Arrow IPC file: a training child maps it into
+memory instead of decoding Parquet on every job (a tenth of a second of CPU per job on 200k x 50,
+and the decoded copy's memory). Larger on disk than Parquet, and counted as such against the
+cache's bound.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +14,33 @@ import threading
 import uuid
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.ipc
+import pyarrow.parquet as pq
+
 from service import blobs
 from service.config import Settings
 from service.datasets.imports import Source, check_unchanged, fingerprint, materialize
 from service.db import Database
+
+SUFFIX = ".arrow"
+
+
+def read_cached(path: str | Path) -> pa.Table:
+    """A cached dataset as a table whose buffers map the file (no copy, no decoding)."""
+    with pa.memory_map(str(path)) as source:
+        return pyarrow.ipc.open_file(source).read_all()
+
+
+def parquet_to_arrow(parquet: Path, target: Path) -> None:
+    """Decode a Parquet file into an Arrow IPC file a row group at a time (ingest bounds them)."""
+    source = pq.ParquetFile(parquet)
+    with (
+        pa.OSFile(str(target), "wb") as sink,
+        pyarrow.ipc.new_file(sink, source.schema_arrow) as writer,
+    ):
+        for group in range(source.num_row_groups):
+            writer.write_table(source.read_row_group(group))
 
 
 class DatasetCache:
@@ -22,42 +51,46 @@ class DatasetCache:
         root.mkdir(parents=True, exist_ok=True)
 
     def path_for(self, db: Database, blob_id: uuid.UUID, sha256: str) -> Path:
-        """The dataset as a local file, fetched from the blob store the first time."""
-        path = self.root / f"{sha256}.parquet"
+        """The dataset as a local Arrow file, fetched from the blob store the first time."""
+        path = self.root / f"{sha256}{SUFFIX}"
         with self._lock:
             if path.exists():
                 os.utime(path)
                 return path
-            fd, tmp = tempfile.mkstemp(dir=self.root, suffix=".part")
-            try:
-                with os.fdopen(fd, "wb") as out:
+            with tempfile.TemporaryDirectory(dir=self.root, prefix="stage-") as work:
+                parquet = Path(work) / "data.parquet"
+                with parquet.open("wb") as out:
                     blobs.copy_blob_to(db, blob_id, out)
-                os.replace(tmp, path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
-            self._evict(keep=path)
+                self._install(parquet, path)
             return path
 
     def path_for_reference(self, settings: Settings, source: Source) -> Path:
         """Referenced data, checked unchanged on every use, normalized once per fingerprint."""
         parts = [p.to_dict() for p in source.parts]
-        path = self.root / f"ref-{fingerprint(parts)}.parquet"
+        path = self.root / f"ref-{fingerprint(parts)}{SUFFIX}"
         with self._lock:
             if path.exists():
                 check_unchanged(settings, source.root, source.parts)
                 os.utime(path)
                 return path
             with tempfile.TemporaryDirectory(dir=self.root, prefix="stage-") as work:
-                tmp = Path(work) / "data.parquet"
-                materialize(settings, source, tmp, Path(work))
-                os.replace(tmp, path)
-            self._evict(keep=path)
+                parquet = Path(work) / "data.parquet"
+                materialize(settings, source, parquet, Path(work))
+                self._install(parquet, path)
             return path
 
+    def _install(self, parquet: Path, path: Path) -> None:
+        """Decode the staged Parquet into place (whole or not at all), then keep within bounds."""
+        staged = parquet.with_suffix(SUFFIX)
+        parquet_to_arrow(parquet, staged)
+        os.replace(staged, path)
+        self._evict(keep=path)
+
     def _evict(self, *, keep: Path) -> None:
+        for stale in self.root.glob("*.parquet"):  # what older versions of this cache held
+            stale.unlink(missing_ok=True)
         files = sorted(
-            (p for p in self.root.glob("*.parquet") if p != keep), key=lambda p: p.stat().st_atime
+            (p for p in self.root.glob(f"*{SUFFIX}") if p != keep), key=lambda p: p.stat().st_atime
         )
         total = sum(p.stat().st_size for p in files) + keep.stat().st_size
         for old in files:

@@ -65,6 +65,7 @@ class ChildState:
     error: str | None = None
     epochs: list[dict[str, Any]] = field(default_factory=list)
     progress: float | None = None
+    phases: dict[str, float] = field(default_factory=dict)
 
 
 def exit_reason(exitcode: int | None) -> str:
@@ -96,7 +97,8 @@ class Heartbeat(threading.Thread):
             self._beat()
 
     def _beat(self) -> None:
-        while not self.done.is_set():
+        wait = self.lease / 3  # the claim has just taken the lease: a short job renews nothing
+        while not self.done.wait(wait):
             asked_at = time.monotonic()
             if self.runner._renew():
                 observe_heartbeat()
@@ -104,7 +106,6 @@ class Heartbeat(threading.Thread):
                 wait = self.lease / 3
             else:
                 wait = min(1.0, self.lease / 6)
-            self.done.wait(wait)
 
 
 class AttemptRunner(threading.Thread):
@@ -135,8 +136,12 @@ class AttemptRunner(threading.Thread):
         self.engine = "local"
         self.outcome = "lost"
         self.child_ended: float | None = None
+        self.child_phases: dict[str, float] = {}
         self.trainer: str | None = None
         self.dataset_id = uuid.UUID(int=0)
+        # Read with the payload, so that finishing costs no extra round trip (None: not read).
+        self.tenant_id: str | None = None
+        self.sweep_id: uuid.UUID | None = None
 
     def run(self) -> None:
         with job_context(self.claim.job_id):
@@ -160,8 +165,12 @@ class AttemptRunner(threading.Thread):
     def _notify_sweep(self) -> None:
         """A trial's end may complete its sweep: rank it and queue the refit."""
         try:
-            with self.db.transaction(write=False) as session:
-                sweep_id = session.scalar(select(Job.sweep_id).where(Job.id == self.claim.job_id))
+            sweep_id = self.sweep_id
+            if self.tenant_id is None:  # the payload was never read
+                with self.db.transaction(write=False) as session:
+                    sweep_id = session.scalar(
+                        select(Job.sweep_id).where(Job.id == self.claim.job_id)
+                    )
             if sweep_id is not None:
                 from service.sweeps.service import after_trial
 
@@ -178,6 +187,7 @@ class AttemptRunner(threading.Thread):
             dataset = session.get_one(Dataset, job.dataset_id)
             spec, trainer, max_seconds, params = job.spec, job.trainer, job.max_seconds, job.params
             self.trainer, self.dataset_id, self.engine = trainer, dataset.id, job.engine
+            self.tenant_id, self.sweep_id = job.tenant_id, job.sweep_id
             blob_id = dataset.blob_id
             blob_sha = dataset.blob.sha256 if dataset.blob is not None else None
             # Spark reads the data from its store URI: it never passes through this process.
@@ -238,16 +248,17 @@ class AttemptRunner(threading.Thread):
         try:
             self._supervise(process, receive, started, float(payload["max_seconds"]))
         finally:
+            stored = time.monotonic()
             alive_w.close()
             receive.close()
             process.join(timeout=5)
             shutil.rmtree(payload["work_dir"], ignore_errors=True)
         ended = time.monotonic()
-        child_ended = self.child_ended or ended
+        child_ended = self.child_ended or stored
         # bench/worker.py reads these phases (seconds) into its claim-run-finish profile.
         logger.info(
             "attempt %s/%s %s in %.4f s: claim %.4f s, prepare %.4f s, fork %.4f s, "
-            "child %.4f s, store %.4f s",
+            "child %.4f s, store %.4f s, reap %.4f s",
             *self._ids(),
             self.outcome,
             ended - self.claimed_at,
@@ -255,8 +266,15 @@ class AttemptRunner(threading.Thread):
             forking - began,
             started - forking,
             child_ended - started,
-            ended - child_ended,
+            stored - child_ended,
+            ended - stored,
         )
+        if self.child_phases:
+            logger.info(
+                "attempt %s/%s child phases (s): %s",
+                *self._ids(),
+                ", ".join(f"{name} {value:g}" for name, value in self.child_phases.items()),
+            )
 
     def _run_on_spark(self, payload: dict[str, Any], began: float) -> None:
         """The attempt on this worker's Spark driver, watched like a child (see spark_driver)."""
@@ -295,6 +313,7 @@ class AttemptRunner(threading.Thread):
             # A result is stored while the child exits: its teardown is no part of the job.
             if child_done and (state.result is not None or not process.is_alive()):
                 self.child_ended = time.monotonic()
+                self.child_phases = state.phases
                 self._flush(state)
                 self._complete(process, state)
                 return
@@ -343,6 +362,7 @@ class AttemptRunner(threading.Thread):
                 state.progress = message["value"]
             elif kind == "result":
                 state.result = message["result"]
+                state.phases = message.get("phases") or {}
                 if message.get("has_artifact"):
                     try:
                         state.artifact = receive.recv_bytes()
@@ -462,8 +482,10 @@ class AttemptRunner(threading.Thread):
             self.outcome = SUCCEEDED
 
     def _tenant(self) -> str:
-        with self.db.transaction(write=False) as session:
-            return session.get_one(Job, self.claim.job_id).tenant_id
+        if self.tenant_id is None:
+            with self.db.transaction(write=False) as session:
+                self.tenant_id = session.get_one(Job, self.claim.job_id).tenant_id
+        return self.tenant_id
 
     def _finish(self, status: str, error: str | None) -> None:
         try:

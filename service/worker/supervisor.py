@@ -41,7 +41,8 @@ def warm_servers(settings: Settings) -> tuple[WarmServer, WarmServer]:
 
     # Plugins first, so a kind they register is known to the warm-up and to every child.
     def server(name: str, module: str) -> WarmServer:
-        return WarmServer(name, [*settings.plugins, module, *settings.worker_plugins])
+        modules = [*settings.plugins, module, *settings.worker_plugins]
+        return WarmServer(name, [*modules, "service.worker.preload_done"])
 
     full = server("full", "service.worker.preload")
     quick = server("quick", "service.worker.preload_quick") if settings.quick_warm_up else full
