@@ -203,6 +203,15 @@ def server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
     stop_process(srv.process)
 
 
+@pytest.fixture(scope="session")
+def peer(server: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A second API process on the shared server's database, with the default limits: for what
+    several processes must agree on (revoked keys, moved aliases) and for the default limits."""
+    srv = start_server(server.database_url, tmp_path_factory.mktemp("peer"))
+    yield srv
+    stop_process(srv.process)
+
+
 @pytest.fixture
 def api(server: Server) -> Iterator[httpx.Client]:
     """A client authenticated with a key of a fresh tenant."""
