@@ -246,7 +246,7 @@ def start_worker(
 # session worker has it too, so they need no worker of their own (each start costs ~5 s of CPU).
 TEST_PLUGINS = '["tests.training.constant_kind"]'
 CALLBACK_SECRET = "test-callback-secret"
-CALLBACK_ENV = {
+CALLBACK_ENV: dict[str, Any] = {  # Any: spread into start_server(**env)
     "RIDGELINE_CALLBACK_ALLOWED_HOSTS": '["127.0.0.1"]',
     "RIDGELINE_CALLBACK_SECRET": CALLBACK_SECRET,
     "RIDGELINE_CALLBACK_BACKOFF_SECONDS": "0.3",
