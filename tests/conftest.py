@@ -219,6 +219,13 @@ def api(server: Server) -> Iterator[httpx.Client]:
         yield client
 
 
+@pytest.fixture(scope="module")
+def module_api(server: Server) -> Iterator[httpx.Client]:
+    """A client of a fresh tenant shared by one module's tests, for what they train once."""
+    with server.client(server.new_key()) as client:
+        yield client
+
+
 WORKER_ENV = {
     "RIDGELINE_LEASE_SECONDS": "4",
     "RIDGELINE_WORKER_POLL_SECONDS": "1",
