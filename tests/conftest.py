@@ -203,9 +203,25 @@ def server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
     stop_process(srv.process)
 
 
+@pytest.fixture(scope="session")
+def peer(server: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A second API process on the shared server's database, with the default limits: for what
+    several processes must agree on (revoked keys, moved aliases) and for the default limits."""
+    srv = start_server(server.database_url, tmp_path_factory.mktemp("peer"))
+    yield srv
+    stop_process(srv.process)
+
+
 @pytest.fixture
 def api(server: Server) -> Iterator[httpx.Client]:
     """A client authenticated with a key of a fresh tenant."""
+    with server.client(server.new_key()) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def module_api(server: Server) -> Iterator[httpx.Client]:
+    """A client of a fresh tenant shared by one module's tests, for what they train once."""
     with server.client(server.new_key()) as client:
         yield client
 
@@ -233,13 +249,34 @@ def start_worker(
     )
 
 
+# What the modules of a test-only model kind and of callbacks give their own API process; the
+# session worker has it too, so they need no worker of their own (each start costs ~5 s of CPU).
+TEST_PLUGINS = '["tests.training.constant_kind"]'
+CALLBACK_SECRET = "test-callback-secret"
+CALLBACK_ENV: dict[str, Any] = {  # Any: spread into start_server(**env)
+    "RIDGELINE_CALLBACK_ALLOWED_HOSTS": '["127.0.0.1"]',
+    "RIDGELINE_CALLBACK_SECRET": CALLBACK_SECRET,
+    "RIDGELINE_CALLBACK_BACKOFF_SECONDS": "0.3",
+    "RIDGELINE_CALLBACK_MAX_ATTEMPTS": "3",
+    "RIDGELINE_CALLBACK_TIMEOUT_SECONDS": "5",
+    "RIDGELINE_OUTBOUND_ALLOW_LOOPBACK": "true",
+}
+
+
 @pytest.fixture(scope="session")
 def worker(
     server: Server, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[subprocess.Popen[str]]:
-    """One real worker per backend for the session, beside the shared server."""
+    """One real worker per backend for the session, beside the shared server: it trains the
+    test-only kind and sends callbacks to loopback (the shared server accepts neither)."""
     work = tmp_path_factory.mktemp("worker")
-    process = start_worker(server.database_url, work, work / "worker.log")
+    process = start_worker(
+        server.database_url,
+        work,
+        work / "worker.log",
+        RIDGELINE_PLUGINS=TEST_PLUGINS,
+        **CALLBACK_ENV,
+    )
     yield process
     stop_process(process)
 

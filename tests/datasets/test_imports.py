@@ -5,6 +5,7 @@ bad input refused with a 4xx that says what and where, with nothing stored."""
 from __future__ import annotations
 
 import json
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,12 +21,8 @@ import pytest
 from service.config import Settings
 from service.datasets import imports
 from service.errors import InvalidInput
-from service.migrate import upgrade
 from tests.conftest import (
-    WORKER_ENV,
     Server,
-    dispose_database_url,
-    new_database_url,
     start_server,
     stop_process,
     wait_for,
@@ -39,22 +36,25 @@ def lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def import_server(lake: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """`ridgeline serve` with its embedded worker, allowed to import from `lake` only."""
-    work = tmp_path_factory.mktemp("import-server")
-    url = new_database_url("sqlite", work)
-    upgrade(url)
-    server = start_server(
-        url,
-        work,
-        worker=True,
-        RIDGELINE_DATA_DIR=str(work / "data"),
+def import_server(
+    server: Server,
+    worker: subprocess.Popen[str],
+    lake: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Server]:
+    """An API process allowed to import from `lake` only, on the shared database (the session
+    worker runs the import jobs)."""
+    srv = start_server(
+        server.database_url,
+        tmp_path_factory.mktemp("import-server"),
         RIDGELINE_IMPORT_ALLOWED_ROOTS=json.dumps([f"file://{lake}"]),
-        **WORKER_ENV,
     )
-    yield server
-    stop_process(server.process)
-    dispose_database_url(url)
+    yield srv
+    stop_process(srv.process)
+
+
+# The file:// imports run on the embedded default's database alone, as they always have.
+ON_SQLITE = pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 
 
 @pytest.fixture
@@ -98,6 +98,7 @@ def _count(client: httpx.Client) -> int:
     return len(client.get("/v1/datasets").json()["items"])
 
 
+@ON_SQLITE
 def test_copy_import_of_csv_parts(client: httpx.Client, lake: Path) -> None:
     folder = _parts(lake / f"csv-{uuid.uuid4().hex[:6]}", "csv")
     response = _import(client, uri=f"file://{folder}", name="sales")
@@ -123,6 +124,7 @@ def test_copy_import_of_csv_parts(client: httpx.Client, lake: Path) -> None:
     assert "event: progress" in text and '"status": "succeeded"' in text
 
 
+@ON_SQLITE
 def test_reference_import_trains_and_refuses_changed_data(client: httpx.Client, lake: Path) -> None:
     folder = _parts(lake / f"pq-{uuid.uuid4().hex[:6]}", "parquet")
     response = _import(client, uri=f"file://{folder}/", mode="reference")
@@ -156,6 +158,7 @@ def test_reference_import_trains_and_refuses_changed_data(client: httpx.Client, 
     ]
 
 
+@ON_SQLITE
 def test_a_bad_row_is_named_by_part_and_row(client: httpx.Client, lake: Path) -> None:
     folder = _parts(lake / f"bad-{uuid.uuid4().hex[:6]}", "csv", n_parts=2, rows=4)
     with (folder / "part-00001.csv").open("a") as out:
@@ -171,6 +174,7 @@ def test_a_bad_row_is_named_by_part_and_row(client: httpx.Client, lake: Path) ->
     assert refused.status_code == 422 and "failed" in refused.json()["detail"]
 
 
+@ON_SQLITE
 def test_bad_requests_are_4xx_and_store_nothing(client: httpx.Client, lake: Path) -> None:
     clash = lake / f"clash-{uuid.uuid4().hex[:6]}"
     clash.mkdir()

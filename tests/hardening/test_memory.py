@@ -6,6 +6,7 @@ its resident size just before it."""
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -88,11 +89,12 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def stack(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, str]]:
-    """A server (and embedded worker) of this module's own with the default limits, a key."""
+    """A server of this module's own with the default limits, a key: no other process writes to
+    its database, so what an upload leaves is counted exactly."""
     work = tmp_path_factory.mktemp(f"memory-{backend}")
     url = new_database_url(backend, work)
     upgrade(url)
-    server = start_server(url, work, worker=True)
+    server = start_server(url, work)
     try:
         yield server, server.new_key()
     finally:
@@ -146,18 +148,16 @@ def test_a_128_mib_table_is_ingested_outside_the_api_process(
 
 @pytest.fixture(scope="module")
 def long_cells_server(
-    backend: str, tmp_path_factory: pytest.TempPathFactory
+    stack: tuple[Server, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Server, str]]:
-    """A server that admits 16 MiB cells, as every server did before the per-cell limit."""
-    work = tmp_path_factory.mktemp(f"memory-long-{backend}")
-    url = new_database_url(backend, work)
-    upgrade(url)
-    server = start_server(url, work, RIDGELINE_MAX_CELL_BYTES=str(32 * MiB))
+    """A server that admits 16 MiB cells, as every server did before the per-cell limit (on the
+    database of the module's server, which has today's limits)."""
+    work = tmp_path_factory.mktemp("memory-long")
+    server = start_server(stack[0].database_url, work, RIDGELINE_MAX_CELL_BYTES=str(32 * MiB))
     try:
         yield server, server.new_key()
     finally:
         stop_process(server.process)
-        dispose_database_url(url)
 
 
 @pytest.fixture(scope="module")
@@ -197,37 +197,35 @@ def test_a_preview_cuts_long_text_short(
 
 
 def test_a_stored_dataset_over_todays_cell_limit_is_refused_not_expanded(
-    long_cells_server: tuple[Server, str], long_dataset: str, tmp_path: Path
+    stack: tuple[Server, str], long_cells_server: tuple[Server, str], long_dataset: str
 ) -> None:
     """Data stored under looser limits is refused on the way out by a server with the default
     limits, rather than decompressed in its API process."""
-    server, key = long_cells_server
-    strict = start_server(server.database_url, tmp_path)
-    try:
-        with strict.client(key) as client:
-            for path in ("download?format=csv", "preview"):
-                refused = client.get(f"/v1/datasets/{long_dataset}/{path}")
-                assert refused.status_code == 409, refused.text
-                assert "Delete it and upload" in refused.json()["detail"]
-            parquet = client.get(f"/v1/datasets/{long_dataset}/download?format=parquet")
-            assert parquet.status_code == 200  # the stored bytes themselves are not expanded
-    finally:
-        stop_process(strict.process)
+    strict, _ = stack
+    _, key = long_cells_server
+    with strict.client(key) as client:
+        for path in ("download?format=csv", "preview"):
+            refused = client.get(f"/v1/datasets/{long_dataset}/{path}")
+            assert refused.status_code == 409, refused.text
+            assert "Delete it and upload" in refused.json()["detail"]
+        parquet = client.get(f"/v1/datasets/{long_dataset}/download?format=parquet")
+        assert parquet.status_code == 200  # the stored bytes themselves are not expanded
 
 
 # ---- predict -------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
-def trained(stack: tuple[Server, str]) -> str:
-    """A succeeded job of the module's server, trained on the tiny table (x -> y)."""
-    server, key = stack
-    with server.client(key) as client:
+def trained(peer: Server, worker: subprocess.Popen[str]) -> tuple[Server, str, str]:
+    """An API process with the default limits, a key, and a succeeded job of that key (trained
+    by the shared worker on the tiny table, x -> y)."""
+    key = peer.new_key()
+    with peer.client(key) as client:
         created = client.post("/v1/jobs", json={"dataset_id": upload_tiny(client), "target": "y"})
         assert created.status_code == 202, created.text
         job = wait_for_job(client, created.json()["id"])
     assert job["status"] == "succeeded", job
-    return str(job["id"])
+    return peer, key, str(job["id"])
 
 
 def _csv_lines(blocks: int) -> Iterator[bytes]:
@@ -239,9 +237,9 @@ def _csv_lines(blocks: int) -> Iterator[bytes]:
 
 
 def test_a_streamed_predict_file_is_cut_off_at_the_body_limit(
-    stack: tuple[Server, str], trained: str
+    trained: tuple[Server, str, str],
 ) -> None:
-    server, key = stack
+    server, key, job_id = trained
     boundary = b"ridgeline-test"
 
     def body() -> Iterator[bytes]:
@@ -254,7 +252,7 @@ def test_a_streamed_predict_file_is_cut_off_at_the_body_limit(
     status: int | None = None
     with server.client(key) as client, PeakGrowth(server.process.pid) as growth:
         try:
-            response = client.post(f"/v1/jobs/{trained}/predict", content=body(), headers=headers)
+            response = client.post(f"/v1/jobs/{job_id}/predict", content=body(), headers=headers)
             status = response.status_code
         except httpx.TransportError:
             pass  # the server answered 413 and closed while the body was still going out
@@ -263,13 +261,13 @@ def test_a_streamed_predict_file_is_cut_off_at_the_body_limit(
 
 
 def test_a_predict_file_over_the_row_limit_stops_at_the_limit(
-    stack: tuple[Server, str], trained: str
+    trained: tuple[Server, str, str],
 ) -> None:
-    server, key = stack
+    server, key, job_id = trained
     csv = b"".join(_csv_lines(32))  # 4 MiB, two hundred times the row limit
     rows = 32 * 65536
     with server.client(key) as client, PeakGrowth(server.process.pid) as growth:
-        response = client.post(f"/v1/jobs/{trained}/predict", files={"file": ("p.csv", csv)})
+        response = client.post(f"/v1/jobs/{job_id}/predict", files={"file": ("p.csv", csv)})
     assert response.status_code == 422, response.text
     detail = response.json()["detail"]
     assert "more than 10000 rows" in detail and f"{rows}" not in detail, detail

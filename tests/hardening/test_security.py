@@ -10,7 +10,6 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,13 +22,7 @@ from service.config import Settings
 from service.db import Database
 from service.jobs.models import Job
 from service.main import create_app
-from tests.conftest import (
-    Server,
-    run_cli,
-    start_server,
-    stop_process,
-    wait_for,
-)
+from tests.conftest import Server, run_cli, wait_for
 from tests.hardening.conftest import TenantResources, make_resources
 
 METHODS = ("get", "post", "put", "patch", "delete")
@@ -270,17 +263,10 @@ def test_keys_are_stored_only_as_hashes(server: Server) -> None:
     assert key not in server.logs()
 
 
-@pytest.fixture
-def second_api(server: Server, tmp_path: Path) -> Iterator[Server]:
-    """Another API process on the same database (keys are cached per process)."""
-    other = start_server(server.database_url, tmp_path)
-    yield other
-    stop_process(other.process)
-
-
 def test_a_revoked_key_stops_working_on_every_api_process_within_5_s(
-    server: Server, second_api: Server
+    server: Server, peer: Server
 ) -> None:
+    """Keys are cached per process: the shared server and its peer on the same database."""
     name = f"revoke-{uuid.uuid4().hex[:8]}"
     database = Database(Settings(database_url=server.database_url))
     try:
@@ -288,7 +274,7 @@ def test_a_revoked_key_stops_working_on_every_api_process_within_5_s(
             _, key = create_key(session, name=name)
     finally:
         database.dispose()
-    clients = [api.client(key) for api in (server, second_api)]
+    clients = [api.client(key) for api in (server, peer)]
     try:
         for client in clients:  # used, so each process has it cached
             assert client.get("/v1/jobs").status_code == 200

@@ -6,13 +6,13 @@ from __future__ import annotations
 import itertools
 import json
 import socket
+import subprocess
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,22 +23,21 @@ from service.db import Database, utcnow
 from service.errors import InvalidInput
 from service.jobs import callbacks
 from service.jobs.models import Job
-from service.migrate import upgrade
 from tests.conftest import (
-    dispose_database_url,
+    CALLBACK_ENV,
+    CALLBACK_SECRET,
+    Server,
     insert_job,
-    new_database_url,
     start_server,
-    start_worker,
     stop_process,
     upload_tiny,
     wait_for,
     wait_for_job,
 )
 
-SECRET = "test-callback-secret"
-BACKOFF = 0.3
-MAX_ATTEMPTS = 3
+SECRET = CALLBACK_SECRET
+BACKOFF = float(CALLBACK_ENV["RIDGELINE_CALLBACK_BACKOFF_SECONDS"])
+MAX_ATTEMPTS = int(CALLBACK_ENV["RIDGELINE_CALLBACK_MAX_ATTEMPTS"])
 
 
 @dataclass
@@ -104,31 +103,20 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stack(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """A server and a worker of their own, configured for callbacks to the loopback address."""
-    work: Path = tmp_path_factory.mktemp(f"callbacks-{backend}")
-    url = new_database_url(backend, work)
-    upgrade(url)
-    env: dict[str, Any] = {
-        "RIDGELINE_CALLBACK_ALLOWED_HOSTS": '["127.0.0.1"]',
-        "RIDGELINE_CALLBACK_SECRET": SECRET,
-        "RIDGELINE_CALLBACK_BACKOFF_SECONDS": str(BACKOFF),
-        "RIDGELINE_CALLBACK_MAX_ATTEMPTS": str(MAX_ATTEMPTS),
-        "RIDGELINE_CALLBACK_TIMEOUT_SECONDS": "5",
-        "RIDGELINE_OUTBOUND_ALLOW_LOOPBACK": "true",
-    }
-    server = start_server(url, work, **env)
-    worker = start_worker(url, work, work / "worker.log", **env)
-    database = Database(Settings(database_url=url))
-    key, tenant = server.new_tenant()
+def stack(
+    server: Server, worker: subprocess.Popen[str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    """An API process configured for callbacks to the loopback address, on the shared database
+    (the session worker sends them)."""
+    api = start_server(server.database_url, tmp_path_factory.mktemp("callbacks"), **CALLBACK_ENV)
+    database = Database(Settings(database_url=server.database_url))
+    key, tenant = api.new_tenant()
     try:
-        with server.client(key) as client:
-            yield Stack(client, database, url, tenant)
+        with api.client(key) as client:
+            yield Stack(client, database, server.database_url, tenant)
     finally:
-        stop_process(worker)
-        stop_process(server.process)
+        stop_process(api.process)
         database.dispose()
-        dispose_database_url(url)
 
 
 def _submit(stack: Stack, callback_url: str, **spec: Any) -> str:

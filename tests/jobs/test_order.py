@@ -3,6 +3,7 @@ databases."""
 
 from __future__ import annotations
 
+import subprocess
 from typing import Any
 
 import httpx
@@ -16,8 +17,10 @@ pytestmark = pytest.mark.usefixtures("worker")
 STRENGTHS = [0.001, 0.3, 0.3, 0.3, 3.0, 30.0]
 
 
-@pytest.fixture
-def ranked(api: httpx.Client) -> list[dict[str, Any]]:
+@pytest.fixture(scope="module")
+def ranked(module_api: httpx.Client, worker: subprocess.Popen[str]) -> list[dict[str, Any]]:
+    """Every job of the module's tenant: the tests that take it add none."""
+    api = module_api
     dataset_id = upload_tiny(api)
     ids = []
     for number, strength in enumerate(STRENGTHS):
@@ -54,8 +57,9 @@ def _loss(job: dict[str, Any]) -> float:
 
 
 def test_order_by_a_final_metric_pages_stably(
-    api: httpx.Client, ranked: list[dict[str, Any]]
+    module_api: httpx.Client, ranked: list[dict[str, Any]]
 ) -> None:
+    api = module_api
     expected = sorted(ranked, key=lambda j: (_loss(j), j["id"]))
     assert len({_loss(j) for j in ranked}) < len(ranked), "the fixture should hold ties"
     for limit in (1, 2, 4):
@@ -75,8 +79,9 @@ def test_order_by_a_final_metric_pages_stably(
 
 
 def test_order_by_refuses_what_it_cannot_order(
-    api: httpx.Client, ranked: list[dict[str, Any]]
+    module_api: httpx.Client, ranked: list[dict[str, Any]]
 ) -> None:
+    api = module_api
     for order_by in ("log_loss", "validation.nope", "holdout.accuracy", "validation."):
         response = api.get("/v1/jobs", params={"order_by": order_by})
         assert response.status_code == 422, response.text
@@ -100,7 +105,8 @@ def test_order_by_refuses_what_it_cannot_order(
     assert mixed.status_code == 422, mixed.text
 
 
-def test_tags_filter_jobs(api: httpx.Client, ranked: list[dict[str, Any]]) -> None:
+def test_tags_filter_jobs(module_api: httpx.Client, ranked: list[dict[str, Any]]) -> None:
+    api = module_api
     even = _pages(api, tag="exp:even")
     assert sorted(j["id"] for j in even) == sorted(ranked[i]["id"] for i in (0, 2, 4))
     both = _pages(api, tag=["exp:odd", "suite:order"])

@@ -4,17 +4,16 @@ predict, report metrics and sweep over HTTP like the built-in kinds."""
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from service.migrate import upgrade
 from tests.conftest import (
+    TEST_PLUGINS,
     Server,
-    dispose_database_url,
-    new_database_url,
     start_server,
     stop_process,
     upload_tiny,
@@ -22,27 +21,20 @@ from tests.conftest import (
     wait_for_job,
 )
 
-PLUGIN = '["tests.training.constant_kind"]'
 CONSTANT = {"kind": "constant"}
 
 
 @pytest.fixture(scope="module")
-def plugin_server(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """A server with its embedded worker on a database of its own, the toy kind plugged in."""
-    tmp = tmp_path_factory.mktemp(f"plugin-{backend}")
-    url = new_database_url(backend, tmp)
-    upgrade(url)
-    server = start_server(
-        url,
-        tmp,
-        worker=True,
-        RIDGELINE_PLUGINS=PLUGIN,
-        RIDGELINE_DATA_DIR=str(tmp / "data"),
-        RIDGELINE_WORKER_POLL_SECONDS="1",
+def plugin_server(
+    server: Server, worker: subprocess.Popen[str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """An API process with the toy kind plugged in, on the shared database: the session worker
+    (its forkserver and children) has it plugged in through the same setting."""
+    srv = start_server(
+        server.database_url, tmp_path_factory.mktemp("plugin"), RIDGELINE_PLUGINS=TEST_PLUGINS
     )
-    yield server
-    stop_process(server.process)
-    dispose_database_url(url)
+    yield srv
+    stop_process(srv.process)
 
 
 def _sweep_done(api: httpx.Client, sweep_id: str) -> dict[str, Any] | None:

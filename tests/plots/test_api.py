@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import xml.etree.ElementTree as ET
 from typing import Any
 
@@ -26,8 +27,15 @@ def _valid(response: httpx.Response, fmt: str) -> None:
         assert response.content.startswith(PNG_SIGNATURE)
 
 
-@pytest.fixture
-def jobs_and_sweep(api: httpx.Client) -> dict[str, Any]:
+@pytest.fixture(scope="module")
+def api(module_api: httpx.Client) -> httpx.Client:
+    """Here one tenant for the whole module: its tests read what it trained once."""
+    return module_api
+
+
+@pytest.fixture(scope="module")
+def jobs_and_sweep(api: httpx.Client, worker: subprocess.Popen[str]) -> dict[str, Any]:
+    """Two jobs and a sweep of the module's tenant, trained once for every plot below."""
     frame = load_breast_cancer(as_frame=True).frame
     dataset_id = api.post(
         "/v1/datasets", files={"file": ("c.csv", frame.to_csv(index=False).encode())}

@@ -1,4 +1,5 @@
-"""A tenant with a dataset and three succeeded jobs on the shared server, per backend."""
+"""A tenant with a dataset and three succeeded jobs on the shared server, per backend, shared by
+the registry modules."""
 
 from __future__ import annotations
 
@@ -54,8 +55,9 @@ def train_jobs(client: httpx.Client, dataset_id: str, **extra: Any) -> list[dict
     return jobs
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def trained(server: Server, worker: Any) -> Iterator[Trained]:
+    """Trained once per backend for every registry module: each test names models of its own."""
     key, tenant = server.new_tenant()
     frame = load_breast_cancer(as_frame=True).frame
     with server.client(key) as client:
@@ -70,5 +72,5 @@ def trained(server: Server, worker: Any) -> Iterator[Trained]:
 
 
 def unique(prefix: str) -> str:
-    """A model name no other test uses (the tenant is shared within a module)."""
+    """A model name no other test uses (the tenant is shared by the registry tests)."""
     return f"{prefix}-{uuid.uuid4().hex[:8]}"

@@ -17,6 +17,7 @@ from itertools import cycle
 import httpx
 import pytest
 
+from service.config import Settings
 from tests.conftest import Server, start_server, stop_process, wait_for
 from tests.registry.conftest import Trained, unique
 
@@ -28,22 +29,10 @@ CACHE_SECONDS = 1.0
 
 
 @pytest.fixture(scope="module")
-def api_pair(server: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Server]]:
-    """Two more API processes on the shared server's database (the cache at its default)."""
-    started: list[Server] = []
-    try:
-        for _ in range(2):
-            started.append(
-                start_server(
-                    server.database_url,
-                    tmp_path_factory.mktemp("api"),
-                    RIDGELINE_ALIAS_CACHE_SECONDS=str(CACHE_SECONDS),
-                )
-            )
-        yield started
-    finally:
-        for api in started:
-            stop_process(api.process)
+def api_pair(server: Server, peer: Server) -> list[Server]:
+    """Two API processes on one database, their alias cache at its default."""
+    assert Settings.model_fields["alias_cache_seconds"].default == CACHE_SECONDS
+    return [server, peer]
 
 
 @dataclass
@@ -89,6 +78,7 @@ def _predict_loop(
         out.append(Answer(started, time.monotonic(), status, int(header) if header else None))
 
 
+@pytest.mark.slow  # a load test: 20 clients predicting through 50 moves, ~1 min per database
 def test_alias_moved_50_times_under_20_clients_on_two_processes(
     server: Server, api_pair: list[Server], trained: Trained
 ) -> None:
