@@ -83,8 +83,7 @@ def _quiet_interrupt(
 def _prepare_database(settings: Settings, *, auto_migrate: bool) -> None:
     """SQLite (embedded) migrates itself; Postgres must already be at head."""
     from service.db import Database
-    from service.main import SchemaNotAtHead, check_schema
-    from service.migrate import upgrade
+    from service.migrate import SchemaNotAtHead, check_schema, upgrade
 
     if auto_migrate and settings.is_sqlite:
         upgrade(settings.database_url)

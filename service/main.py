@@ -27,7 +27,7 @@ from service.jobs.gauges import JobGauges
 from service.jobs.router import router as jobs_router
 from service.jobs.service import ModelCache, dataset_in_use, queue_import
 from service.limits import TokenBucketLimiter, install_limits
-from service.migrate import schema_status
+from service.migrate import check_schema, schema_status
 from service.openapi import install_openapi
 from service.plots.router import router as plots_router
 from service.plugins import import_plugins
@@ -66,19 +66,6 @@ TAGS = [
     {"name": "plots", "description": "Loss curves, coefficients, validation curves (SVG/PNG)."},
     {"name": "health", "description": "Liveness and readiness."},
 ]
-
-
-class SchemaNotAtHead(RuntimeError):
-    """The database schema is behind the code; `ridgeline migrate` brings it to head."""
-
-
-def check_schema(db: Database) -> None:
-    current, head = schema_status(db.engine, db.settings.database_url)
-    if current != head:
-        raise SchemaNotAtHead(
-            f"the database schema is at {current or 'nothing'} but this Ridgeline needs {head}; "
-            "run `ridgeline migrate` first"
-        )
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from alembic import command
 from alembic.config import Config
@@ -11,6 +12,9 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
 from service.db import ensure_sqlite_dir
+
+if TYPE_CHECKING:
+    from service.db import Database
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -48,3 +52,17 @@ def current_revision(engine: Engine) -> str | None:
 def schema_status(engine: Engine, database_url: str) -> tuple[str | None, str | None]:
     """(current, head): the schema is ready when they are equal."""
     return current_revision(engine), head_revision(database_url)
+
+
+class SchemaNotAtHead(RuntimeError):
+    """The database schema is behind the code; `ridgeline migrate` brings it to head."""
+
+
+def check_schema(db: Database) -> None:
+    """Refuse to serve or work on a schema other than this code's head."""
+    current, head = schema_status(db.engine, db.settings.database_url)
+    if current != head:
+        raise SchemaNotAtHead(
+            f"the database schema is at {current or 'nothing'} but this Ridgeline needs {head}; "
+            "run `ridgeline migrate` first"
+        )
