@@ -257,11 +257,19 @@ def worker_command(
     """Run a worker: claims queued jobs and trains them in child processes."""
     # Started by `serve`, the worker leaves the one line about Ctrl-C to serve.
     with _quiet_interrupt("worker", speak=parent_pid is None):
-        from service.worker.supervisor import run_worker
+        from service.childproc import stop_forkservers
+        from service.worker.forkservers import start_early
 
         settings = _settings()
         _setup_logging(settings)
-        _prepare_database(settings, auto_migrate=False)
+        start_early(settings)  # its imports overlap ours and the schema check
+        try:
+            from service.worker.supervisor import run_worker
+
+            _prepare_database(settings, auto_migrate=False)
+        except BaseException:
+            stop_forkservers()
+            raise
         run_worker(settings, parent_pid=parent_pid)
 
 

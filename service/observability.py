@@ -164,6 +164,8 @@ def configure_logging(
     access = logging.getLogger("uvicorn.access")
     access.handlers = []
     access.propagate = False
+    # pandas' numexpr announces its thread count at INFO in every process that imports it.
+    logging.getLogger("numexpr.utils").setLevel(logging.WARNING)
     logging.captureWarnings(True)
     return handler
 

@@ -27,34 +27,12 @@ from service.plugins import import_plugins
 from service.sweeps.service import after_trial
 from service.watch import start_watcher
 from service.worker.cache import DatasetCache
+from service.worker.forkservers import needs_full, take_servers
 from service.worker.late import LATE_KINDS
 from service.worker.runner import AttemptRunner
 from service.worker.status import WarmUpStatus
 
 logger = logging.getLogger("ridgeline.worker")
-
-
-def warm_servers(settings: Settings) -> tuple[WarmServer, WarmServer]:
-    """Two forkservers with numpy, scikit-learn, pyarrow and torch imported: a quick one without
-    the late kinds' warm-up (see warming.LATE_KINDS), started now, and the full one, started
-    once the quick one is ready (both at once took longer on a busy 2-core machine)."""
-
-    # Plugins first, so a kind they register is known to the warm-up and to every child.
-    def server(name: str, module: str) -> WarmServer:
-        modules = [*settings.plugins, module, *settings.worker_plugins]
-        return WarmServer(name, [*modules, "service.worker.preload_done"])
-
-    full = server("full", "service.worker.preload")
-    quick = server("quick", "service.worker.preload_quick") if settings.quick_warm_up else full
-    quick.start()
-    return quick, full
-
-
-def needs_full(payload: dict[str, object]) -> bool:
-    """Whether an attempt needs the full forkserver: its model is of a late kind."""
-    spec = payload.get("spec")
-    model = spec.get("model") if isinstance(spec, dict) else None
-    return isinstance(model, dict) and model.get("kind") in LATE_KINDS
 
 
 class Worker:
@@ -150,7 +128,7 @@ class Worker:
     def warm_up(self) -> None:
         """Start the quick forkserver and wait for it (the full one warms up afterwards)."""
         start_worker_metrics(self.settings)
-        self.quick, self.full = warm_servers(self.settings)
+        self.quick, self.full = take_servers(self.settings)
         self.quick.wait()
 
     def finish_warm_up(self, done: Callable[[float], None]) -> None:
