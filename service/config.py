@@ -224,6 +224,13 @@ class Settings(BaseSettings):
         "Postgres pooler in transaction mode, where LISTEN does not work).",
     )
 
+    event_listen: bool = Field(
+        True,
+        description="Each API process listens for job events as they commit (Postgres LISTEN, "
+        "SQLite commit watch), so an event stream passes them on at once; false: streams look "
+        "every 0.25 s (e.g. behind a Postgres pooler in transaction mode).",
+    )
+
     onnx_cache_bytes: int = Field(
         64 * MiB, ge=0, description="Exported ONNX models kept in memory per API process."
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -23,6 +23,7 @@ from service.errors import problem
 from service.exception_handlers import install_error_handlers, problem_response
 from service.http_observability import install_observability
 from service.jobs import service as jobs_service
+from service.jobs.event_signal import EventSignal
 from service.jobs.gauges import JobGauges
 from service.jobs.router import router as jobs_router
 from service.jobs.service import ModelCache, dataset_in_use, queue_import
@@ -68,6 +69,23 @@ TAGS = [
 ]
 
 
+def _listen(app: FastAPI, settings: Settings) -> Callable[[], None]:
+    """Hear other processes' commits: alias moves (the served-version cache) and job events
+    (the event streams). Returns what stops both."""
+    app.state.served_versions = served = ServedVersions(settings.alias_cache_seconds)
+    if settings.alias_listen:
+        served.listen(settings)
+    app.state.event_signal = signal = EventSignal()
+    if settings.event_listen:
+        signal.listen(settings)
+
+    def stop() -> None:
+        served.close()
+        signal.close()
+
+    return stop
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     import_plugins(settings.plugins)  # before any spec is validated or the OpenAPI is built
@@ -79,9 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.db = db
         app.state.key_verifier = KeyVerifier(settings.key_cache_seconds)
         app.state.model_cache = ModelCache()
-        app.state.served_versions = served = ServedVersions(settings.alias_cache_seconds)
-        if settings.alias_listen:
-            served.listen(settings)
+        stop_listening = _listen(app, settings)
         app.state.scratch = ScratchSpace(settings.tmp_dir)
         isolated.prewarm()
         if settings.auth == "disabled":
@@ -93,7 +109,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
-            served.close()
+            stop_listening()
             app.state.scratch.close()
             db.dispose()
 

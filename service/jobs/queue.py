@@ -32,6 +32,8 @@ from service.jobs.models import (
 )
 
 NOTIFY_CHANNEL = "ridgeline_jobs"
+#: What a transaction that adds job events notifies: the API's event streams listen.
+EVENTS_CHANNEL = "ridgeline_job_events"
 
 # Within a priority, the tenant with the fewest running jobs goes first, then the oldest job:
 # one tenant's burst queues behind its own running work, not ahead of other tenants.
@@ -95,7 +97,9 @@ def db_now_plus(session: Session, seconds: float) -> ColumnElement[Any]:
 
 
 def add_event(session: Session, job_id: uuid.UUID, attempt: int, kind: str, /, **data: Any) -> None:
+    """Add a job event; the API's event streams hear of it when this transaction commits."""
     session.execute(insert(JobEvent).values(job_id=job_id, attempt=attempt, kind=kind, data=data))
+    watch.notify(session, EVENTS_CHANNEL)
 
 
 def notify(session: Session) -> None:

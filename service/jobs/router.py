@@ -26,6 +26,7 @@ from service.deps import (
 from service.errors import NotFound
 from service.ids import parse_id
 from service.jobs import service, serving
+from service.jobs.event_signal import EventSignal
 from service.jobs.models import TERMINAL, Job
 from service.jobs.schemas import (
     EpochRead,
@@ -240,6 +241,7 @@ async def job_events(
     job = await anyio.to_thread.run_sync(lambda: _load_job(db, principal, job_id))
     after = last_event_id
     recheck = max(db.settings.key_cache_seconds, EVENT_POLL_SECONDS)
+    signal: EventSignal = request.app.state.event_signal
 
     async def stream() -> Any:
         nonlocal after
@@ -251,6 +253,7 @@ async def job_events(
                     yield ": the credential was revoked or signed out; the stream ends\n\n"
                     return
                 checked = time.monotonic()
+            seen = signal.generation
             events, status_now = await anyio.to_thread.run_sync(
                 service.events_after, db, job.id, after
             )
@@ -269,7 +272,7 @@ async def job_events(
                 if idle >= KEEPALIVE_SECONDS:
                     idle = 0.0
                     yield ": keep-alive\n\n"
-                await anyio.sleep(EVENT_POLL_SECONDS)
+                await signal.wait(seen, EVENT_POLL_SECONDS)
 
     return StreamingResponse(
         stream(),

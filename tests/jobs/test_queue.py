@@ -17,7 +17,9 @@ from service.datasets.models import Dataset
 from service.db import Database, utcnow
 from service.jobs import queue
 from service.jobs import service as jobs_service
+from service.jobs.event_signal import EventSignal
 from service.jobs.models import FAILED, QUEUED, RUNNING, SUCCEEDED, Job, JobAttempt
+from tests.support import wait_for
 
 
 @pytest.fixture
@@ -199,3 +201,27 @@ def test_the_status_poll_reads_a_job_with_its_attempts_in_order(
     with db.transaction(write=False) as session:
         by_job = jobs_service.attempts_of_jobs(session, [job_id, untried_id])
     assert [a.outcome for a in by_job[job_id]] == ["lost", SUCCEEDED] and by_job[untried_id] == []
+
+
+def test_a_job_event_wakes_the_api_event_streams(db: Database, empty_queue: uuid.UUID) -> None:
+    """An event committed by another process wakes a waiting stream (it waits 60 s otherwise)."""
+    job_id = _job(db, empty_queue)
+    signal = EventSignal()
+    signal.listen(db.settings)
+    try:
+        wait_for(lambda: signal.generation > 0, timeout=10, message="the watcher's first look")
+        seen = signal.generation
+
+        def add_event() -> None:
+            with db.transaction() as session:
+                queue.add_event(session, job_id, 1, "progress", value=0.5)
+
+        async def wait_while_an_event_commits() -> None:
+            waiting = asyncio.create_task(signal.wait(seen, timeout=60))
+            await asyncio.to_thread(add_event)
+            await asyncio.wait_for(waiting, timeout=30)
+
+        asyncio.run(wait_while_an_event_commits())
+        assert signal.generation > seen
+    finally:
+        signal.close()
