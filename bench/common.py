@@ -362,6 +362,22 @@ def upload_csv(client: httpx.Client, path: Path) -> dict[str, Any]:
     return check(response, 201)
 
 
+def follow_job(client: httpx.Client, job_id: str) -> dict[str, Any]:
+    """Wait for a job as a script does: on its event stream, which closes after the terminal
+    status (no polling, so the API takes no CPU from the training child); raise unless it
+    succeeded."""
+    with client.stream("GET", f"/v1/jobs/{job_id}/events", timeout=60) as events:
+        check_status = events.status_code
+        for _ in events.iter_lines():
+            pass
+    if check_status != 200:
+        raise RuntimeError(f"the event stream of job {job_id} answered {check_status}")
+    job = check(client.get(f"/v1/jobs/{job_id}"), 200)
+    if job["status"] != "succeeded":
+        raise RuntimeError(f"job {job_id} ended {job['status']}: {job.get('error')}")
+    return job
+
+
 def wait_job(
     client: httpx.Client, job_id: str, *, interval: float = 0.02, timeout: float = 3600
 ) -> dict[str, Any]:

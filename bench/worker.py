@@ -11,13 +11,13 @@
     (each succeeded at attempt 1, exactly one job_attempts row per job).
     Target: >= 100 jobs/s.
 (c) Overhead on a ~30 s MLP job: started_at -> finished_at over the child's own fit_seconds.
-(d) Overhead per job: POST -> succeeded of a linear job against the same train() in this
-    process (the worker's threads, the table already in memory), the first job on a dataset
-    (the worker's dataset cache fill) and then jobs back to back, once the worker is warm for
-    every kind ((e) measures the warm-up). Targets: back to back <= 1.05 x in-process + 0.1 s;
-    the first job <= 1.2 x. The notes give the worker's phases of an attempt (claim, prepare:
-    the payload and the cache, fork, child, store, reap: the child's exit) and the child's own
-    (setup, threads, load, train; wall and CPU).
+(d) Overhead per job: POST -> succeeded (read from the job's event stream, as a script waits) of
+    a linear job against the same train() in this process (the worker's threads, the table
+    already in memory), the first job on a dataset (the worker's dataset cache fill) and then
+    jobs back to back, once the worker is warm for every kind ((e) measures the warm-up).
+    Targets: back to back <= 1.05 x in-process + 0.1 s; the first job <= 1.2 x. The notes give
+    the worker's phases of an attempt (claim, prepare: the payload and the cache, fork, child,
+    store, reap: the child's exit) and the child's own (setup, threads, load, train; wall, CPU).
 (e) A first job: `ridgeline serve` started on a fresh data dir; from its banner, the README's
     walkthrough (upload the breast cancer CSV, its L1 job) until the job succeeded. Target 5 s.
 """
@@ -469,7 +469,7 @@ def warm_for_every_kind(client: Any) -> bool:
 def job_seconds(client: Any, dataset_id: str) -> tuple[float, dict[str, Any]]:
     started = time.perf_counter()
     job = common.check(client.post("/v1/jobs", json={"dataset_id": dataset_id, **PERJOB_SPEC}), 202)
-    job = common.wait_job(client, job["id"], interval=0.005, timeout=600)
+    job = common.follow_job(client, job["id"])
     return time.perf_counter() - started, job
 
 
