@@ -643,6 +643,10 @@
     initSweepForm();
     initRegister();
     initAliasForm();
+    // Until now a click would have sent these forms the browser's way (a GET of this page).
+    document.querySelectorAll("button[data-scripted]").forEach(function (button) {
+      button.disabled = false;
+    });
   }
 
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init);
