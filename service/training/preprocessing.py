@@ -121,10 +121,32 @@ def _frame(columns: Mapping[str, np.ndarray], schema: Mapping[str, ColumnDtype])
 
 
 def frame_from_table(table: pa.Table, schema: Mapping[str, ColumnDtype]) -> pd.DataFrame:
-    """The training frame: the schema's columns of a table already known to fit the schema."""
-    return _frame(
-        {name: column_values(table.column(name), dt) for name, dt in schema.items()}, schema
-    )
+    """The training frame: the schema's columns of a table already known to fit the schema.
+
+    An all-numeric schema becomes one float block filled column by column from the Arrow
+    chunks: pandas would otherwise copy the columns once more to consolidate them, and every
+    fresh copy of the table costs a training child its first touch of that memory.
+    """
+    if not all(dtype in NUMERIC_DTYPES for dtype in schema.values()):
+        return _frame(
+            {name: column_values(table.column(name), dt) for name, dt in schema.items()}, schema
+        )
+    block = np.empty((table.num_rows, len(schema)), dtype=np.float64, order="F")
+    for j, name in enumerate(schema):
+        _fill_numeric(table.column(name), block[:, j])
+    return pd.DataFrame(block, columns=list(schema), copy=False)
+
+
+def _fill_numeric(column: pa.ChunkedArray, out: np.ndarray) -> None:
+    """``out[:] = column_values(column, "float")`` without the intermediate array."""
+    start = 0
+    for chunk in column.chunks:
+        end = start + len(chunk)
+        out[start:end] = pc.cast(chunk, pa.float64()).to_numpy(zero_copy_only=False)
+        start = end
+    finite = np.isfinite(out)
+    if not finite.all():
+        out[~finite] = np.nan
 
 
 def build_preprocessor(schema: Mapping[str, ColumnDtype], spec: PreprocessingSpec) -> Pipeline:
@@ -177,33 +199,36 @@ def _median_or_zero(values: np.ndarray) -> float:
 
 
 def fit_transform(preprocessor: Pipeline, frame: pd.DataFrame) -> np.ndarray:
-    """``preprocessor.fit_transform(frame)``, with numeric medians computed column by column.
+    """``preprocessor.fit_transform(frame)`` on a frame of the caller's own (it is overwritten).
 
     SimpleImputer's own median sorts a masked copy of the whole matrix (1.3 s of a 1.5 s fit on
     160k x 50); np.median per column gives the same statistics in a tenth of the time. The
-    strategy is set back afterwards, so the fitted pipeline is a plain SimpleImputer("median").
+    numeric branch imputes and scales in place, so fitting makes no two extra copies of the
+    training rows. Strategy and copy are set back afterwards: the fitted pipeline is a plain
+    SimpleImputer("median") and StandardScaler that copy what they transform.
     """
     columns: ColumnTransformer = preprocessor.named_steps["columns"]
-    originals = _median_imputers(columns.transformers)
-    for imputer in originals:
-        imputer.set_params(strategy=_median_or_zero)
+    originals = _numeric_steps(columns.transformers)
+    for step in originals:
+        step.set_params(copy=False)
+        if isinstance(step, SimpleImputer) and step.strategy == "median":
+            step.set_params(strategy=_median_or_zero)
     try:
         return preprocessor.fit_transform(frame)
     finally:
-        # ColumnTransformer fits clones: put the strategy back on those too.
-        for imputer in originals + _median_imputers(getattr(columns, "transformers_", [])):
-            imputer.set_params(strategy="median")
+        # ColumnTransformer fits clones: set those back too.
+        for step in originals + _numeric_steps(getattr(columns, "transformers_", [])):
+            step.set_params(copy=True)
+            if isinstance(step, SimpleImputer) and step.strategy is _median_or_zero:
+                step.set_params(strategy="median")
 
 
-def _median_imputers(transformers: Sequence[tuple[str, Any, Any]]) -> list[SimpleImputer]:
-    """The numeric branch's imputer where it imputes medians (either way it is set)."""
-    found = []
+def _numeric_steps(transformers: Sequence[tuple[str, Any, Any]]) -> list[Any]:
+    """The numeric branch's imputer and scaler, unfitted or fitted."""
     for name, transformer, _ in transformers:
         if name == "num":
-            imputer = transformer.named_steps["impute"]
-            if imputer.strategy in ("median", _median_or_zero):
-                found.append(imputer)
-    return found
+            return [step for _, step in transformer.steps]
+    return []
 
 
 def feature_names_out(preprocessor: Pipeline) -> list[str]:
