@@ -11,7 +11,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
-from service.db import ensure_sqlite_dir
+from service.db import ensure_sqlite_file
 
 if TYPE_CHECKING:
     from service.db import Database
@@ -32,7 +32,7 @@ def alembic_config(database_url: str) -> Config:
 
 
 def upgrade(database_url: str, revision: str = "head") -> None:
-    ensure_sqlite_dir(database_url)
+    ensure_sqlite_file(database_url)
     command.upgrade(alembic_config(database_url), revision)
 
 

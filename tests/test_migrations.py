@@ -50,3 +50,26 @@ def test_models_match_migrations(fresh_url: str) -> None:
         diff = compare_metadata(context, metadata)
     engine.dispose()
     assert diff == []
+
+
+def test_a_new_sqlite_file_gets_large_pages_and_an_old_one_keeps_its_own(tmp_path: Path) -> None:
+    import sqlite3
+
+    from service.db import SQLITE_PAGE_SIZE
+
+    def page_size(path: Path) -> int:
+        connection = sqlite3.connect(path)
+        try:
+            return int(connection.execute("PRAGMA page_size").fetchone()[0])
+        finally:
+            connection.close()
+
+    new = tmp_path / "nested" / "new.db"
+    upgrade(f"sqlite:///{new}")
+    assert page_size(new) == SQLITE_PAGE_SIZE
+
+    old = tmp_path / "old.db"
+    sqlite3.connect(old).execute("CREATE TABLE made_before (id INTEGER)").connection.close()
+    upgrade(f"sqlite:///{old}")
+    assert page_size(old) == 4096
+    assert "made_before" in _tables(f"sqlite:///{old}")
