@@ -136,6 +136,12 @@ def iter_blob(db: Database, blob_id: uuid.UUID, *, verify: bool = True) -> Itera
         raise BlobIntegrityError(f"blob {blob_id} does not match its sha256")
 
 
+def blob_size(db: Database, blob_id: uuid.UUID) -> int:
+    """The byte count recorded at write time, so a reader can size its buffer up front."""
+    with db.transaction(write=False) as session:
+        return session.get_one(Blob, blob_id).size_bytes
+
+
 def read_blob(db: Database, blob_id: uuid.UUID) -> bytes:
     """The whole blob in memory, verified: for artifacts, which are small."""
     return b"".join(iter_blob(db, blob_id))

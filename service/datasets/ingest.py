@@ -282,22 +282,16 @@ class _ColumnAcc:
             self._add_hashes(pd.util.hash_array(values, categorize=False))
 
     def _add_hashes(self, h: np.ndarray) -> None:
-        """Keep the k smallest distinct hashes; sorting only the candidates that can enter."""
+        """Keep the k smallest distinct hashes: only a chunk's k + 1 smallest distinct can enter."""
         if self.saturated:
             h = h[h < self.sketch[-1]]
         if h.size == 0:
             return
         k = self.k
-        if h.size > 4 * k:
-            threshold = np.partition(h, 2 * k)[2 * k]
-            low = h[h <= threshold]
-            if low.size < h.size:
-                distinct = np.unique(low)
-                if distinct.size >= k:  # more than k distinct values: the k smallest are here
-                    self.sketch = np.union1d(self.sketch, distinct)[:k]
-                    self.saturated = True
-                    return
-        merged = np.union1d(self.sketch, h)
+        # k + 1 of them tell whether more than k distinct values have been seen.
+        candidates = _smallest_distinct(h, k + 1)
+        # Two sorted runs: a stable sort (timsort) merges them 4x faster than quicksort sorts.
+        merged = _sorted_distinct(np.concatenate((self.sketch, candidates)), kind="stable")
         if merged.size > k:
             merged = merged[:k]
             self.saturated = True
@@ -321,6 +315,32 @@ class _ColumnAcc:
             max=self.max if numeric else None,
             mean=self.total / self.n_values if numeric else None,
         )
+
+
+def _sorted_distinct(
+    a: np.ndarray, kind: Literal["quicksort", "stable"] = "quicksort"
+) -> np.ndarray:
+    """`a` sorted in place, repeats dropped: np.unique hashes (numpy 2.3+), 15x slower on uint64."""
+    a.sort(kind=kind)
+    if a.size < 2:
+        return a
+    keep = np.empty(a.size, dtype=bool)
+    keep[0] = True
+    np.not_equal(a[1:], a[:-1], out=keep[1:])
+    return a if keep.all() else a[keep]
+
+
+def _smallest_distinct(h: np.ndarray, n: int) -> np.ndarray:
+    """The n smallest distinct values of `h`, sorted (all of them if fewer), sorting few of h."""
+    m = n
+    while m < h.size:
+        # The m smallest, repeats included, hold every distinct value up to the largest of them.
+        distinct = _sorted_distinct(np.partition(h, m - 1)[:m])
+        if distinct.size >= n:
+            return distinct[:n]
+        # Repeats: look as much deeper as their share suggests (few distinct: sort everything).
+        m = max(m + n - distinct.size, m * n // max(distinct.size, 1) * 5 // 4)
+    return _sorted_distinct(h.copy())[:n]
 
 
 def _dtype_of(t: pa.DataType) -> Dtype:

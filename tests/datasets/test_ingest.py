@@ -12,6 +12,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
@@ -263,6 +264,72 @@ def test_n_unique_is_estimated_within_5_percent_beyond_the_cap(tmp_path: Path) -
         assert not stats.n_unique_exact, name
         assert abs(stats.n_unique - truth) / truth < 0.05, (name, stats.n_unique, truth)
     assert col(result, "few").n_unique_exact and col(result, "few").n_unique == len(set(few))
+
+
+def _sketch_chunks(case: str, k: int, seed: int) -> list[np.ndarray]:
+    """Chunks of 64-bit hashes for one sketch case; a pool's values all appear at least once."""
+    rng = np.random.default_rng(seed)
+    pools = {"few": 5, "k - 1": k - 1, "exactly k": k, "k + 1": k + 1}
+    size = pools.get(case, 4 * k + 7)
+    pool = np.unique(rng.integers(0, 2**64 - 1, size + 8, dtype=np.uint64))[:size]
+    rng.shuffle(pool)
+    sizes = [0, 1, k // 2, k, k + 1, 3 * k, 7 * k + 3, 2, 5 * k]
+    chunks = [rng.choice(pool, n) for n in sizes]
+    for kind, times in [("repeats among the smallest", 3), ("a few smallest repeated", 40)]:
+        if case == kind:  # a chunk's k + 1 smallest hashes are fewer distinct ones
+            smallest = np.repeat(np.sort(pool)[: k // 2], times)
+            chunks[6] = rng.permutation(np.concatenate([smallest, chunks[6]]))
+    if case == "saturated, then small chunks":
+        chunks += [rng.choice(pool, n) for n in rng.integers(0, 40, 30)]
+    chunks.insert(int(rng.integers(0, len(chunks))), rng.permutation(pool))
+    return chunks
+
+
+@pytest.mark.parametrize("k", [16, 50, 10_000])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "few",
+        "k - 1",
+        "exactly k",
+        "k + 1",
+        "many",
+        "repeats among the smallest",
+        "a few smallest repeated",
+        "saturated, then small chunks",
+    ],
+)
+def test_the_sketch_holds_exactly_the_k_smallest_distinct_hashes(case: str, k: int) -> None:
+    for seed in range(3):
+        acc = ingest_mod._ColumnAcc("x", "float", unique_cap=k)
+        reference = np.empty(0, dtype=np.uint64)  # every distinct hash so far
+        for i, chunk in enumerate(_sketch_chunks(case, k, seed)):
+            acc._add_hashes(chunk.copy())
+            reference = np.unique(np.concatenate([reference, chunk]))
+            assert np.array_equal(acc.sketch, reference[:k]), (case, k, seed, i)
+            assert acc.saturated == (reference.size > k), (case, k, seed, i)
+        stats = acc.result()
+        assert stats.n_unique_exact == (reference.size <= k)
+        if stats.n_unique_exact:
+            assert stats.n_unique == reference.size
+
+
+def test_the_sketch_of_values_matches_the_hashes_of_their_distinct_values() -> None:
+    """-0.0 and 0.0 are one value; text is hashed by its distinct values; nulls are not values."""
+    rng = np.random.default_rng(11)
+    floats = rng.normal(size=3_000).round(1)  # about 80 distinct values, zeros of both signs
+    floats[::7] = -0.0
+    words = np.array([f"w{i}" for i in rng.integers(0, 500, 3_000)], dtype=object)
+    for dtype, values in [("float", floats), ("categorical", words)]:
+        for k in (16, 10_000):
+            acc = ingest_mod._ColumnAcc("x", dtype, unique_cap=k)  # type: ignore[arg-type]
+            for part in np.array_split(values, 7):
+                acc.update(pa.chunked_array([pa.array([*part, None])]))
+            distinct = np.unique(values + 0.0 if dtype == "float" else values)
+            reference = np.unique(pd.util.hash_array(distinct, categorize=False))
+            assert np.array_equal(acc.sketch, reference[:k]), (dtype, k)
+            assert acc.saturated == (reference.size > k)
+            assert acc.result().n_missing == 7
 
 
 def test_to_dict_is_json_safe_with_infinities(tmp_path: Path) -> None:

@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from service import blobs
 from service.db import Database
+from service.worker import cache as cache_mod
 from service.worker.cache import DatasetCache, read_cached
 
 
@@ -72,3 +74,41 @@ def test_older_parquet_entries_go_and_the_bound_holds(db: Database, tmp_path: Pa
     assert not (root / "old.parquet").exists()
     newer = cache.path_for(db, *second)
     assert newer.exists() and not kept.exists(), "the least recently used entry is evicted"
+
+
+@pytest.mark.parametrize("in_memory", [True, False], ids=["in-memory", "temp-file"])
+def test_a_small_blob_decodes_from_memory_a_big_one_through_a_temp_file_alike(
+    db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, in_memory: bool
+) -> None:
+    table = _table(1_000)
+    blob_id, sha256 = _parquet_blob(db, table, row_group_size=300)
+    if not in_memory:
+        monkeypatch.setattr(cache_mod, "IN_MEMORY_MAX_BYTES", 100)
+    assert read_cached(
+        DatasetCache(tmp_path / "cache", 1 << 30).path_for(db, blob_id, sha256)
+    ).equals(table)
+    assert not list((tmp_path / "cache").glob("stage-*"))
+
+
+@pytest.mark.parametrize(
+    "damage", ["flipped-byte", "flipped-byte-temp-file", "size-short", "size-long"]
+)
+def test_a_damaged_blob_is_refused_before_anything_is_installed(
+    db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, damage: str
+) -> None:
+    blob_id, sha256 = _parquet_blob(db, _table(1_000), row_group_size=300)
+    with db.transaction() as session:
+        blob = session.get_one(blobs.Blob, blob_id)
+        if damage.startswith("flipped-byte"):  # same length: only the sha256 can tell
+            chunk = session.get_one(blobs.BlobChunk, (blob_id, 0))
+            data = bytearray(chunk.data)
+            data[len(data) // 2] ^= 0xFF
+            chunk.data = bytes(data)
+        else:
+            blob.size_bytes += -1 if damage == "size-short" else 1
+    if damage.endswith("temp-file"):
+        monkeypatch.setattr(cache_mod, "IN_MEMORY_MAX_BYTES", 100)
+    root = tmp_path / "cache"
+    with pytest.raises(blobs.BlobIntegrityError):
+        DatasetCache(root, 1 << 30).path_for(db, blob_id, sha256)
+    assert not list(root.iterdir()), "neither a decoded file nor a staging folder is left"
