@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import random
 import re
 import subprocess
@@ -203,10 +204,10 @@ def queue_state(database_url: str) -> dict[str, Any]:
     engine = create_engine(database_url)
     try:
         with engine.connect() as conn:
-            statuses = dict(
+            statuses: dict[str, int] = dict(
                 conn.execute(text("SELECT status, count(*) FROM jobs GROUP BY 1")).all()
             )
-            attempts = dict(
+            attempts: dict[int, int] = dict(
                 conn.execute(text("SELECT attempt, count(*) FROM jobs GROUP BY 1")).all()
             )
             per_job = conn.execute(
@@ -283,6 +284,36 @@ def format_child_phases(phases: dict[str, float]) -> str:
     return "child: " + ", ".join(parts) + f" ms; {phases.get('minor_faults', 0):.0f} minor faults"
 
 
+def cpu_snapshot(server: common.Server, workers: list[common.Worker]) -> dict[str, Any]:
+    """CPU seconds so far: the machine's, and per process of the workers, the API and Postgres.
+
+    Per process so that a difference skips one that ended meanwhile (a retired forkserver's
+    warm-up is not the run's).
+    """
+    forkservers = [pid for w in workers for pid in common.children_of(w.pid)]
+    return {
+        "machine": common.machine_cpu(),
+        "workers' own": {w.pid: common.process_cpu(w.pid, reaped=False) for w in workers},
+        "forkservers' own": {pid: common.process_cpu(pid, reaped=False) for pid in forkservers},
+        "attempt children": {
+            pid: common.process_cpu(pid, own=False)
+            + sum(common.tree_cpu(child) for child in common.children_of(pid))
+            for pid in forkservers
+        },
+        "API": {server.pid: common.tree_cpu(server.pid)},
+        "Postgres": {0: common.named_cpu("postgres")},
+    }
+
+
+def cpu_spent(before: dict[str, Any], after: dict[str, Any]) -> dict[str, float]:
+    """CPU seconds between two snapshots, by part; a process that ended meanwhile is left out."""
+    spent = {"machine": after["machine"] - before["machine"]}
+    for part, now in after.items():
+        if part != "machine":
+            spent[part] = sum(v - before[part].get(pid, 0.0) for pid, v in now.items())
+    return spent
+
+
 def count_done(engine: Any) -> int:
     from sqlalchemy import text
 
@@ -321,6 +352,7 @@ def part_queue(args: argparse.Namespace, work: Path) -> list[Figure]:
                 message="the workers to be ready",
             )
             common.log(f"{NAME}: inserting {n} no-op jobs")
+            cpu_before = cpu_snapshot(server, workers)
             insert_s = insert_noop_jobs(url, dataset["id"], n)
             started = time.perf_counter()
             engine = create_engine(url)
@@ -334,6 +366,7 @@ def part_queue(args: argparse.Namespace, work: Path) -> list[Figure]:
             finally:
                 engine.dispose()
             elapsed = time.perf_counter() - started
+            cpu = cpu_spent(cpu_before, cpu_snapshot(server, workers))
         state = queue_state(url)
         phases = attempt_phases([w.logs() for w in workers])
         inside = child_phases([w.logs() for w in workers])
@@ -348,6 +381,7 @@ def part_queue(args: argparse.Namespace, work: Path) -> list[Figure]:
         and state["max_attempt_rows_per_job"] == 1
     )
     rate = n / elapsed
+    cores = os.cpu_count() or 1
     return [
         Figure(
             NAME,
@@ -369,6 +403,17 @@ def part_queue(args: argparse.Namespace, work: Path) -> list[Figure]:
             note=format_phases(phases)
             + f"; one worker's share of the run: {args.workers / rate * 1000:.1f} ms a job; "
             + format_child_phases(inside),
+        ),
+        Figure(
+            NAME,
+            "CPU of one no-op job, whole machine",
+            cpu["machine"] / n * 1000,
+            "ms",
+            note=f"so at most {cores} cores / {cpu['machine'] / n * 1000:.1f} ms = "
+            f"{cores / (cpu['machine'] / n):.0f} jobs/s on this machine; per job: "
+            + ", ".join(f"{k} {v / n * 1000:.1f}" for k, v in cpu.items() if k != "machine")
+            + f", other {(2 * cpu['machine'] - sum(cpu.values())) / n * 1000:.1f} ms (other: this "
+            "benchmark, which inserted the jobs and counts the finished ones, and the system)",
         ),
         Figure(
             NAME,
