@@ -59,6 +59,14 @@ def col(result: IngestResult, name: str) -> ColumnStats:
     return next(c for c in result.columns if c.name == name)
 
 
+@pytest.fixture(params=["one piece", "many pieces"])
+def pieces(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A quote-free body parses in pieces: one, or many small ones (each a few rows)."""
+    if request.param == "many pieces":
+        monkeypatch.setattr(ingest_mod, "RANGE_BYTES", 256)
+    return str(request.param)
+
+
 def csv_bytes(header: str, rows: list[str], sep: str = ",", eol: str = "\n") -> bytes:
     return (
         eol.join([header.replace(",", sep), *(r.replace(",", sep) for r in rows)]) + eol
@@ -106,7 +114,9 @@ def test_quoted_fields_keep_delimiters_quotes_and_newlines(tmp_path: Path) -> No
 
 
 @pytest.mark.parametrize("eol", [b"\r\n", b"\r", b"\n"])
-def test_bom_line_endings_and_missing_final_newline(tmp_path: Path, eol: bytes) -> None:
+def test_bom_line_endings_and_missing_final_newline(
+    tmp_path: Path, eol: bytes, pieces: str
+) -> None:
     data = b"\xef\xbb\xbfid,score" + eol + b"1,0.5" + eol + b"2,0.25"
     result, table = run(write(tmp_path, "w.csv", data))
     assert [c.name for c in result.columns] == ["id", "score"]
@@ -140,6 +150,50 @@ def test_written_parquet_equals_the_csv_values(tmp_path: Path) -> None:
     assert pq.ParquetFile(tmp_path / "out.parquet").metadata.row_group(0).column(0).compression == (
         "ZSTD"
     )
+
+
+def test_a_quote_free_body_in_pieces_gives_what_the_serial_reader_gives(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = np.random.default_rng(3)
+    rows = [
+        f"{i},{rng.normal():.6f},{'' if i % 11 == 0 else rng.integers(0, 9)},"
+        f"{['red', 'green', 'blue'][i % 3]},{'true' if i % 2 else 'false'}"
+        for i in range(3000)
+    ]
+    src = write(tmp_path, "p.csv", ("id,x,n,color,flag\r\n" + "\r\n".join(rows)).encode())
+    read = ingest_mod._CsvPlan.read_range
+    parsed: list[int] = []
+
+    def counted(plan: ingest_mod._CsvPlan, data: pa.Buffer) -> pa.Table:
+        table = read(plan, data)
+        parsed.append(table.num_rows)
+        return table
+
+    monkeypatch.setattr(ingest_mod._CsvPlan, "read_range", counted)
+    monkeypatch.setattr(ingest_mod, "RANGE_BYTES", 4096)
+    in_pieces, table = run(src)
+    assert len(parsed) > 10 and sum(parsed) == 3000
+
+    monkeypatch.setattr(ingest_mod, "_body_ranges", lambda path: None)
+    serial, serial_table = run(src)
+    assert table.equals(serial_table) and in_pieces == serial
+    assert [c.dtype for c in serial.columns] == [
+        "integer",
+        "float",
+        "integer",
+        "categorical",
+        "boolean",
+    ]
+
+
+def test_a_body_with_a_quote_is_read_serially(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ingest_mod, "RANGE_BYTES", 8)
+    monkeypatch.setattr(ingest_mod._CsvPlan, "read_range", None)  # must not be called
+    result, table = run(write(tmp_path, "q.csv", b'"a","b"\n1,"x\ny"\n2,z\n'))
+    assert result.n_rows == 2 and table.column("b").to_pylist() == ["x\ny", "z"]
 
 
 def test_parquet_types_map_to_the_four_dtypes(tmp_path: Path) -> None:
@@ -180,7 +234,9 @@ def test_parquet_types_map_to_the_four_dtypes(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- whole-file inference
 
 
-def test_types_are_inferred_over_the_whole_file_not_its_first_block(tmp_path: Path) -> None:
+def test_types_are_inferred_over_the_whole_file_not_its_first_block(
+    tmp_path: Path, pieces: str
+) -> None:
     early = ["1,1,,,true,5,2020-01-01"] * 400  # ~12 KiB: many 1 KiB blocks before the surprise
     late = ["2,2.5,3,,false,x,2020-01-02", "3,1,4,word,maybe,6,2020-01-03"]
     header = "int_col,turns_float,null_then_int,null_then_text,bool_then_text,turns_text,day"
@@ -430,7 +486,7 @@ def test_empty_column_name_gives_its_position(tmp_path: Path, header: bytes, whe
     assert "empty column name" in detail and where in detail
 
 
-def test_ragged_row_late_in_the_file_gives_row_and_counts(tmp_path: Path) -> None:
+def test_ragged_row_late_in_the_file_gives_row_and_counts(tmp_path: Path, pieces: str) -> None:
     data = csv_bytes("a,b,c", ["1,2,3"] * 2000 + ["4,5"] + ["1,2,3"] * 10)
     detail = fail(write(tmp_path, "r.csv", data), block_size=SMALL_BLOCK)
     assert "row 2,002" in detail and "2 fields" in detail and "header has 3" in detail
