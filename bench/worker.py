@@ -503,14 +503,6 @@ def in_process_seconds(csv_path: Path, runs: int) -> float:
     return common.median(times[1:])
 
 
-def warm_for_every_kind(client: Any) -> bool:
-    """Whether /readyz says every local worker is ready for every model kind."""
-    workers = common.check(client.get("/readyz"), 200).get("workers", [])
-    return bool(workers) and all(
-        w["state"] == "ready" and not w.get("still_warming") for w in workers
-    )
-
-
 def job_seconds(client: Any, dataset_id: str) -> tuple[float, dict[str, Any]]:
     started = time.perf_counter()
     job = common.check(client.post("/v1/jobs", json={"dataset_id": dataset_id, **PERJOB_SPEC}), 202)
@@ -526,11 +518,7 @@ def part_perjob(args: argparse.Namespace, work: Path) -> list[Figure]:
     env = {"RIDGELINE_LOG_LEVEL": "INFO"}  # the attempts' phases
     server = common.Server(common.sqlite_url(work), work, worker=True, env=env)
     with common.running(server), server.client(server.new_key()) as client:
-        common.warm_up(client, work)
-        # The full forkserver's warm-up beside a job would slow it: (e) measures warm-ups.
-        common.wait_for(
-            lambda: warm_for_every_kind(client), timeout=300, interval=0.1, message="the warm-up"
-        )
+        common.warm_up(client, work)  # and the full forkserver's: (e) measures warm-ups
         dataset = common.upload_csv(client, csv_path)
         common.log(f"{NAME}: per-job overhead, {rows:,} x 50, first job then {n} back to back")
         first, first_job = job_seconds(client, dataset["id"])
