@@ -139,7 +139,8 @@ class AttemptRunner(threading.Thread):
         self.child_phases: dict[str, float] = {}
         self.trainer: str | None = None
         self.dataset_id = uuid.UUID(int=0)
-        # Read with the payload, so that finishing costs no extra round trip (None: not read).
+        # Read with the payload, so that finishing costs no extra round trip.
+        self.payload_read = False
         self.tenant_id: str | None = None
         self.sweep_id: uuid.UUID | None = None
 
@@ -166,7 +167,7 @@ class AttemptRunner(threading.Thread):
         """A trial's end may complete its sweep: rank it and queue the refit."""
         try:
             sweep_id = self.sweep_id
-            if self.tenant_id is None:  # the payload was never read
+            if not self.payload_read:
                 with self.db.transaction(write=False) as session:
                     sweep_id = session.scalar(
                         select(Job.sweep_id).where(Job.id == self.claim.job_id)
@@ -188,6 +189,7 @@ class AttemptRunner(threading.Thread):
             spec, trainer, max_seconds, params = job.spec, job.trainer, job.max_seconds, job.params
             self.trainer, self.dataset_id, self.engine = trainer, dataset.id, job.engine
             self.tenant_id, self.sweep_id = job.tenant_id, job.sweep_id
+            self.payload_read = True
             blob_id = dataset.blob_id
             blob_sha = dataset.blob.sha256 if dataset.blob is not None else None
             # Spark reads the data from its store URI: it never passes through this process.
