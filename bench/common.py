@@ -458,7 +458,7 @@ def wait_warm_for_every_kind(client: httpx.Client) -> None:
 # -- memory -------------------------------------------------------------------------------------
 
 
-def _children(pid: int) -> list[int]:
+def children_of(pid: int) -> list[int]:
     out: list[int] = []
     with contextlib.suppress(OSError):
         for task in os.listdir(f"/proc/{pid}/task"):
@@ -490,15 +490,18 @@ def tree_rss(root: int, *, proportional: bool = False) -> int:
     """Resident bytes of a process and all its descendants (/proc; psutil is not in the venv);
     `proportional`: PSS, shared pages counted once across the tree."""
     measure = process_pss if proportional else process_rss
-    total, stack, seen = 0, [root], set()
+    return sum(measure(pid) for pid in tree_pids(root))
+
+
+def tree_pids(root: int) -> Iterator[int]:
+    """A process and all its live descendants."""
+    stack, seen = [root], set()
     while stack:
         pid = stack.pop()
-        if pid in seen:
-            continue
-        seen.add(pid)
-        total += measure(pid)
-        stack.extend(_children(pid))
-    return total
+        if pid not in seen:
+            seen.add(pid)
+            yield pid
+            stack.extend(children_of(pid))
 
 
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -514,21 +517,9 @@ def process_cpu(pid: int, *, own: bool = True, reaped: bool = True) -> float:
     return sum(int(v) for v in fields[11 if own else 13 : 15 if reaped else 13]) / TICKS
 
 
-def children_of(pid: int) -> list[int]:
-    return _children(pid)
-
-
 def tree_cpu(root: int) -> float:
     """CPU seconds of a process tree: the live processes and every child they have reaped."""
-    total, stack, seen = 0.0, [root], set()
-    while stack:
-        pid = stack.pop()
-        if pid in seen:
-            continue
-        seen.add(pid)
-        total += process_cpu(pid)
-        stack.extend(_children(pid))
-    return total
+    return sum(process_cpu(pid) for pid in tree_pids(root))
 
 
 def named_cpu(name: str) -> float:
