@@ -248,6 +248,7 @@ def test_sign_out_ends_the_session_on_the_server(server: Server) -> None:
         assert again.get("/v1/jobs").status_code == 200
 
 
+@pytest.mark.slow  # waits for the stream's credential recheck, ~12 s
 def test_signing_out_ends_an_open_event_stream(server: Server, worker: Any) -> None:
     from tests.conftest import insert_job
     from tests.hardening.test_security import _stream_until_closed

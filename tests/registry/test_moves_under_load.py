@@ -184,6 +184,7 @@ def long_cache_pair(
             stop_process(api.process)
 
 
+@pytest.mark.slow  # two more API processes, ~20 s per database
 def test_a_move_reaches_every_listening_process(
     server: Server, long_cache_pair: tuple[Server, Server], trained: Trained
 ) -> None:

@@ -14,6 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from service.migrate import upgrade
 from tests.conftest import REPO, cli_env, free_port, stop_process, wait_for
 
@@ -77,6 +79,7 @@ def _ctrl_c(process: subprocess.Popen[str], tmp_path: Path) -> str:
     return (tmp_path / "stderr.txt").read_text()
 
 
+@pytest.mark.slow  # a process held in its warm-up, 8-11 s
 def test_ctrl_c_during_the_workers_warm_up_stops_it_with_one_line(tmp_path: Path) -> None:
     process, forkserver = start_held(["worker"], tmp_path)
     assert alive(forkserver)
@@ -87,6 +90,7 @@ def test_ctrl_c_during_the_workers_warm_up_stops_it_with_one_line(tmp_path: Path
     wait_for(lambda: not alive(forkserver), timeout=10, message="the forkserver to end")
 
 
+@pytest.mark.slow  # a process held in its warm-up, 8-11 s
 def test_ctrl_c_while_serves_worker_warms_up_stops_both_with_one_line(tmp_path: Path) -> None:
     port = free_port()
     process, forkserver = start_held(["serve", "--port", str(port)], tmp_path)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.conftest import free_port, stop_process, upload_tiny, wait_for, wait_for_job
 from tests.worker.test_interrupt import alive, start_held
@@ -21,6 +22,7 @@ def _readyz(base: str) -> dict[str, Any] | None:
     return response.json() if response.status_code == 200 else None
 
 
+@pytest.mark.slow  # a fresh `serve` and a whole warm-up, 15-20 s
 def test_banner_and_readyz_say_the_worker_is_warming_then_ready(tmp_path: Path) -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -58,6 +60,7 @@ def test_banner_and_readyz_say_the_worker_is_warming_then_ready(tmp_path: Path) 
     )
 
 
+@pytest.mark.slow  # a fresh `serve` and a whole warm-up, 15-20 s
 def test_a_linear_job_runs_while_the_mlp_warm_up_goes_on(tmp_path: Path) -> None:
     """The full forkserver (MLP warm-up) is held: a linear job still runs, an MLP job waits."""
     port = free_port()
