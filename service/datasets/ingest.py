@@ -810,13 +810,17 @@ def _ingest_csv(
     for _ in range(4 * len(names) + 4):  # every retry widens a column or grows the block
         try:
             if writing:
-                sink = _Sink(dest, _output_schema(plan), unique_cap, max_rows, sizes.max_cell_bytes)
+
+                def new_sink() -> _Sink:
+                    return _Sink(
+                        dest, _output_schema(plan), unique_cap, max_rows, sizes.max_cell_bytes
+                    )
+
+                sink = new_sink()
                 try:
                     if not _ranges_pass(plan, sink.consume):
                         sink.close()  # the serial pass below finds the row and says what to fix
-                        sink = _Sink(
-                            dest, _output_schema(plan), unique_cap, max_rows, sizes.max_cell_bytes
-                        )
+                        sink = new_sink()
                         _csv_pass(plan, 0, max_rows, sink.consume)
                 finally:
                     sink.close()

@@ -93,10 +93,9 @@ def _finite_or_null(column: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.
 def column_values(column: pa.ChunkedArray | pa.Array, dtype: ColumnDtype) -> np.ndarray:
     """One Arrow column as the numpy array the preprocessor takes (NaN marks missing)."""
     if dtype in NUMERIC_DTYPES:
-        values = pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False)
-        values = np.asarray(values, dtype=np.float64)
-        finite = np.isfinite(values)
-        return values if finite.all() else np.where(finite, values, np.nan)
+        values = np.empty(len(column), dtype=np.float64)
+        _fill_numeric(column, values)
+        return values
     if pa.types.is_dictionary(column.type):
         column = column.cast(column.type.value_type)  # chunks may hold different dictionaries
     if isinstance(column, pa.ChunkedArray):
@@ -137,10 +136,11 @@ def frame_from_table(table: pa.Table, schema: Mapping[str, ColumnDtype]) -> pd.D
     return pd.DataFrame(block, columns=list(schema), copy=False)
 
 
-def _fill_numeric(column: pa.ChunkedArray, out: np.ndarray) -> None:
-    """``out[:] = column_values(column, "float")`` without the intermediate array."""
+def _fill_numeric(column: pa.ChunkedArray | pa.Array, out: np.ndarray) -> None:
+    """A numeric column into `out` as float64, chunk by chunk (no concatenated copy); NaN,
+    infinities and nulls all become NaN."""
     start = 0
-    for chunk in column.chunks:
+    for chunk in column.chunks if isinstance(column, pa.ChunkedArray) else [column]:
         end = start + len(chunk)
         out[start:end] = pc.cast(chunk, pa.float64()).to_numpy(zero_copy_only=False)
         start = end
