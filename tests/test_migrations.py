@@ -73,3 +73,39 @@ def test_a_new_sqlite_file_gets_large_pages_and_an_old_one_keeps_its_own(tmp_pat
     upgrade(f"sqlite:///{old}")
     assert page_size(old) == 4096
     assert "made_before" in _tables(f"sqlite:///{old}")
+
+
+def test_sqlite_commits_leave_the_checkpoint_to_a_thread_of_its_own(tmp_path: Path) -> None:
+    """No commit copies the WAL into the file itself (two fsyncs inside a request); the
+    checkpointer's thread does, soon after."""
+    import sqlite3
+
+    from sqlalchemy import text
+
+    from service.config import Settings
+    from service.db import Database
+    from tests.support import wait_for
+
+    path = tmp_path / "checkpoint.db"
+    db = Database(Settings(database_url=f"sqlite:///{path}", data_dir=tmp_path / "data"))
+    try:
+        with db.engine.connect() as connection:
+            assert connection.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 0
+        with db.transaction() as session:
+            session.execute(text("CREATE TABLE payload (data BLOB)"))
+        before = path.stat().st_size
+        for _ in range(4):  # 8 MiB: SQLite's own checkpoint would have run at 1000 pages
+            with db.transaction() as session:
+                session.execute(text("INSERT INTO payload VALUES (:d)"), {"d": bytes(2 << 20)})
+        wait_for(
+            lambda: path.stat().st_size >= before + (8 << 20),
+            timeout=30,
+            message="the WAL to be copied into the database file",
+        )
+        reader = sqlite3.connect(path)
+        try:
+            assert reader.execute("SELECT count(*) FROM payload").fetchone()[0] == 4
+        finally:
+            reader.close()
+    finally:
+        db.dispose()
