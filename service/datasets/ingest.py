@@ -368,15 +368,22 @@ class _Sink:
         max_rows: int | None,
         max_cell_bytes: int,
     ) -> None:
+        self.dest = dest
         self.schema = schema
         self.max_rows = max_rows
         self.max_cell_bytes = max_cell_bytes
         self.n_rows = 0
         self.accs = [_ColumnAcc(f.name, _dtype_of(f.type), unique_cap) for f in schema]
+        self.writer: pq.ParquetWriter | None = None
+
+    def _open(self, first: pa.Table | None) -> pq.ParquetWriter:
         # Dictionary encoding of float columns almost never pays and costs ~40 % of write time.
-        dictionary = [f.name for f in schema if not pa.types.is_floating(f.type)]
-        self.writer = pq.ParquetWriter(
-            str(dest), schema, compression="zstd", use_dictionary=dictionary
+        dictionary = [f.name for f in self.schema if not pa.types.is_floating(f.type)]
+        return pq.ParquetWriter(
+            str(self.dest),
+            self.schema,
+            compression=_codecs(first, self.schema),
+            use_dictionary=dictionary,
         )
 
     def consume(self, chunk: pa.Table) -> None:
@@ -391,10 +398,39 @@ class _Sink:
         _check_cells(chunk, first_row, self.max_cell_bytes)
         for acc, col in zip(self.accs, chunk.columns, strict=True):
             acc.update(col)
+        if self.writer is None:
+            self.writer = self._open(chunk)
         self.writer.write_table(chunk, row_group_size=max(chunk.num_rows, 1))
 
     def close(self) -> None:
+        if self.writer is None:
+            self.writer = self._open(None)
         self.writer.close()
+
+
+#: A float column is stored uncompressed when zstd saves less than this share of a sample: full
+#: precision floats barely compress, and zstd costs 40 % of the write and doubles the decode.
+MIN_FLOAT_SAVING = 0.1
+CODEC_SAMPLE_BYTES = 64 * 1024
+
+
+def _codecs(first: pa.Table | None, schema: pa.Schema) -> dict[str, str]:
+    """zstd for every column but the float ones whose first chunk shows zstd would not pay."""
+    codecs = dict.fromkeys(schema.names, "zstd")
+    if first is None:
+        return codecs
+    for name, col in zip(first.column_names, first.columns, strict=True):
+        if not pa.types.is_floating(col.type) or not col.num_chunks:
+            continue
+        chunk = col.chunk(0)
+        values = chunk.buffers()[1]
+        if values is None:
+            continue
+        width = chunk.type.byte_width
+        sample = values.slice(chunk.offset * width, min(len(chunk) * width, CODEC_SAMPLE_BYTES))
+        if sample.size and pa.compress(sample, "zstd").size > (1 - MIN_FLOAT_SAVING) * sample.size:
+            codecs[name] = "none"
+    return codecs
 
 
 def _check_cells(chunk: pa.Table, first_row: int, limit: int) -> None:
