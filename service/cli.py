@@ -137,7 +137,9 @@ def _first_key(settings: Settings) -> str | None:
 def _bind(host: str, port: int) -> socket.socket:
     """The listening socket, or a clear exit if the address is taken or not ours to bind."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    listener = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not 0: asyncio turns Nagle off only on connections whose socket names TCP,
+    # and with Nagle a keep-alive response's body waited out the client's delayed ACK (40 ms).
+    listener = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         listener.bind((host, port))

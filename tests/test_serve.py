@@ -132,3 +132,31 @@ def test_auth_disabled_off_loopback_refuses(host: str) -> None:
     )
     assert result.returncode == 2
     assert "loopback" in result.stderr
+
+
+def test_connections_to_the_listener_send_small_writes_at_once() -> None:
+    """Nagle off on accepted connections: with it, a keep-alive response's body waited for the
+    client's delayed ACK, 40 ms on every request after a connection's first."""
+    import asyncio
+
+    from service.cli import _bind
+
+    listener = _bind("127.0.0.1", 0)
+    seen: list[int] = []
+
+    async def main() -> None:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            sock = writer.get_extra_info("socket")
+            seen.append(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            writer.close()
+
+        server = await asyncio.start_server(handle, sock=listener)
+        async with server:
+            port = listener.getsockname()[1]
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            while not seen:
+                await asyncio.sleep(0.01)
+            writer.close()
+
+    asyncio.run(asyncio.wait_for(main(), timeout=30))
+    assert seen and seen[0] != 0
