@@ -24,6 +24,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -44,6 +45,7 @@ from service.training.results import (
     GeneralizationGap,
     Intercept,
     PathPoint,
+    SplitMetrics,
     WeightStats,
 )
 from service.training.spec import Penalty, Task, TrainingSpec
@@ -145,11 +147,17 @@ def _penalty(spec: TrainingSpec) -> tuple[Penalty, float]:
 
 
 def _scores(eta: np.ndarray, task: Task) -> np.ndarray:
-    """Predictions from linear predictors: binary probabilities (n, 2), or values."""
+    """Predictions from linear predictors: the positive class's probabilities (n,), or values."""
     if task == "regression":
         return eta
-    p1 = 0.5 * (1.0 + np.tanh(0.5 * eta))  # the logistic function without overflow
-    return np.column_stack([1.0 - p1, p1])
+    return 0.5 * (1.0 + np.tanh(0.5 * eta))  # the logistic function without overflow
+
+
+def _split_metrics(y: np.ndarray, scores: np.ndarray, task: Task) -> SplitMetrics | None:
+    """A split's metrics from class probabilities (n, k), binary ones as p1 (n,), or values."""
+    if task == "classification" and scores.ndim == 1:
+        return M.binary_classification_metrics(y, scores)
+    return split_metrics(y, scores, task)
 
 
 def fit_path(
@@ -161,6 +169,7 @@ def fit_path(
     on_progress: Callable[[float], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     max_classes: int = 100,
+    n_jobs: int = 1,
 ) -> list[dict[str, Any]]:
     """Fit the spec's linear model at every strength, warm-started from strongest to weakest.
 
@@ -168,6 +177,7 @@ def fit_path(
     final (train and validation metrics as train() reports them), weights, coefficients,
     intercepts, n_iter, converged, fit_seconds (that strength's solve), n_train and engine.
     ``split`` replaces the spec's validation split as in train(); the test rows stay unused.
+    ``n_jobs`` threads score the points once the path is solved.
     """
     penalty, l1_ratio = _penalty(spec)
     path = _check_strengths(strengths)
@@ -204,18 +214,14 @@ def fit_path(
         engine = "glum GeneralizedLinearRegressor alpha_search"
 
     names = feature_names_out(preprocessor)
-    points = [
-        _point(
-            fit,
-            strength,
-            (penalty, l1_ratio, engine),
-            prepared.classes,
-            names,
-            (y_train, y_val),
-            task,
-        )
-        for strength, fit in zip(path, fits, strict=True)
-    ]
+
+    def point(strength: float, fit: _PathPoint) -> PathPoint:
+        how = (penalty, l1_ratio, engine)
+        return _point(fit, strength, how, prepared.classes, names, (y_train, y_val), task)
+
+    # Scoring is mostly numpy sorts, which release the GIL: n_jobs threads halve its time.
+    with ThreadPoolExecutor(max(1, n_jobs), thread_name_prefix="path-scores") as pool:
+        points = list(pool.map(point, path, fits))
     run.progress(1.0)
     return [point.to_json() for point in points]
 
@@ -233,9 +239,9 @@ def _point(
     penalty, l1_ratio, engine = how
     y_train, y_val = ys
     labels = None if classes is None else [classes[c] for c in fit.classes]
-    final = FinalMetrics(train=split_metrics(y_train, fit.train_scores, task))
+    final = FinalMetrics(train=_split_metrics(y_train, fit.train_scores, task))
     if fit.val_scores is not None:
-        final.validation = split_metrics(y_val, fit.val_scores, task)
+        final.validation = _split_metrics(y_val, fit.val_scores, task)
     gap = M.generalization_gap(task, final.train, final.validation)
     return PathPoint(
         strength=strength,

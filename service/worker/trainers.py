@@ -112,6 +112,7 @@ def sweep_path(
         payload["params"]["strengths"],
         split=splits.splits[fold],
         on_progress=reporter.progress,
+        n_jobs=int(payload["threads"]),
     )
     metrics = PathMetrics.model_validate({"fold": fold, "path": path})
     return TrainerOutput(result={"metrics": metrics.to_json()}, artifact=None)

@@ -14,7 +14,11 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from service.training.metrics import calibration, classification_metrics
+from service.training.metrics import (
+    binary_classification_metrics,
+    calibration,
+    classification_metrics,
+)
 
 
 def test_classification_metrics_match_sklearn_on_awkward_inputs() -> None:
@@ -48,6 +52,22 @@ def test_classification_metrics_match_sklearn_on_awkward_inputs() -> None:
             assert got[key] == pytest.approx(value, abs=1e-12), (trial, key)
         assert got["loss"] == got["log_loss"] and got["n"] == n
     assert classification_metrics(np.zeros(0, dtype=int), np.zeros((0, 2))) is None
+
+
+def test_binary_metrics_from_p1_equal_the_two_column_ones() -> None:
+    """A path's shortcut: the same numbers, to the bit, as from [1 - p1, p1]."""
+    rng = np.random.default_rng(1)
+    for trial in range(60):
+        n = int(rng.integers(1, 3000))
+        y = rng.integers(0, 2 if trial % 7 else 1, n)  # some trials hold one class only
+        p1 = 0.5 * (1.0 + np.tanh(0.5 * rng.normal(0, 3, n)))
+        if trial % 3 == 0:
+            p1 = np.round(p1, 2)  # ties, and exact 0.5s (the first column wins them)
+        if trial % 5 == 0:
+            p1[: n // 2] = 1.0  # certain predictions, clipped in the log-loss
+        got = binary_classification_metrics(y, p1)
+        assert got == classification_metrics(y, np.column_stack([1.0 - p1, p1])), trial
+    assert binary_classification_metrics(np.zeros(0, dtype=int), np.zeros(0)) is None
 
 
 def test_calibration_slope_of_shrunk_and_stretched_predictions() -> None:
