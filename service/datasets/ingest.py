@@ -17,7 +17,7 @@ import os
 import re
 import unicodedata
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -375,6 +375,9 @@ class _Sink:
         self.n_rows = 0
         self.accs = [_ColumnAcc(f.name, _dtype_of(f.type), unique_cap) for f in schema]
         self.writer: pq.ParquetWriter | None = None
+        # A chunk's Parquet write (GIL released) runs while its stats fold in on this thread.
+        self._writes = ThreadPoolExecutor(1, thread_name_prefix="parquet-write")
+        self._writing: Future[None] | None = None
 
     def _open(self, first: pa.Table | None) -> pq.ParquetWriter:
         # Dictionary encoding of float columns almost never pays and costs ~40 % of write time.
@@ -396,16 +399,29 @@ class _Sink:
         if chunk.schema != self.schema:
             chunk = chunk.cast(self.schema)
         _check_cells(chunk, first_row, self.max_cell_bytes)
-        for acc, col in zip(self.accs, chunk.columns, strict=True):
-            acc.update(col)
+        self._written()
         if self.writer is None:
             self.writer = self._open(chunk)
-        self.writer.write_table(chunk, row_group_size=max(chunk.num_rows, 1))
+        self._writing = self._writes.submit(
+            self.writer.write_table, chunk, row_group_size=max(chunk.num_rows, 1)
+        )
+        for acc, col in zip(self.accs, chunk.columns, strict=True):
+            acc.update(col)
+
+    def _written(self) -> None:
+        """Wait for the chunk being written; its error, if any, is raised here."""
+        writing, self._writing = self._writing, None
+        if writing is not None:
+            writing.result()
 
     def close(self) -> None:
-        if self.writer is None:
-            self.writer = self._open(None)
-        self.writer.close()
+        try:
+            self._written()
+        finally:
+            self._writes.shutdown()
+            if self.writer is None:
+                self.writer = self._open(None)
+            self.writer.close()
 
 
 #: A float column is stored uncompressed when zstd saves less than this share of a sample: full
