@@ -48,7 +48,11 @@ LOG_LOSS_SLACK = 0.001
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rows", type=int, help="Rows (default 200,000; --quick 20,000).")
     parser.add_argument(
-        "--repeat", type=int, default=1, help="Rounds per figure; the best of each side counts."
+        "--repeat",
+        type=int,
+        default=3,
+        help="Rounds per figure, the two sides alternating; the best of each side counts (one "
+        "round is a coin toss on a shared 2-core VM, whose speed moves by 1.5x).",
     )
     parser.add_argument(
         "--figures",
