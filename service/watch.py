@@ -66,18 +66,13 @@ class Watcher(threading.Thread):
     """A daemon thread that hears other processes' commits; while it runs, this process's own
     commits that notify its channel reach ``on_change`` too."""
 
-    def __init__(
-        self, name: str, channel: str | None, on_change: OnChange, stop: threading.Event
-    ) -> None:
+    def __init__(self, name: str, channel: str, on_change: OnChange, stop: threading.Event) -> None:
         super().__init__(name=name, daemon=True)
         self.channel = channel
         self.on_change = on_change
         self.stop = stop
 
     def run(self) -> None:
-        if self.channel is None:
-            self.watch()
-            return
         with _local_lock:
             _local.setdefault(self.channel, []).append(self.on_change)
         try:
@@ -123,14 +118,9 @@ class SqliteCommitWatcher(Watcher):
     """
 
     def __init__(
-        self,
-        database_url: str,
-        on_change: OnChange,
-        stop: threading.Event,
-        *,
-        channel: str | None = None,
+        self, database_url: str, channel: str, on_change: OnChange, stop: threading.Event
     ) -> None:
-        super().__init__("sqlite-watch", channel, on_change, stop)
+        super().__init__(f"sqlite-watch-{channel}", channel, on_change, stop)
         self.path = make_url(database_url).database or ""
 
     def watch(self) -> None:
@@ -156,7 +146,7 @@ def start_watcher(
     this process's own commits that notify ``channel`` too, until ``stop`` is set."""
     watcher: Watcher
     if settings.is_sqlite:
-        watcher = SqliteCommitWatcher(settings.database_url, on_change, stop, channel=channel)
+        watcher = SqliteCommitWatcher(settings.database_url, channel, on_change, stop)
     else:
         watcher = PostgresListener(settings.database_url, channel, on_change, stop)
     watcher.start()

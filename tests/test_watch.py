@@ -23,7 +23,7 @@ def test_notifying_commits_reach_this_process_at_once(tmp_path: Path) -> None:
         looked.set()
 
     stop = threading.Event()
-    watcher = SqliteCommitWatcher(url, on_change, stop, channel="moves")
+    watcher = SqliteCommitWatcher(url, "moves", on_change, stop)
     watcher.start()
     try:
         assert looked.wait(5), "the watcher's first look calls on_change once it listens"

@@ -161,12 +161,7 @@ def classification_metrics(y: np.ndarray, proba: np.ndarray) -> dict[str, Any] |
     k = proba.shape[1]
     pred = proba.argmax(axis=1)
     cm = np.bincount(y * k + pred, minlength=k * k).reshape(k, k)  # rows: truth, cols: predicted
-    eps = np.finfo(np.float64).eps
-    p_true = np.clip(proba[np.arange(n), y], eps, 1 - eps)
-    auc = None
-    if k == 2 and (cm.sum(axis=1) > 0).all():
-        auc = _binary_roc_auc(y == 1, proba[:, 1])
-    return confusion_metrics(cm, float(-np.log(p_true).mean()), auc)
+    return _scored(y, cm, proba[np.arange(n), y], proba[:, 1] if k == 2 else None)
 
 
 def binary_classification_metrics(y: np.ndarray, p1: np.ndarray) -> dict[str, Any] | None:
@@ -177,13 +172,22 @@ def binary_classification_metrics(y: np.ndarray, p1: np.ndarray) -> dict[str, An
         return None
     p1 = np.asarray(p1, dtype=np.float64)
     p0 = 1.0 - p1
-    positive = y == 1
     predicted = p1 > p0  # argmax's choice: the first column wins a tie
     cm = np.bincount(y * 2 + predicted, minlength=4).reshape(2, 2)
+    return _scored(y, cm, np.where(y == 1, p1, p0), p1)
+
+
+def _scored(
+    y: np.ndarray, cm: np.ndarray, p_true: np.ndarray, p1: np.ndarray | None
+) -> dict[str, Any] | None:
+    """The metrics from the confusion matrix, each row's probability of its true class, and
+    (binary) the positive class's: log-loss clipped to [eps, 1-eps], AUC when both classes occur."""
     eps = np.finfo(np.float64).eps
-    p_true = np.clip(np.where(positive, p1, p0), eps, 1 - eps)
-    auc = _binary_roc_auc(positive, p1) if (cm.sum(axis=1) > 0).all() else None
-    return confusion_metrics(cm, float(-np.log(p_true).mean()), auc)
+    log_loss = float(-np.log(np.clip(p_true, eps, 1 - eps)).mean())
+    auc = None
+    if p1 is not None and (cm.sum(axis=1) > 0).all():
+        auc = _binary_roc_auc(y == 1, p1)
+    return confusion_metrics(cm, log_loss, auc)
 
 
 def confusion_metrics(

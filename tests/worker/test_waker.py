@@ -15,7 +15,7 @@ def test_a_commit_elsewhere_wakes_the_worker(tmp_path: Path) -> None:
     writer.execute("PRAGMA journal_mode=WAL")
     writer.execute("CREATE TABLE jobs (id INTEGER PRIMARY KEY)")
     wake, stop = threading.Event(), threading.Event()
-    waker = SqliteCommitWatcher(f"sqlite:///{path}", wake.set, stop)
+    waker = SqliteCommitWatcher(f"sqlite:///{path}", "jobs", wake.set, stop)
     waker.start()
     try:
         assert wake.wait(5), "the first look sets the event (anything queued before it started)"
