@@ -190,12 +190,9 @@ def fit_path(
     run.progress(0.05)
 
     preprocessor = build_preprocessor(prepared.schema, spec.preprocessing)
-    X_train = fit_transform(preprocessor, prepared.frame.iloc[split_.train])
-    X_val = (
-        preprocessor.transform(prepared.frame.iloc[split_.validation])
-        if len(split_.validation)
-        else None
-    )
+    train_frame, val_frame = prepared.frames(split_.train, split_.validation)
+    X_train = fit_transform(preprocessor, train_frame)
+    X_val = preprocessor.transform(val_frame) if len(val_frame) else None
     y_train, y_val = prepared.y[split_.train], prepared.y[split_.validation]
     run.check("after preprocessing")
     run.progress(0.1)

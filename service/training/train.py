@@ -31,7 +31,7 @@ from service.training.preprocessing import (
     column_values,
     feature_names_out,
     fit_transform,
-    frame_from_table,
+    frames_from_table,
     summarize_table,
 )
 from service.training.resolve import resolve_spec, split_sizes
@@ -92,12 +92,12 @@ class SplitIndices:
 
 @dataclass
 class Prepared:
-    """A table made ready to fit: resolved spec, typed frame, encoded target and the split."""
+    """A table made ready to fit: resolved spec, the rows with a target, encoded target, split."""
 
     resolved: ResolvedSpec
     schema: dict[str, ColumnDtype]
     target_dtype: ColumnDtype
-    frame: pd.DataFrame
+    table: pa.Table
     y: np.ndarray
     classes: list[Any] | None
     split: SplitIndices
@@ -107,6 +107,10 @@ class Prepared:
     @property
     def n_classes(self) -> int:
         return len(self.classes) if self.classes is not None else 0
+
+    def frames(self, *row_sets: np.ndarray) -> list[pd.DataFrame]:
+        """The feature frames of these rows (of `y`'s numbering), each built from the table."""
+        return frames_from_table(self.table, self.schema, row_sets)
 
 
 @dataclass
@@ -355,7 +359,7 @@ def prepare(
         resolved=target.resolved,
         schema=target.schema,
         target_dtype=target.target_dtype,
-        frame=frame_from_table(target.table, target.schema),
+        table=target.table,
         y=y,
         classes=target.classes,
         split=split_,
@@ -445,15 +449,11 @@ def _refit_share(
     spec: TrainingSpec, prepared: Prepared, rows: np.ndarray, hooks: FitHooks
 ) -> tuple[Fitted, SplitMetrics | None, SplitMetrics | None]:
     """Preprocess and fit on these training rows; score them and the whole validation split."""
-    task, y, frame, val = (
-        prepared.resolved.task,
-        prepared.y,
-        prepared.frame,
-        prepared.split.validation,
-    )
+    task, y, val = prepared.resolved.task, prepared.y, prepared.split.validation
     preprocessor = build_preprocessor(prepared.schema, spec.preprocessing)
-    X_sub = fit_transform(preprocessor, frame.iloc[rows])
-    X_val = preprocessor.transform(frame.iloc[val])
+    frame_sub, frame_val = prepared.frames(rows, val)
+    X_sub = fit_transform(preprocessor, frame_sub)
+    X_val = preprocessor.transform(frame_val)
     names = feature_names_out(preprocessor)
     fitted = _fit(
         spec, FitData(task, X_sub, y[rows], X_val, y[val], prepared.classes, names), hooks
@@ -539,21 +539,22 @@ class _Matrices:
 
 def _matrices(prepared: Prepared, spec: TrainingSpec) -> _Matrices:
     """Fit the preprocessing on the training rows only and transform every split with it."""
-    frame, y, split = prepared.frame, prepared.y, prepared.split
+    y, split = prepared.y, prepared.split
     preprocessor = build_preprocessor(prepared.schema, spec.preprocessing)
-    X_train = fit_transform(preprocessor, frame.iloc[split.train])
+    train_frame, val_frame, test_frame = prepared.frames(split.train, split.validation, split.test)
+    X_train = fit_transform(preprocessor, train_frame)
 
-    def transformed(rows: np.ndarray) -> np.ndarray | None:
-        return preprocessor.transform(frame.iloc[rows]) if len(rows) else None
+    def transformed(frame: pd.DataFrame) -> np.ndarray | None:
+        return preprocessor.transform(frame) if len(frame) else None
 
     return _Matrices(
         preprocessor=preprocessor,
         names=feature_names_out(preprocessor),
         X_train=X_train,
         y_train=y[split.train],
-        X_val=transformed(split.validation),
+        X_val=transformed(val_frame),
         y_val=y[split.validation],
-        X_test=transformed(split.test),
+        X_test=transformed(test_frame),
         y_test=y[split.test],
     )
 

@@ -28,7 +28,7 @@ REFERENCE_TOL = 1e-10
 def train_split(table: pa.Table, s: TrainingSpec) -> tuple[np.ndarray, np.ndarray]:
     prepared = prepare(table, s)
     X = build_preprocessor(prepared.schema, s.preprocessing).fit_transform(
-        prepared.frame.iloc[prepared.split.train]
+        prepared.frames(prepared.split.train)[0]
     )
     return X, prepared.y[prepared.split.train]
 

@@ -177,13 +177,16 @@ def test_mlp_native_params_rebuild_the_fitted_estimator(task: str) -> None:
     prepared = prepare(table, s)
     split = prepared.split
     preprocessor = build_preprocessor(prepared.schema, s.preprocessing)
-    X = fit_transform(preprocessor, prepared.frame.iloc[split.train])
-    X_val = preprocessor.transform(prepared.frame.iloc[split.validation])
+    frame, frame_val, frame_all = prepared.frames(
+        split.train, split.validation, np.arange(len(prepared.y))
+    )
+    X = fit_transform(preprocessor, frame)
+    X_val = preprocessor.transform(frame_val)
     rebuilt = registry.get(s.model.kind).estimator_from_native(native)
     rebuilt.fit(X, prepared.y[split.train], X_val, prepared.y[split.validation])
 
     job_model = load_artifact(result.artifact).estimator
-    X_all = preprocessor.transform(prepared.frame)
+    X_all = preprocessor.transform(frame_all)
     if task == "classification":
         np.testing.assert_array_equal(rebuilt.predict_proba(X_all), job_model.predict_proba(X_all))
     else:

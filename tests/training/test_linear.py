@@ -23,7 +23,7 @@ def direct_fit(
     """Refit scikit-learn directly from the echoed params on the same preprocessed train split."""
     prepared = prepare(table, s)
     X = build_preprocessor(prepared.schema, s.preprocessing).fit_transform(
-        prepared.frame.iloc[prepared.split.train]
+        prepared.frames(prepared.split.train)[0]
     )
     y = prepared.y[prepared.split.train]
     native = result.native_params

@@ -32,9 +32,7 @@ def reference_coef(
     )
     prepared = prepare(table, s, split=split)
     rows = prepared.split.train
-    X = build_preprocessor(prepared.schema, s.preprocessing).fit_transform(
-        prepared.frame.iloc[rows]
-    )
+    X = build_preprocessor(prepared.schema, s.preprocessing).fit_transform(prepared.frames(rows)[0])
     kind = registry.kind_of(s)
     native = kind.native_params(s, prepared.resolved.task, len(rows))
     model = kind.estimator_from_native(native)
@@ -119,9 +117,7 @@ def test_l1_path_satisfies_the_optimality_conditions_and_grows_denser() -> None:
     path = fit_path(table, s, strengths)
     prepared = prepare(table, s)
     rows = prepared.split.train
-    X = build_preprocessor(prepared.schema, s.preprocessing).fit_transform(
-        prepared.frame.iloc[rows]
-    )
+    X = build_preprocessor(prepared.schema, s.preprocessing).fit_transform(prepared.frames(rows)[0])
     y = prepared.y[rows]
     for point in path:
         w, b, strength = values(point), point["intercepts"][0]["value"], point["strength"]

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pytest
 
 from service.training.errors import SpecError, TrainingCancelled
-from service.training.preprocessing import summarize_table
+from service.training.preprocessing import frame_from_table, frames_from_table, summarize_table
 from service.training.train import prepare, split_indices, train
 from tests.training.helpers import breast_cancer, diabetes, mixed_table, spec
 
@@ -182,3 +182,29 @@ def test_regression_task_and_metrics_units() -> None:
     train_m = result.metrics["final"]["train"]
     assert train_m["loss"] == pytest.approx(0.5 * train_m["rmse"] ** 2)
     assert result.native_params["estimator"] == "Ridge"
+
+
+@pytest.mark.parametrize("with_categorical", [False, True])
+def test_split_frames_hold_the_same_values_as_the_whole_frames_rows(with_categorical: bool) -> None:
+    table = mixed_table(300)
+    x = table.column("x").to_numpy().copy()
+    x[[3, 50]] = [np.nan, np.inf]
+    table = table.set_column(0, "x", pa.array(x)).set_column(
+        1, "k", pa.chunked_array([table.column("k")[:100], [None] * 1, table.column("k")[101:]])
+    )
+    schema: dict[str, Any] = {"x": "float", "k": "integer", "b": "boolean"}
+    if with_categorical:
+        schema["color"] = "categorical"
+    rows = [np.array([299, 0, 3, 50, 100]), np.arange(0, 300, 7), np.array([], dtype=np.int64)]
+
+    frames = frames_from_table(table, schema, rows)
+
+    whole = frame_from_table(table, schema)
+    for frame, picked in zip(frames, rows, strict=True):
+        pd.testing.assert_frame_equal(frame, whole.iloc[picked].reset_index(drop=True))
+    first = frames[0]
+    assert np.isnan(first["x"].iloc[2]) and np.isnan(first["x"].iloc[3])  # NaN and inf: missing
+    assert np.isnan(first["k"].iloc[4])  # the null in the second chunk
+    assert first["k"].iloc[0] == table.column("k")[299].as_py()
+    if with_categorical:
+        assert first["color"].tolist() == [table.column("color")[i].as_py() for i in rows[0]]
