@@ -20,7 +20,7 @@ from service.training.engines.spark_linear import (
     fit_on_spark,
     split_of,
 )
-from service.training.preprocessing import frame_from_table
+from service.training.preprocessing import frames_from_table
 from service.training.spec import TrainingSpec
 from service.training.train import train as train_locally
 
@@ -216,7 +216,8 @@ def test_rebuilt_pipeline_predicts_as_spark(spark: Any, tmp_path: Path, target: 
     rows = spark_out.collect()
     inputs = _validation_inputs(spark, uri, spec, features)
     loaded = load_artifact(result.artifact)
-    X = frame_from_table(pa.Table.from_pandas(inputs), loaded.feature_schema)
+    table = pa.Table.from_pandas(inputs)
+    (X,) = frames_from_table(table, loaded.feature_schema, [np.arange(table.num_rows)])
     pipeline = fit.pipeline
     truth = np.array([r["_rl_label"] for r in rows])
     if target == "label":
