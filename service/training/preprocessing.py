@@ -138,7 +138,8 @@ def frames_from_table(
     for j, name in enumerate(schema):
         _fill_numeric(table.column(name), buffer)
         for block, rows in zip(blocks, row_sets, strict=True):
-            np.take(buffer, rows, out=block[:, j])
+            # The rows are the split's own; mode="raise" would first copy `out` to check them.
+            np.take(buffer, rows, out=block[:, j], mode="clip")
     return [pd.DataFrame(block, columns=list(schema), copy=False) for block in blocks]
 
 
