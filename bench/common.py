@@ -378,6 +378,20 @@ def follow_job(client: httpx.Client, job_id: str) -> dict[str, Any]:
     return job
 
 
+def follow_sweep(client: httpx.Client, sweep_id: str) -> dict[str, Any]:
+    """Wait for a sweep on its event stream; the data of its last (terminal) status event."""
+    last: dict[str, Any] = {}
+    with client.stream("GET", f"/v1/sweeps/{sweep_id}/events", timeout=60) as events:
+        if events.status_code != 200:
+            raise RuntimeError(f"sweep {sweep_id}'s event stream answered {events.status_code}")
+        for line in events.iter_lines():
+            if line.startswith("data: "):
+                last = json.loads(line.removeprefix("data: "))
+    if last.get("status") not in TERMINAL:
+        raise RuntimeError(f"the event stream of sweep {sweep_id} closed before it ended")
+    return last
+
+
 def wait_job(
     client: httpx.Client, job_id: str, *, interval: float = 0.02, timeout: float = 3600
 ) -> dict[str, Any]:

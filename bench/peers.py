@@ -4,10 +4,9 @@ The same 200k x 50 CSV (binary target of a noisy logistic model), the same lambd
 standardized, the same 20 % validation rows on both sides (Ridgeline's own deterministic split,
 written out for H2O), H2O-3 with as many threads as Ridgeline's worker child gets. Ridgeline is
 timed through its HTTP API with one embedded worker (SQLite), POST -> succeeded read from the job's
-event stream as a script waits (a sweep: polled every 20 ms); H2O-3 is timed around its blocking
-Python call. Each figure is Ridgeline / H2O (lower is better;
-goal <= 0.7) with the validation log-loss of both, which must agree (Ridgeline no worse by more
-than 0.001) for the linear fits to count.
+or the sweep's event stream as a script waits; H2O-3 is timed around its blocking Python call.
+Each figure is Ridgeline / H2O (lower is better; goal <= 0.7) with the validation log-loss of
+both, which must agree (Ridgeline no worse by more than 0.001) for the linear fits to count.
 
 Needs the `bench` extra (`pip install -e '.[bench]'`: the `h2o` package, which carries H2O-3's jar)
 and a Java runtime; without either the benchmark says so and reports nothing.
@@ -251,16 +250,11 @@ class RidgelineSide:
         }
         started = time.perf_counter()
         sweep = common.check(self.client.post("/v1/sweeps", json=body), 202)
-
-        def done() -> dict[str, Any] | None:
-            found = common.check(self.client.get(f"/v1/sweeps/{sweep['id']}"), 200)
-            return found if found["status"] in common.TERMINAL else None
-
-        sweep = common.wait_for(done, timeout=3600, interval=0.02, message="the sweep to end")
+        ended = common.follow_sweep(self.client, sweep["id"])
         seconds = time.perf_counter() - started
-        if sweep["status"] != "succeeded":
-            raise RuntimeError(f"sweep {sweep['id']} ended {sweep['status']}: {sweep['error']}")
-        best = sweep.get("best") or {}
+        if ended["status"] != "succeeded":
+            raise RuntimeError(f"sweep {sweep['id']} ended {ended['status']}: {ended['error']}")
+        best = ended.get("best") or {}
         return Side(seconds, best.get("cv_mean", best.get("mean")))
 
 

@@ -1,17 +1,30 @@
 """Wakes an API process's event streams when job events commit, in any process, instead of each
-stream waiting out its poll: a script that waits for its job hears the end at once."""
+stream waiting out its poll: a script that waits for its job or sweep hears the end at once. The
+one Server-Sent Events loop both kinds of stream run is here too."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import anyio
+from fastapi import Request
+from fastapi.responses import StreamingResponse
 
 from service.config import Settings
+from service.deps import still_authorized
 from service.jobs.queue import EVENTS_CHANNEL
 from service.watch import start_watcher
+
+#: A stream looks again this often when no commit wakes it (a missed notice costs no more).
+EVENT_POLL_SECONDS = 0.25
+KEEPALIVE_SECONDS = 15.0
+
+#: Frames to send now, and whether the stream has said everything and closes.
+Poll = Callable[[], Awaitable[tuple[list[str], bool]]]
 
 
 class EventSignal:
@@ -56,3 +69,46 @@ class EventSignal:
         finally:
             with self._lock:
                 self._waiting.discard(entry)
+
+
+def frame(kind: str, data: str, event_id: int | None = None) -> str:
+    """One SSE event: its optional id, its kind and its JSON data."""
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    return f"{head}event: {kind}\ndata: {data}\n\n"
+
+
+def event_stream(request: Request, recheck_seconds: float, poll: Poll) -> StreamingResponse:
+    """`poll`'s frames as they come, until it says the end; keep-alives while nothing does, and
+    the stream ends if the credential it was opened with is revoked or signed out."""
+    signal: EventSignal = request.app.state.event_signal
+    recheck = max(recheck_seconds, EVENT_POLL_SECONDS)
+
+    async def stream() -> AsyncIterator[str]:
+        idle = 0.0
+        checked = time.monotonic()
+        while not await request.is_disconnected():
+            if time.monotonic() - checked >= recheck:  # the verifier's cadence
+                if not await still_authorized(request):
+                    yield ": the credential was revoked or signed out; the stream ends\n\n"
+                    return
+                checked = time.monotonic()
+            seen = signal.generation
+            frames, ended = await poll()
+            for text in frames:
+                yield text
+            if ended:
+                return
+            if frames:
+                idle = 0.0
+            else:
+                idle += EVENT_POLL_SECONDS
+                if idle >= KEEPALIVE_SECONDS:
+                    idle = 0.0
+                    yield ": keep-alive\n\n"
+            await signal.wait(seen, EVENT_POLL_SECONDS)
+
+    return StreamingResponse(
+        stream(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

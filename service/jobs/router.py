@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from functools import partial
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import anyio.to_thread
 from fastapi import APIRouter, Header, Query, Request, Response, status
@@ -21,12 +20,10 @@ from service.deps import (
     PrincipalDep,
     SessionDep,
     TagFiltersDep,
-    still_authorized,
 )
 from service.errors import NotFound
 from service.ids import parse_id
-from service.jobs import service, serving
-from service.jobs.event_signal import EventSignal
+from service.jobs import event_signal, service, serving
 from service.jobs.models import TERMINAL, Job
 from service.jobs.schemas import (
     EpochRead,
@@ -216,10 +213,6 @@ def _load_job(db: Database, principal: PrincipalDep, job_id: str) -> Job:
         return _job(session, principal, job_id)
 
 
-EVENT_POLL_SECONDS = 0.25
-KEEPALIVE_SECONDS = 15.0
-
-
 @router.get(
     "/{job_id}/events",
     summary="Live events (Server-Sent Events) until the job ends",
@@ -240,45 +233,18 @@ async def job_events(
 ) -> StreamingResponse:
     job = await anyio.to_thread.run_sync(lambda: _load_job(db, principal, job_id))
     after = last_event_id
-    recheck = max(db.settings.key_cache_seconds, EVENT_POLL_SECONDS)
-    signal: EventSignal = request.app.state.event_signal
 
-    async def stream() -> Any:
+    async def poll() -> tuple[list[str], bool]:
         nonlocal after
-        idle = 0.0
-        checked = time.monotonic()
-        while not await request.is_disconnected():
-            if time.monotonic() - checked >= recheck:  # the verifier's cadence
-                if not await still_authorized(request):
-                    yield ": the credential was revoked or signed out; the stream ends\n\n"
-                    return
-                checked = time.monotonic()
-            seen = signal.generation
-            events, status_now = await anyio.to_thread.run_sync(
-                service.events_after, db, job.id, after
-            )
-            for event in events:
-                after = event.id
-                data = json.dumps(
-                    {"attempt": event.attempt, **event.data, "at": event.created_at.isoformat()}
-                )
-                yield f"id: {event.id}\nevent: {event.kind}\ndata: {data}\n\n"
-            if status_now in TERMINAL and not events:
-                return
-            if events:
-                idle = 0.0
-            else:
-                idle += EVENT_POLL_SECONDS
-                if idle >= KEEPALIVE_SECONDS:
-                    idle = 0.0
-                    yield ": keep-alive\n\n"
-                await signal.wait(seen, EVENT_POLL_SECONDS)
+        events, status_now = await anyio.to_thread.run_sync(service.events_after, db, job.id, after)
+        frames = []
+        for event in events:
+            after = event.id
+            data = {"attempt": event.attempt, **event.data, "at": event.created_at.isoformat()}
+            frames.append(event_signal.frame(event.kind, json.dumps(data), event.id))
+        return frames, status_now in TERMINAL and not events
 
-    return StreamingResponse(
-        stream(),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+    return event_signal.event_stream(request, db.settings.key_cache_seconds, poll)
 
 
 @router.post("/{job_id}/cancel", response_model=JobRead, summary="Cancel a queued or running job")

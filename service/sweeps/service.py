@@ -14,6 +14,7 @@ import numpy as np
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from service import watch
 from service.config import Settings
 from service.datasets.service import dataset_to_train_on
 from service.db import Database, rowcount, utcnow
@@ -348,6 +349,7 @@ def after_trial(db: Database, sweep_id: uuid.UUID) -> None:
         sweep = session.get(Sweep, sweep_id)
         if sweep is None or sweep.status in TERMINAL:
             return
+        watch.notify(session, queue.EVENTS_CHANNEL)  # the sweep's event streams hear it at once
         jobs = trial_jobs(session, sweep)
         done = sum(job.status in TERMINAL for job in jobs)
         sweep.progress = done / max(1, len(jobs))
@@ -427,6 +429,56 @@ def best_with_test(session: Session, sweep: Sweep) -> dict[str, Any] | None:
                 best["test_metrics"] = test
             best["refit_status"] = refit.status
     return best
+
+
+@dataclass(frozen=True)
+class SweepState:
+    """What a sweep's event stream reports: its status, and progress counting running trials."""
+
+    status: str
+    progress: float
+    trials_done: int
+    trials: int
+    best: dict[str, Any] | None
+    refit_job_id: uuid.UUID | None
+    error: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "progress": self.progress,
+            "trials_done": self.trials_done,
+            "trials": self.trials,
+            **(
+                {"best": self.best, "refit_job_id": self.refit_job_id, "error": self.error}
+                if self.status in TERMINAL
+                else {}
+            ),
+        }
+
+
+def sweep_state(db: Database, sweep_id: uuid.UUID) -> SweepState:
+    """The sweep's row and its trials' status and progress, read in one short transaction."""
+    with db.transaction(write=False) as session:
+        sweep = session.get_one(Sweep, sweep_id)
+        trials = session.execute(
+            select(Job.status, Job.progress).where(Job.sweep_id == sweep_id)
+        ).all()
+        done = sum(status in TERMINAL for status, _ in trials)
+        if sweep.status in TERMINAL:
+            progress = 1.0
+        else:
+            running = sum(p or 0.0 for status, p in trials if status not in TERMINAL)
+            progress = (done + running) / max(1, len(trials))
+        return SweepState(
+            status=sweep.status,
+            progress=round(progress, 4),
+            trials_done=done,
+            trials=len(trials),
+            best=best_with_test(session, sweep) if sweep.status in TERMINAL else None,
+            refit_job_id=sweep.refit_job_id,
+            error=sweep.error,
+        )
 
 
 def read_sweep(session: Session, sweep: Sweep) -> SweepRead:

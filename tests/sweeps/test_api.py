@@ -34,6 +34,50 @@ def _wait_sweep(client: httpx.Client, sweep_id: str, timeout: float = 240) -> di
     return wait_for(done, timeout=timeout, interval=0.2, message=f"sweep {sweep_id}")
 
 
+def _sweep_events(client: httpx.Client, sweep_id: str) -> list[tuple[str, dict[str, Any]]]:
+    """Every event of the sweep's stream, which closes after the terminal status."""
+    events, kind = [], ""
+    with client.stream("GET", f"/v1/sweeps/{sweep_id}/events", timeout=240) as stream:
+        assert stream.status_code == 200
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        for line in stream.iter_lines():
+            kind = line.removeprefix("event: ") if line.startswith("event: ") else kind
+            if line.startswith("data: "):
+                events.append((kind, json.loads(line.removeprefix("data: "))))
+    return events
+
+
+def test_a_script_follows_a_sweep_on_its_event_stream(
+    api: httpx.Client, cancer: tuple[str, pd.DataFrame]
+) -> None:
+    dataset_id, _ = cancer
+    created = api.post(
+        "/v1/sweeps",
+        json={
+            "dataset_id": dataset_id,
+            "target": "target",
+            "search": {"penalty": ["l1", "l2"], "strength": {"min": 1e-3, "max": 1.0, "num": 3}},
+            "cv": {"folds": 2},
+            "refit": False,
+        },
+    ).json()
+
+    events = _sweep_events(api, created["id"])
+
+    kinds = [kind for kind, _ in events]
+    assert kinds[0] == "status" and events[0][1]["status"] in ("queued", "running")
+    assert kinds[-1] == "status" and set(kinds) <= {"status", "progress"}
+    progress = [data["progress"] for _, data in events]
+    assert progress == sorted(progress) and progress[-1] == 1.0
+    assert all(data["trials"] == created["n_jobs"] == 4 for _, data in events)
+    last = events[-1][1]
+    assert last["status"] == "succeeded" and last["trials_done"] == 4
+    sweep = api.get(f"/v1/sweeps/{created['id']}").json()
+    assert last["best"] == sweep["best"] and last["refit_job_id"] is None and last["error"] is None
+    assert "best" not in events[0][1]  # only the terminal event carries the outcome
+    assert api.get("/v1/sweeps/not-a-uuid/events").status_code == 404
+
+
 def test_linear_sweep_ranks_paths_and_refits(
     api: httpx.Client, cancer: tuple[str, pd.DataFrame]
 ) -> None:
@@ -153,9 +197,12 @@ def test_cancel_and_isolation(
     with server.client(server.new_key()) as other:
         assert other.get(f"/v1/sweeps/{created['id']}").status_code == 404
         assert other.post(f"/v1/sweeps/{created['id']}/cancel").status_code == 404
+        assert other.get(f"/v1/sweeps/{created['id']}/events").status_code == 404
         assert other.get("/v1/sweeps").json()["items"] == []
     cancelled = api.post(f"/v1/sweeps/{created['id']}/cancel").json()
     assert cancelled["status"] == "cancelled"
+    (ended,) = _sweep_events(api, created["id"])  # an ended sweep's stream says so and closes
+    assert ended[0] == "status" and ended[1]["status"] == "cancelled"
     assert api.post(f"/v1/sweeps/{created['id']}/cancel").status_code == 409
 
     def trials_ended() -> bool:
