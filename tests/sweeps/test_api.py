@@ -34,10 +34,10 @@ def _wait_sweep(client: httpx.Client, sweep_id: str, timeout: float = 240) -> di
     return wait_for(done, timeout=timeout, interval=0.2, message=f"sweep {sweep_id}")
 
 
-def _sweep_events(client: httpx.Client, sweep_id: str) -> list[tuple[str, dict[str, Any]]]:
-    """Every event of the sweep's stream, which closes after the terminal status."""
+def _events(client: httpx.Client, path: str) -> list[tuple[str, dict[str, Any]]]:
+    """Every (kind, data) of a job's or sweep's stream, which closes after the terminal status."""
     events, kind = [], ""
-    with client.stream("GET", f"/v1/sweeps/{sweep_id}/events", timeout=240) as stream:
+    with client.stream("GET", path, timeout=240) as stream:
         assert stream.status_code == 200
         assert stream.headers["content-type"].startswith("text/event-stream")
         for line in stream.iter_lines():
@@ -62,7 +62,7 @@ def test_a_script_follows_a_sweep_on_its_event_stream(
         },
     ).json()
 
-    events = _sweep_events(api, created["id"])
+    events = _events(api, f"/v1/sweeps/{created['id']}/events")
 
     kinds = [kind for kind, _ in events]
     assert kinds[0] == "status" and events[0][1]["status"] in ("queued", "running")
@@ -125,12 +125,8 @@ def test_linear_sweep_ranks_paths_and_refits(
         if j["spec"]["regularization"]["penalty"] == best["penalty"] and j["name"].endswith("trial")
     )
     assert trial["status"] == "succeeded"
-    statuses, kind = [], ""
-    with api.stream("GET", f"/v1/jobs/{trial['id']}/events") as events:
-        for line in events.iter_lines():
-            kind = line.removeprefix("event: ") if line.startswith("event: ") else kind
-            if line.startswith("data: ") and kind == "status":
-                statuses.append(json.loads(line.removeprefix("data: "))["status"])
+    events = _events(api, f"/v1/jobs/{trial['id']}/events")
+    statuses = [data["status"] for kind, data in events if kind == "status"]
     assert statuses[:2] == ["queued", "running"], statuses  # a trial tells its story like a job
     values = []
     for job in jobs:
@@ -201,7 +197,8 @@ def test_cancel_and_isolation(
         assert other.get("/v1/sweeps").json()["items"] == []
     cancelled = api.post(f"/v1/sweeps/{created['id']}/cancel").json()
     assert cancelled["status"] == "cancelled"
-    (ended,) = _sweep_events(api, created["id"])  # an ended sweep's stream says so and closes
+    # An ended sweep's stream says so at once, and closes.
+    (ended,) = _events(api, f"/v1/sweeps/{created['id']}/events")
     assert ended[0] == "status" and ended[1]["status"] == "cancelled"
     assert api.post(f"/v1/sweeps/{created['id']}/cancel").status_code == 409
 
