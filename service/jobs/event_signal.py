@@ -77,11 +77,11 @@ def frame(kind: str, data: str, event_id: int | None = None) -> str:
     return f"{head}event: {kind}\ndata: {data}\n\n"
 
 
-def event_stream(request: Request, recheck_seconds: float, poll: Poll) -> StreamingResponse:
+def event_stream(request: Request, poll: Poll) -> StreamingResponse:
     """`poll`'s frames as they come, until it says the end; keep-alives while nothing does, and
     the stream ends if the credential it was opened with is revoked or signed out."""
     signal: EventSignal = request.app.state.event_signal
-    recheck = max(recheck_seconds, EVENT_POLL_SECONDS)
+    recheck = max(request.app.state.settings.key_cache_seconds, EVENT_POLL_SECONDS)
 
     async def stream() -> AsyncIterator[str]:
         idle = 0.0

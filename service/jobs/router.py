@@ -244,7 +244,7 @@ async def job_events(
             frames.append(event_signal.frame(event.kind, json.dumps(data), event.id))
         return frames, status_now in TERMINAL and not events
 
-    return event_signal.event_stream(request, db.settings.key_cache_seconds, poll)
+    return event_signal.event_stream(request, poll)
 
 
 @router.post("/{job_id}/cancel", response_model=JobRead, summary="Cancel a queued or running job")

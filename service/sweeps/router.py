@@ -99,7 +99,7 @@ async def sweep_events(
         sent = state
         return frames, state.status in TERMINAL
 
-    return event_signal.event_stream(request, db.settings.key_cache_seconds, poll)
+    return event_signal.event_stream(request, poll)
 
 
 def _load_sweep(db: Database, principal: PrincipalDep, sweep_id: str) -> Sweep:
